@@ -1,0 +1,75 @@
+/// A validated heartbeat: constructing one checks every field against PROTOCOL.md.
+///
+/// ```swift
+/// let request = try HeartbeatRequest(roomId: "doc-1", userId: "alice", sessionId: "tab-1", interval: 5_000)
+/// ```
+public struct HeartbeatRequest: Sendable, Hashable {
+    public let roomId: String
+    public let userId: String
+    public let sessionId: String
+    public let interval: Int64
+    public let name: String?
+    public let image: String?
+
+    public init(
+        roomId: String, userId: String, sessionId: String, interval: Int64? = nil,
+        name: String? = nil, image: String? = nil
+    ) throws(PresenceError) {
+        try Validate.identifier(roomId, field: "roomId")
+        try Validate.identifier(userId, field: "userId")
+        try Validate.identifier(sessionId, field: "sessionId")
+        try Validate.name(name)
+        try Validate.image(image)
+        self.roomId = roomId
+        self.userId = userId
+        self.sessionId = sessionId
+        self.interval = try Validate.interval(interval)
+        self.name = name
+        self.image = image
+    }
+}
+
+/// What a heartbeat answers: the room's stable token and the session's own.
+public struct SessionTokens: Sendable, Hashable, Codable {
+    public var roomToken: String
+    public var sessionToken: String
+
+    public init(roomToken: String, sessionToken: String) {
+        self.roomToken = roomToken
+        self.sessionToken = sessionToken
+    }
+}
+
+/// A room whose records changed (or that was removed), published after the change is stored.
+public struct RoomChange: Sendable, Hashable {
+    public enum Kind: Sendable, Hashable {
+        case updated
+        case removed
+    }
+    public var roomId: String
+    public var roomToken: String
+    public var roomVersion: UInt64
+    public var kind: Kind
+
+    public init(roomId: String, roomToken: String, roomVersion: UInt64, kind: Kind) {
+        self.roomId = roomId
+        self.roomToken = roomToken
+        self.roomVersion = roomVersion
+        self.kind = kind
+    }
+}
+
+/// Counts for metrics and health.
+public struct PresenceStatistics: Sendable, Hashable {
+    public var rooms: Int
+    public var sessions: Int
+    public var onlineUsers: Int
+    public var userRecords: Int
+
+    public init(rooms: Int, sessions: Int, onlineUsers: Int, userRecords: Int) {
+        self.rooms = rooms
+        self.sessions = sessions
+        self.onlineUsers = onlineUsers
+        self.userRecords = userRecords
+    }
+}

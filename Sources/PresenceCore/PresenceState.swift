@@ -1,0 +1,362 @@
+import HeapModule
+
+/// The whole presence state machine as a value: rooms, their user records,
+/// sessions, tokens and deadlines. Every operation takes the time as an argument,
+/// so it is deterministic and tested without clocks; stores wrap it with locking
+/// and (for durable stores) persistence.
+///
+/// Heartbeats are the hot path: a heartbeat of a live session only moves the
+/// session's deadline. The deadline queue is lazy: a deadline that moves later
+/// leaves its queue entry in place, and the entry is re-queued when it comes due.
+///
+/// ```swift
+/// var state = PresenceState()
+/// let outcome = try state.heartbeat(request, now: 1_000)
+/// state.expireDue(now: 30_000, limit: 1_000)
+/// ```
+public struct PresenceState: Sendable {
+    public struct Session: Sendable, Hashable {
+        public let sessionId: String
+        public let roomId: String
+        public let userId: String
+        public let token: String
+        public var interval: Int64
+        public var deadline: Int64
+        /// The deadline of this session's live entry in the queue; entries with another value are stale.
+        var queuedDeadline: Int64
+    }
+
+    struct RoomUser: Sendable {
+        var record: UserRecord
+        var sessionIds: [String] = []
+    }
+
+    struct Room: Sendable {
+        let roomId: String
+        var token: String
+        var version: UInt64
+        var users: [String: RoomUser] = [:]
+    }
+
+    struct DeadlineEntry: Comparable, Sendable {
+        let deadline: Int64
+        let sessionId: String
+        static func < (a: DeadlineEntry, b: DeadlineEntry) -> Bool { a.deadline < b.deadline }
+    }
+
+    /// What a mutation did: the rooms whose records changed, for subscribers.
+    public struct Outcome: Sendable {
+        public var changes: [RoomChange] = []
+        public init() {}
+    }
+
+    public struct HeartbeatOutcome: Sendable {
+        public var tokens: SessionTokens
+        /// Set when the heartbeat queued a deadline (a new session, or one that moved earlier):
+        /// the expiry loop must wake if it sleeps past it.
+        public var queuedDeadline: Int64?
+        public var changes: [RoomChange]
+    }
+
+    private var rooms: [String: Room] = [:]
+    private var roomIdByToken: [String: String] = [:]
+    private var sessions: [String: Session] = [:]
+    private var sessionIdByToken: [String: String] = [:]
+    private var roomIdsByUser: [String: Set<String>] = [:]
+    private var deadlines = Heap<DeadlineEntry>()
+    /// One counter for all rooms: a room's version is the counter value of its last change,
+    /// so versions never go backwards, even for a room that is removed and created again.
+    private var lastVersion: UInt64 = 0
+    private var onlineUserCount = 0
+    private let makeToken: @Sendable (String) -> String
+
+    public init(makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)) {
+        self.makeToken = makeToken
+    }
+
+    // MARK: - Heartbeat, disconnect, expiry
+
+    public mutating func heartbeat(_ request: HeartbeatRequest, now: Int64) throws(PresenceError) -> HeartbeatOutcome {
+        let deadline = Limits.deadline(now: now, interval: request.interval)
+        if var session = sessions[request.sessionId] {
+            guard session.roomId == request.roomId, session.userId == request.userId else {
+                throw .sessionConflict("sessionId \(request.sessionId) belongs to another room or user")
+            }
+            session.interval = request.interval
+            session.deadline = deadline
+            var queued: Int64?
+            if deadline < session.queuedDeadline {
+                session.queuedDeadline = deadline
+                deadlines.insert(DeadlineEntry(deadline: deadline, sessionId: session.sessionId))
+                queued = deadline
+            }
+            sessions[session.sessionId] = session
+            var changes: [RoomChange] = []
+            if applyProfile(request, roomId: request.roomId) {
+                changes.append(bumpVersion(roomId: request.roomId))
+            }
+            return HeartbeatOutcome(
+                tokens: SessionTokens(roomToken: rooms[request.roomId]!.token, sessionToken: session.token),
+                queuedDeadline: queued, changes: changes)
+        }
+
+        if rooms[request.roomId] == nil {
+            let token = makeToken("r_")
+            rooms[request.roomId] = Room(roomId: request.roomId, token: token, version: 0)
+            roomIdByToken[token] = request.roomId
+        }
+        let session = Session(
+            sessionId: request.sessionId, roomId: request.roomId, userId: request.userId,
+            token: makeToken("s_"), interval: request.interval, deadline: deadline, queuedDeadline: deadline)
+        sessions[session.sessionId] = session
+        sessionIdByToken[session.token] = session.sessionId
+        deadlines.insert(DeadlineEntry(deadline: deadline, sessionId: session.sessionId))
+
+        var changed = false
+        if var user = rooms[request.roomId]!.users[request.userId] {
+            if !user.record.online {
+                user.record.online = true
+                user.record.onlineSince = now
+                user.record.lastDisconnected = 0
+                onlineUserCount += 1
+                changed = true
+            }
+            user.sessionIds.append(session.sessionId)
+            rooms[request.roomId]!.users[request.userId] = user
+        } else {
+            let record = UserRecord(userId: request.userId, online: true, lastDisconnected: 0, onlineSince: now)
+            rooms[request.roomId]!.users[request.userId] = RoomUser(record: record, sessionIds: [session.sessionId])
+            roomIdsByUser[request.userId, default: []].insert(request.roomId)
+            onlineUserCount += 1
+            changed = true
+        }
+        if applyProfile(request, roomId: request.roomId) { changed = true }
+        let changes = changed ? [bumpVersion(roomId: request.roomId)] : []
+        return HeartbeatOutcome(
+            tokens: SessionTokens(roomToken: rooms[request.roomId]!.token, sessionToken: session.token),
+            queuedDeadline: deadline, changes: changes)
+    }
+
+    /// Applies a heartbeat's `name` and `image` when they differ from what is stored.
+    private mutating func applyProfile(_ request: HeartbeatRequest, roomId: String) -> Bool {
+        guard request.name != nil || request.image != nil else { return false }
+        var changed = false
+        let userId = request.userId
+        if let name = request.name, rooms[roomId]!.users[userId]!.record.name != name {
+            rooms[roomId]!.users[userId]!.record.name = name
+            changed = true
+        }
+        if let image = request.image, rooms[roomId]!.users[userId]!.record.image != image {
+            rooms[roomId]!.users[userId]!.record.image = image
+            changed = true
+        }
+        return changed
+    }
+
+    private mutating func bumpVersion(roomId: String) -> RoomChange {
+        lastVersion += 1
+        rooms[roomId]!.version = lastVersion
+        let room = rooms[roomId]!
+        return RoomChange(roomId: roomId, roomToken: room.token, roomVersion: lastVersion, kind: .updated)
+    }
+
+    /// Ends the session with this token at `now`. An unknown token changes nothing.
+    public mutating func disconnect(sessionToken: String, now: Int64) -> Outcome {
+        var outcome = Outcome()
+        guard let sessionId = sessionIdByToken[sessionToken] else { return outcome }
+        if let roomId = endSession(sessionId, at: now) {
+            outcome.changes.append(bumpVersion(roomId: roomId))
+        }
+        return outcome
+    }
+
+    /// Removes a session; returns the room id when that took its user offline.
+    private mutating func endSession(_ sessionId: String, at time: Int64) -> String? {
+        guard let session = sessions.removeValue(forKey: sessionId) else { return nil }
+        sessionIdByToken.removeValue(forKey: session.token)
+        guard var user = rooms[session.roomId]?.users[session.userId] else { return nil }
+        user.sessionIds.removeAll { $0 == sessionId }
+        var wentOffline = false
+        if user.sessionIds.isEmpty, user.record.online {
+            user.record.online = false
+            user.record.onlineSince = 0
+            user.record.lastDisconnected = time
+            onlineUserCount -= 1
+            wentOffline = true
+        }
+        rooms[session.roomId]!.users[session.userId] = user
+        return wentOffline ? session.roomId : nil
+    }
+
+    /// The earliest queued deadline (possibly of a session whose deadline has since moved later).
+    public var nextDeadline: Int64? { deadlines.min?.deadline }
+
+    /// Expires up to `limit` sessions whose deadline is at or before `now`; a user whose last
+    /// session expires goes offline with `lastDisconnected` = that session's deadline.
+    /// Each affected room changes once per call, however many of its users went offline.
+    public mutating func expireDue(now: Int64, limit: Int) -> (expired: Int, outcome: Outcome) {
+        var expired = 0
+        var examined = 0
+        var roomsWentOffline: [String] = []
+        var seenRooms = Set<String>()
+        // Stale entries are examined too; bound them so one call stays short.
+        while expired < limit, examined < limit * 4, let top = deadlines.min, top.deadline <= now {
+            examined += 1
+            let entry = deadlines.removeMin()
+            guard var session = sessions[entry.sessionId], session.queuedDeadline == entry.deadline else { continue }
+            if session.deadline > now {
+                session.queuedDeadline = session.deadline
+                sessions[session.sessionId] = session
+                deadlines.insert(DeadlineEntry(deadline: session.deadline, sessionId: session.sessionId))
+                continue
+            }
+            expired += 1
+            if let roomId = endSession(session.sessionId, at: session.deadline), seenRooms.insert(roomId).inserted {
+                roomsWentOffline.append(roomId)
+            }
+        }
+        var outcome = Outcome()
+        for roomId in roomsWentOffline {
+            outcome.changes.append(bumpVersion(roomId: roomId))
+        }
+        return (expired, outcome)
+    }
+
+    /// True when sessions are due at `now` (the next `expireDue` has work).
+    public func hasDue(now: Int64) -> Bool {
+        guard let next = nextDeadline else { return false }
+        return next <= now
+    }
+
+    // MARK: - Data
+
+    /// Sets `data` of the user whose live session holds this token. `nil` clears it.
+    public mutating func update(sessionToken: String, data: JSONValue?) throws(PresenceError) -> Outcome {
+        guard let sessionId = sessionIdByToken[sessionToken], let session = sessions[sessionId] else {
+            throw .notFound("no live session has this session token")
+        }
+        return setData(roomId: session.roomId, userId: session.userId, data: data)
+    }
+
+    /// Sets `data` of a user who has been in the room. `nil` clears it.
+    public mutating func updateRoomUser(roomId: String, userId: String, data: JSONValue?) throws(PresenceError) -> Outcome {
+        guard rooms[roomId]?.users[userId] != nil else {
+            throw .notFound("user \(userId) has never been in room \(roomId)")
+        }
+        return setData(roomId: roomId, userId: userId, data: data)
+    }
+
+    private mutating func setData(roomId: String, userId: String, data: JSONValue?) -> Outcome {
+        var outcome = Outcome()
+        guard rooms[roomId]!.users[userId]!.record.data != data else { return outcome }
+        rooms[roomId]!.users[userId]!.record.data = data
+        outcome.changes.append(bumpVersion(roomId: roomId))
+        return outcome
+    }
+
+    // MARK: - Removal
+
+    public mutating func removeRoomUser(roomId: String, userId: String) -> Outcome {
+        var outcome = Outcome()
+        guard let user = rooms[roomId]?.users.removeValue(forKey: userId) else { return outcome }
+        for sessionId in user.sessionIds {
+            if let session = sessions.removeValue(forKey: sessionId) {
+                sessionIdByToken.removeValue(forKey: session.token)
+            }
+        }
+        if user.record.online { onlineUserCount -= 1 }
+        forgetRoom(roomId, ofUser: userId)
+        outcome.changes.append(bumpVersion(roomId: roomId))
+        return outcome
+    }
+
+    public mutating func removeRoom(roomId: String) -> Outcome {
+        var outcome = Outcome()
+        guard let room = rooms.removeValue(forKey: roomId) else { return outcome }
+        roomIdByToken.removeValue(forKey: room.token)
+        for (userId, user) in room.users {
+            for sessionId in user.sessionIds {
+                if let session = sessions.removeValue(forKey: sessionId) {
+                    sessionIdByToken.removeValue(forKey: session.token)
+                }
+            }
+            if user.record.online { onlineUserCount -= 1 }
+            forgetRoom(roomId, ofUser: userId)
+        }
+        lastVersion += 1
+        outcome.changes.append(RoomChange(roomId: roomId, roomToken: room.token, roomVersion: lastVersion, kind: .removed))
+        return outcome
+    }
+
+    private mutating func forgetRoom(_ roomId: String, ofUser userId: String) {
+        roomIdsByUser[userId]?.remove(roomId)
+        if roomIdsByUser[userId]?.isEmpty == true { roomIdsByUser.removeValue(forKey: userId) }
+    }
+
+    // MARK: - Reads
+
+    public func roomId(forToken token: String) -> String? {
+        roomIdByToken[token]
+    }
+
+    public func list(roomToken: String, limit: Int) -> RoomSnapshot {
+        guard let roomId = roomIdByToken[roomToken] else { return .empty }
+        return listRoom(roomId: roomId, onlineOnly: false, limit: limit)
+    }
+
+    public func listRoom(roomId: String, onlineOnly: Bool, limit: Int) -> RoomSnapshot {
+        guard let room = rooms[roomId] else { return .empty }
+        var records: [UserRecord] = []
+        records.reserveCapacity(room.users.count)
+        for user in room.users.values where !onlineOnly || user.record.online {
+            records.append(user.record)
+        }
+        return RoomSnapshot(roomVersion: room.version, users: Self.first(limit, of: records))
+    }
+
+    /// The first `limit` records in protocol order, without sorting all of a large room.
+    static func first(_ limit: Int, of records: [UserRecord]) -> [UserRecord] {
+        guard records.count > limit else { return records.sorted(by: UserRecord.precedes) }
+        if limit * 8 >= records.count {
+            return Array(records.sorted(by: UserRecord.precedes).prefix(limit))
+        }
+        // Keep the best `limit` in a max-heap (by protocol order): O(n log limit).
+        var heap = Heap<ReversedOrder>()
+        for record in records {
+            if heap.count < limit {
+                heap.insert(ReversedOrder(record: record))
+            } else if UserRecord.precedes(record, heap.max!.record) {
+                heap.replaceMax(with: ReversedOrder(record: record))
+            }
+        }
+        return heap.unordered.map(\.record).sorted(by: UserRecord.precedes)
+    }
+
+    struct ReversedOrder: Comparable {
+        let record: UserRecord
+        static func < (a: ReversedOrder, b: ReversedOrder) -> Bool { UserRecord.precedes(a.record, b.record) }
+        static func == (a: ReversedOrder, b: ReversedOrder) -> Bool { a.record.userId == b.record.userId }
+    }
+
+    public func listUser(userId: String, onlineOnly: Bool, limit: Int) -> [UserRoomStatus] {
+        guard let roomIds = roomIdsByUser[userId] else { return [] }
+        var statuses: [UserRoomStatus] = []
+        for roomId in roomIds {
+            guard let record = rooms[roomId]?.users[userId]?.record else { continue }
+            if onlineOnly, !record.online { continue }
+            statuses.append(UserRoomStatus(roomId: roomId, online: record.online, lastDisconnected: record.lastDisconnected))
+        }
+        statuses.sort(by: UserRoomStatus.precedes)
+        return Array(statuses.prefix(limit))
+    }
+
+    public func session(id: String) -> Session? {
+        sessions[id]
+    }
+
+    public var statistics: PresenceStatistics {
+        PresenceStatistics(
+            rooms: rooms.count, sessions: sessions.count, onlineUsers: onlineUserCount,
+            userRecords: roomIdsByUser.values.reduce(0) { $0 + $1.count })
+    }
+}

@@ -1,0 +1,112 @@
+/// One user's presence in one room, as every list, snapshot and diff shows it.
+///
+/// ```swift
+/// let alice = UserRecord(userId: "alice", online: true, lastDisconnected: 0, onlineSince: 1_764_393_600_000)
+/// ```
+public struct UserRecord: Sendable, Hashable {
+    public var userId: String
+    public var online: Bool
+    /// 0 while online; when the user went offline otherwise.
+    public var lastDisconnected: Int64
+    /// When the current online stretch began; 0 while offline.
+    public var onlineSince: Int64
+    public var data: JSONValue?
+    public var name: String?
+    public var image: String?
+
+    public init(
+        userId: String, online: Bool, lastDisconnected: Int64, onlineSince: Int64,
+        data: JSONValue? = nil, name: String? = nil, image: String? = nil
+    ) {
+        self.userId = userId
+        self.online = online
+        self.lastDisconnected = lastDisconnected
+        self.onlineSince = onlineSince
+        self.data = data
+        self.name = name
+        self.image = image
+    }
+
+    /// PROTOCOL.md's order: online first by `onlineSince` ascending, then offline by
+    /// `lastDisconnected` descending, ties by `userId`.
+    public static func precedes(_ a: UserRecord, _ b: UserRecord) -> Bool {
+        if a.online != b.online { return a.online }
+        if a.online {
+            if a.onlineSince != b.onlineSince { return a.onlineSince < b.onlineSince }
+        } else if a.lastDisconnected != b.lastDisconnected {
+            return a.lastDisconnected > b.lastDisconnected
+        }
+        return a.userId < b.userId
+    }
+
+    public func writeJSON(into writer: inout JSONWriter) {
+        writer.raw("{")
+        writer.key("userId", first: true)
+        writer.write(userId)
+        writer.key("online")
+        writer.write(online)
+        writer.key("lastDisconnected")
+        writer.write(lastDisconnected)
+        writer.key("onlineSince")
+        writer.write(onlineSince)
+        if let data {
+            writer.key("data")
+            writer.write(data)
+        }
+        if let name {
+            writer.key("name")
+            writer.write(name)
+        }
+        if let image {
+            writer.key("image")
+            writer.write(image)
+        }
+        writer.raw("}")
+    }
+}
+
+extension UserRecord: Codable {}
+
+extension JSONWriter {
+    public mutating func write(_ records: [UserRecord]) {
+        raw("[")
+        for (index, record) in records.enumerated() {
+            if index > 0 { raw(",") }
+            record.writeJSON(into: &self)
+        }
+        raw("]")
+    }
+}
+
+/// A room's ordered list at one `roomVersion`.
+public struct RoomSnapshot: Sendable, Hashable {
+    public var roomVersion: UInt64
+    public var users: [UserRecord]
+
+    public init(roomVersion: UInt64, users: [UserRecord]) {
+        self.roomVersion = roomVersion
+        self.users = users
+    }
+
+    public static let empty = RoomSnapshot(roomVersion: 0, users: [])
+}
+
+/// One room of a user, as listUser returns it.
+public struct UserRoomStatus: Sendable, Hashable, Codable {
+    public var roomId: String
+    public var online: Bool
+    public var lastDisconnected: Int64
+
+    public init(roomId: String, online: Bool, lastDisconnected: Int64) {
+        self.roomId = roomId
+        self.online = online
+        self.lastDisconnected = lastDisconnected
+    }
+
+    /// Online rooms first by `roomId`, then offline ones by `lastDisconnected` descending.
+    public static func precedes(_ a: UserRoomStatus, _ b: UserRoomStatus) -> Bool {
+        if a.online != b.online { return a.online }
+        if !a.online, a.lastDisconnected != b.lastDisconnected { return a.lastDisconnected > b.lastDisconnected }
+        return a.roomId < b.roomId
+    }
+}

@@ -1,0 +1,190 @@
+import Hummingbird
+import HTTPTypes
+import NIOCore
+import PresenceStore
+
+/// The HTTP API of PROTOCOL.md.
+struct HTTPRoutes<Context: RequestContext> {
+    let store: any PresenceStore
+    let metrics: PresenceMetrics
+    let configuration: PresenceServerConfiguration
+
+    func register(on router: Router<Context>) {
+        var methodsByPath: [(path: RouterPath, methods: Set<HTTPRequest.Method>)] = []
+        func route(_ path: RouterPath, _ method: HTTPRequest.Method, _ handler: @escaping @Sendable (Request, Context) async throws -> Response) {
+            router.on(path, method: method, use: handler)
+            if let index = methodsByPath.firstIndex(where: { $0.path.description == path.description }) {
+                methodsByPath[index].methods.insert(method)
+            } else {
+                methodsByPath.append((path, [method]))
+            }
+        }
+
+        route("/api/heartbeat", .post) { request, _ in
+            let body = try await Self.body(of: request)
+            let heartbeat = try JSONObject(parsing: body.readableBytesView).heartbeatRequest()
+            let tokens = try await store.heartbeat(heartbeat)
+            metrics.heartbeats.increment()
+            var writer = JSONWriter()
+            writer.raw("{")
+            writer.key("roomToken", first: true)
+            writer.write(tokens.roomToken)
+            writer.key("sessionToken")
+            writer.write(tokens.sessionToken)
+            writer.raw("}")
+            return .json(writer.output)
+        }
+
+        route("/api/list", .get) { request, _ in
+            guard let roomToken = request.uri.queryParameters.get("roomToken") else {
+                throw PresenceError.invalidArgument("roomToken is required")
+            }
+            let limit = try QueryParsing.limit(request.uri.queryParameters.get("limit"))
+            return .json(Self.roomJSON(try await store.list(roomToken: roomToken, limit: limit)))
+        }
+
+        route("/api/disconnect", .post) { request, _ in
+            let body = try await Self.body(of: request)
+            try await store.disconnect(sessionToken: try Self.sessionToken(fromDisconnectBody: body, request: request))
+            return .json("{}")
+        }
+
+        route("/api/update", .post) { request, _ in
+            let body = try await Self.body(of: request)
+            let object = try JSONObject(parsing: body.readableBytesView)
+            let sessionToken = try object.string("sessionToken")
+            try await store.update(sessionToken: sessionToken, data: object.data())
+            return .json("{}")
+        }
+
+        route("/api/rooms/{roomId}/users/{userId}/data", .put) { request, context in
+            try authorizeAdmin(request)
+            let roomId = try QueryParsing.identifier(context.parameters.get("roomId"), field: "roomId")
+            let userId = try QueryParsing.identifier(context.parameters.get("userId"), field: "userId")
+            let body = try await Self.body(of: request)
+            let data = try Validate.data(try JSONObject.parseValue(body.readableBytesView))
+            try await store.updateRoomUser(roomId: roomId, userId: userId, data: data)
+            return .json("{}")
+        }
+
+        route("/api/rooms/{roomId}/users", .get) { request, context in
+            try authorizeAdmin(request)
+            let roomId = try QueryParsing.identifier(context.parameters.get("roomId"), field: "roomId")
+            let onlineOnly = try QueryParsing.flag(request.uri.queryParameters.get("onlineOnly"), name: "onlineOnly")
+            let limit = try QueryParsing.limit(request.uri.queryParameters.get("limit"))
+            return .json(Self.roomJSON(try await store.listRoom(roomId: roomId, onlineOnly: onlineOnly, limit: limit)))
+        }
+
+        route("/api/users/{userId}/rooms", .get) { request, context in
+            try authorizeAdmin(request)
+            let userId = try QueryParsing.identifier(context.parameters.get("userId"), field: "userId")
+            let onlineOnly = try QueryParsing.flag(request.uri.queryParameters.get("onlineOnly"), name: "onlineOnly")
+            let limit = try QueryParsing.limit(request.uri.queryParameters.get("limit"))
+            let rooms = try await store.listUser(userId: userId, onlineOnly: onlineOnly, limit: limit)
+            var writer = JSONWriter()
+            writer.raw("{\"rooms\":[")
+            for (index, room) in rooms.enumerated() {
+                if index > 0 { writer.raw(",") }
+                writer.raw("{")
+                writer.key("roomId", first: true)
+                writer.write(room.roomId)
+                writer.key("online")
+                writer.write(room.online)
+                writer.key("lastDisconnected")
+                writer.write(room.lastDisconnected)
+                writer.raw("}")
+            }
+            writer.raw("]}")
+            return .json(writer.output)
+        }
+
+        route("/api/rooms/{roomId}/users/{userId}", .delete) { request, context in
+            try authorizeAdmin(request)
+            let roomId = try QueryParsing.identifier(context.parameters.get("roomId"), field: "roomId")
+            let userId = try QueryParsing.identifier(context.parameters.get("userId"), field: "userId")
+            try await store.removeRoomUser(roomId: roomId, userId: userId)
+            return .json("{}")
+        }
+
+        route("/api/rooms/{roomId}", .delete) { request, context in
+            try authorizeAdmin(request)
+            let roomId = try QueryParsing.identifier(context.parameters.get("roomId"), field: "roomId")
+            try await store.removeRoom(roomId: roomId)
+            return .json("{}")
+        }
+
+        route("/health", .get) { _, _ in
+            do {
+                _ = try await store.statistics()
+            } catch {
+                throw PresenceError.unavailable("the store is not usable")
+            }
+            return .json("{\"status\":\"ok\"}")
+        }
+
+        route("/metrics", .get) { _, _ in
+            let text = metrics.render(statistics: try await store.statistics())
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+
+        route("/api/ws", .get) { _, _ in
+            throw PresenceError.invalidArgument("/api/ws needs a WebSocket upgrade request")
+        }
+
+        // The router answers an unknown method on a known path with 404; PROTOCOL.md wants 405.
+        let methods: [HTTPRequest.Method] = [.get, .post, .put, .delete, .patch]
+        for (path, allowed) in methodsByPath {
+            let allowHeader = allowed.map(\.rawValue).sorted().joined(separator: ", ")
+            for method in methods where !allowed.contains(method) {
+                router.on(path, method: method) { request, _ -> Response in
+                    var response = Response.error(.methodNotAllowed("\(request.method) is not allowed on \(request.uri.path); use \(allowHeader)"))
+                    response.headers[.allow] = allowHeader
+                    return response
+                }
+            }
+        }
+    }
+
+    func authorizeAdmin(_ request: Request) throws(PresenceError) {
+        guard let adminKey = configuration.adminKey else {
+            throw .unauthenticated("admin calls are disabled: the server has no admin key")
+        }
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+            throw .unauthenticated("admin calls need Authorization: Bearer <admin key>")
+        }
+        guard Tokens.constantTimeEquals(String(header.dropFirst("Bearer ".count)), adminKey) else {
+            throw .unauthenticated("the admin key is not valid")
+        }
+    }
+
+    static func body(of request: Request) async throws -> ByteBuffer {
+        var request = request
+        return try await request.collectBody(upTo: Limits.maxBodyBytes)
+    }
+
+    /// `navigator.sendBeacon` sends `text/plain`: accept a JSON object, or the bare token.
+    static func sessionToken(fromDisconnectBody body: ByteBuffer, request: Request) throws(PresenceError) -> String {
+        let text = String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines)
+        let contentType = request.headers[.contentType]?.lowercased() ?? ""
+        if text.hasPrefix("{") || contentType.hasPrefix("application/json") {
+            return try JSONObject(parsing: body.readableBytesView).string("sessionToken")
+        }
+        guard !text.isEmpty, text.utf8.count <= 1024, !text.contains(where: \.isWhitespace) else {
+            throw .invalidArgument("the body must be {\"sessionToken\": …} or the bare session token")
+        }
+        return text
+    }
+
+    static func roomJSON(_ snapshot: RoomSnapshot) -> String {
+        var writer = JSONWriter(capacity: 64 + snapshot.users.count * 128)
+        writer.raw("{")
+        writer.key("roomVersion", first: true)
+        writer.write(Int64(snapshot.roomVersion))
+        writer.key("users")
+        writer.write(snapshot.users)
+        writer.raw("}")
+        return writer.output
+    }
+}

@@ -1,0 +1,45 @@
+import CoreMetrics
+import Prometheus
+import PresenceStore
+
+/// The server's metrics, kept in its own Prometheus registry (not the process-wide
+/// bootstrap) so several servers in one process, as in tests, never mix their figures.
+public final class PresenceMetrics: Sendable {
+    public let registry: PrometheusCollectorRegistry
+    let heartbeats: CoreMetrics.Counter
+    let expiries: CoreMetrics.Counter
+    let messagesSent: CoreMetrics.Counter
+    let bytesSent: CoreMetrics.Counter
+    let slowSubscribersDropped: CoreMetrics.Counter
+    let floodingSocketsClosed: CoreMetrics.Counter
+    let subscribers: CoreMetrics.Gauge
+    let sockets: CoreMetrics.Meter
+    private let sessions: CoreMetrics.Gauge
+    private let onlineUsers: CoreMetrics.Gauge
+    private let rooms: CoreMetrics.Gauge
+
+    public init() {
+        let registry = PrometheusCollectorRegistry()
+        let factory = PrometheusMetricsFactory(registry: registry)
+        self.registry = registry
+        heartbeats = Counter(label: "presence_heartbeats_total", factory: factory)
+        expiries = Counter(label: "presence_expired_sessions_total", factory: factory)
+        messagesSent = Counter(label: "presence_ws_messages_sent_total", factory: factory)
+        bytesSent = Counter(label: "presence_ws_bytes_sent_total", factory: factory)
+        slowSubscribersDropped = Counter(label: "presence_slow_subscribers_dropped_total", factory: factory)
+        floodingSocketsClosed = Counter(label: "presence_flooding_sockets_closed_total", factory: factory)
+        subscribers = Gauge(label: "presence_subscriptions", factory: factory)
+        sockets = Meter(label: "presence_ws_connections", factory: factory)
+        sessions = Gauge(label: "presence_sessions", factory: factory)
+        onlineUsers = Gauge(label: "presence_online_users", factory: factory)
+        rooms = Gauge(label: "presence_rooms", factory: factory)
+    }
+
+    /// The Prometheus text exposition, with the store's counts read at scrape time.
+    func render(statistics: PresenceStatistics) -> String {
+        sessions.record(statistics.sessions)
+        onlineUsers.record(statistics.onlineUsers)
+        rooms.record(statistics.rooms)
+        return registry.emitToString()
+    }
+}

@@ -1,0 +1,30 @@
+import Logging
+import PresenceCore
+
+/// Everything that shapes a running server; every field has a default.
+///
+/// ```swift
+/// var configuration = PresenceServerConfiguration()
+/// configuration.port = 0            // any free port
+/// configuration.adminKey = "secret"
+/// ```
+public struct PresenceServerConfiguration: Sendable {
+    public var host: String = "127.0.0.1"
+    public var port: Int = 8080
+    /// Bearer key for the maintenance calls; `nil` means no admin call is allowed.
+    public var adminKey: String?
+    /// Origins allowed by CORS; `["*"]` allows any. Empty allows none (same-origin only).
+    public var allowedOrigins: [String] = []
+    /// Frames queued for one subscriber before it counts as too slow and is closed with 1013.
+    public var outboxCapacity: Int = 512
+    /// Messages one socket may send per second (sustained) before it is closed with 1008.
+    public var socketMessagesPerSecond: Double = 50
+    /// Messages one socket may send in a burst above the sustained rate.
+    public var socketMessageBurst: Double = 200
+    /// How many expired sessions one expiry step handles before yielding.
+    public var expiryBatchSize: Int = 1_000
+    /// Listen backlog for the server socket.
+    public var backlog: Int = 4_096
+
+    public init() {}
+}

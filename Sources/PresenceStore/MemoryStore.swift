@@ -1,0 +1,91 @@
+import Synchronization
+
+/// The ephemeral store: everything in memory, gone when the process ends.
+/// Operations run under one lock and never suspend, so they are short and ordered.
+///
+/// ```swift
+/// let store = MemoryStore(clock: ManualWallClock())
+/// ```
+public final class MemoryStore: PresenceStore {
+    public let clock: any WallClock
+    public let deadlineAlarm = DeadlineAlarm()
+    private let state: Mutex<PresenceState>
+    private let feed = ChangeFeed()
+
+    public init(clock: any WallClock = SystemWallClock()) {
+        self.clock = clock
+        self.state = Mutex(PresenceState())
+    }
+
+    /// Runs a mutation and publishes its changes while still holding the lock, so listeners see store order.
+    private func mutate<Result>(_ body: (inout PresenceState, Int64) throws(PresenceError) -> (Result, [RoomChange])) throws(PresenceError) -> Result {
+        let now = clock.nowMillis()
+        return try state.withLock { (state: inout PresenceState) throws(PresenceError) -> Result in
+            let (result, changes) = try body(&state, now)
+            feed.publish(changes)
+            return result
+        }
+    }
+
+    public func heartbeat(_ request: HeartbeatRequest) async throws -> SessionTokens {
+        let outcome = try mutate { state, now throws(PresenceError) in
+            let outcome = try state.heartbeat(request, now: now)
+            return (outcome, outcome.changes)
+        }
+        if let deadline = outcome.queuedDeadline { deadlineAlarm.note(deadline: deadline) }
+        return outcome.tokens
+    }
+
+    public func disconnect(sessionToken: String) async throws {
+        try mutate { state, now in ((), state.disconnect(sessionToken: sessionToken, now: now).changes) }
+    }
+
+    public func update(sessionToken: String, data: JSONValue?) async throws {
+        try mutate { state, _ throws(PresenceError) in ((), try state.update(sessionToken: sessionToken, data: data).changes) }
+    }
+
+    public func updateRoomUser(roomId: String, userId: String, data: JSONValue?) async throws {
+        try mutate { state, _ throws(PresenceError) in
+            ((), try state.updateRoomUser(roomId: roomId, userId: userId, data: data).changes)
+        }
+    }
+
+    public func list(roomToken: String, limit: Int) async throws -> RoomSnapshot {
+        state.withLock { $0.list(roomToken: roomToken, limit: limit) }
+    }
+
+    public func listRoom(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot {
+        state.withLock { $0.listRoom(roomId: roomId, onlineOnly: onlineOnly, limit: limit) }
+    }
+
+    public func listUser(userId: String, onlineOnly: Bool, limit: Int) async throws -> [UserRoomStatus] {
+        state.withLock { $0.listUser(userId: userId, onlineOnly: onlineOnly, limit: limit) }
+    }
+
+    public func removeRoomUser(roomId: String, userId: String) async throws {
+        try mutate { state, _ in ((), state.removeRoomUser(roomId: roomId, userId: userId).changes) }
+    }
+
+    public func removeRoom(roomId: String) async throws {
+        try mutate { state, _ in ((), state.removeRoom(roomId: roomId).changes) }
+    }
+
+    public func expireDueSessions(limit: Int) async throws -> Int {
+        try mutate { state, now in
+            let (expired, outcome) = state.expireDue(now: now, limit: limit)
+            return (expired, outcome.changes)
+        }
+    }
+
+    public func nextDeadline() async throws -> Int64? {
+        state.withLock { $0.nextDeadline }
+    }
+
+    public func roomChanges() -> AsyncStream<RoomChange> {
+        feed.stream()
+    }
+
+    public func statistics() async throws -> PresenceStatistics {
+        state.withLock { $0.statistics }
+    }
+}

@@ -1,0 +1,41 @@
+@_exported import PresenceCore
+
+/// What the server needs from storage: the operations of PROTOCOL.md, a feed of
+/// room changes (published only after a change is stored), and the deadlines
+/// the expiry loop works through.
+///
+/// Every implementation must pass the store conformance suite in the tests.
+///
+/// ```swift
+/// let store = MemoryStore()
+/// let tokens = try await store.heartbeat(HeartbeatRequest(roomId: "doc", userId: "alice", sessionId: "tab-1"))
+/// let snapshot = try await store.list(roomToken: tokens.roomToken, limit: 10)
+/// ```
+public protocol PresenceStore: Sendable {
+    /// The clock that stamps every change and decides expiry.
+    var clock: any WallClock { get }
+    /// Rings when a deadline is queued that may be earlier than the one the expiry loop sleeps until.
+    var deadlineAlarm: DeadlineAlarm { get }
+
+    func heartbeat(_ request: HeartbeatRequest) async throws -> SessionTokens
+    /// Ends a session at once; an unknown token is a no-op.
+    func disconnect(sessionToken: String) async throws
+    /// Sets (or with `nil` clears) the data of the session's user; throws `not_found` for an unknown token.
+    func update(sessionToken: String, data: JSONValue?) async throws
+    /// Sets (or with `nil` clears) a user's data; throws `not_found` if the user was never in the room.
+    func updateRoomUser(roomId: String, userId: String, data: JSONValue?) async throws
+    /// An unknown token reads as an empty room at version 0.
+    func list(roomToken: String, limit: Int) async throws -> RoomSnapshot
+    func listRoom(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot
+    func listUser(userId: String, onlineOnly: Bool, limit: Int) async throws -> [UserRoomStatus]
+    func removeRoomUser(roomId: String, userId: String) async throws
+    func removeRoom(roomId: String) async throws
+
+    /// Expires at most `limit` sessions whose deadline has passed; returns how many it expired.
+    func expireDueSessions(limit: Int) async throws -> Int
+    /// The earliest queued deadline, or `nil` when no session is alive.
+    func nextDeadline() async throws -> Int64?
+    /// A new stream of every room change from now on, in the order they were stored.
+    func roomChanges() -> AsyncStream<RoomChange>
+    func statistics() async throws -> PresenceStatistics
+}
