@@ -1,0 +1,340 @@
+import Testing
+@testable import PresenceCore
+
+/// The state machine with time passed in: every behaviour of the presence engine, no clock.
+@Suite struct PresenceStateTests {
+    let t0: Int64 = 1_000_000
+
+    func beat(
+        _ state: inout PresenceState, room: String = "room", user: String, session: String,
+        interval: Int64 = 10_000, at now: Int64, name: String? = nil, image: String? = nil
+    ) throws(PresenceError) -> PresenceState.HeartbeatOutcome {
+        try state.heartbeat(
+            HeartbeatRequest(roomId: room, userId: user, sessionId: session, interval: interval, name: name, image: image),
+            now: now)
+    }
+
+    func users(_ state: PresenceState, room: String = "room") -> [UserRecord] {
+        state.listRoom(roomId: room, onlineOnly: false, limit: 1_000).users
+    }
+
+    func version(_ state: PresenceState, room: String = "room") -> UInt64 {
+        state.listRoom(roomId: room, onlineOnly: false, limit: 1).roomVersion
+    }
+
+    @Test func heartbeatCreatesAnOnlineRecordAndStableRoomToken() throws {
+        var state = PresenceState()
+        let first = try beat(&state, user: "alice", session: "a1", at: t0)
+        let second = try beat(&state, user: "bob", session: "b1", at: t0 + 5)
+        #expect(first.tokens.roomToken == second.tokens.roomToken)
+        #expect(first.tokens.sessionToken != second.tokens.sessionToken)
+        #expect(users(state) == [
+            UserRecord(userId: "alice", online: true, lastDisconnected: 0, onlineSince: t0),
+            UserRecord(userId: "bob", online: true, lastDisconnected: 0, onlineSince: t0 + 5),
+        ])
+        #expect(state.session(id: "a1")?.deadline == t0 + 25_000)
+    }
+
+    @Test func sessionTimesOutWithoutHeartbeats() throws {
+        var state = PresenceState()
+        _ = try beat(&state, user: "alice", session: "a1", at: t0)
+        #expect(state.expireDue(now: t0 + 24_999, limit: 100).expired == 0)
+        #expect(users(state).first?.online == true)
+        let (expired, outcome) = state.expireDue(now: t0 + 25_000, limit: 100)
+        #expect(expired == 1)
+        #expect(outcome.changes.count == 1)
+        #expect(users(state) == [UserRecord(userId: "alice", online: false, lastDisconnected: t0 + 25_000, onlineSince: 0)])
+    }
+
+    @Test func heartbeatsKeepASessionAlivePastItsFirstDeadline() throws {
+        var state = PresenceState()
+        _ = try beat(&state, user: "alice", session: "a1", at: t0)
+        var now = t0
+        for _ in 0..<10 {
+            now += 10_000
+            let outcome = try beat(&state, user: "alice", session: "a1", at: now)
+            #expect(outcome.changes.isEmpty)
+            #expect(outcome.queuedDeadline == nil, "a deadline that moves later queues nothing")
+            #expect(state.expireDue(now: now, limit: 100).expired == 0)
+        }
+        #expect(users(state).first?.online == true)
+        #expect(state.expireDue(now: now + 25_000, limit: 100).expired == 1)
+        #expect(users(state).first?.lastDisconnected == now + 25_000)
+    }
+
+    @Test func heartbeatOfAnOnlineUserNeverChangesTheRoomVersion() throws {
+        var state = PresenceState()
+        _ = try beat(&state, user: "alice", session: "a1", at: t0, name: "Alice")
+        let before = version(state)
+        _ = try beat(&state, user: "alice", session: "a1", at: t0 + 1_000)
+        _ = try beat(&state, user: "alice", session: "a1", at: t0 + 2_000, name: "Alice")
+        _ = try beat(&state, user: "alice", session: "a1", interval: 20_000, at: t0 + 3_000)
+        #expect(version(state) == before)
+        let renamed = try beat(&state, user: "alice", session: "a1", at: t0 + 4_000, name: "Alicia")
+        #expect(renamed.changes.count == 1)
+        #expect(version(state) > before)
+        #expect(users(state).first?.name == "Alicia")
+        _ = try beat(&state, user: "alice", session: "a1", at: t0 + 5_000, image: "https://example.com/a.png")
+        #expect(users(state).first?.name == "Alicia", "a heartbeat without a name keeps the stored one")
+        #expect(users(state).first?.image == "https://example.com/a.png")
+    }
+
+    @Test func gracefulDisconnectTakesEffectAtOnce() throws {
+        var state = PresenceState()
+        let outcome = try beat(&state, user: "alice", session: "a1", at: t0)
+        let changes = state.disconnect(sessionToken: outcome.tokens.sessionToken, now: t0 + 1_234).changes
+        #expect(changes.count == 1)
+        #expect(users(state) == [UserRecord(userId: "alice", online: false, lastDisconnected: t0 + 1_234, onlineSince: 0)])
+        #expect(state.session(id: "a1") == nil)
+        #expect(state.expireDue(now: t0 + 100_000, limit: 100).expired == 0, "its stale deadline does nothing")
+    }
+
+    @Test func twoTabsKeepTheUserOnlineUntilTheLastEnds() throws {
+        var state = PresenceState()
+        _ = try beat(&state, user: "alice", session: "tab1", interval: 2_000, at: t0)
+        let tab2 = try beat(&state, user: "alice", session: "tab2", interval: 10_000, at: t0)
+        let before = version(state)
+        #expect(state.expireDue(now: t0 + 5_000, limit: 100).expired == 1)
+        #expect(users(state).first?.online == true)
+        #expect(version(state) == before, "losing one of two tabs changes nothing visible")
+        #expect(state.disconnect(sessionToken: tab2.tokens.sessionToken, now: t0 + 6_000).changes.count == 1)
+        #expect(users(state).first?.online == false)
+        #expect(users(state).first?.lastDisconnected == t0 + 6_000)
+    }
+
+    @Test func timedOutUserComesBackWithSameRoomTokenAndNewSessionToken() throws {
+        var state = PresenceState()
+        let first = try beat(&state, user: "alice", session: "a1", at: t0)
+        _ = state.expireDue(now: t0 + 25_000, limit: 100)
+        let again = try beat(&state, user: "alice", session: "a1", at: t0 + 30_000)
+        #expect(again.tokens.roomToken == first.tokens.roomToken)
+        #expect(again.tokens.sessionToken != first.tokens.sessionToken)
+        #expect(users(state) == [UserRecord(userId: "alice", online: true, lastDisconnected: 0, onlineSince: t0 + 30_000)])
+        // The old session token no longer updates anything.
+        #expect(throws: PresenceError.self) { try state.update(sessionToken: first.tokens.sessionToken, data: .bool(true)) }
+    }
+
+    @Test func seventySessionsExpiringTogetherChangeTheRoomOnce() throws {
+        var state = PresenceState()
+        for index in 0..<70 {
+            _ = try beat(&state, user: "u\(index)", session: "s\(index)", at: t0)
+        }
+        let (expired, outcome) = state.expireDue(now: t0 + 25_000, limit: 1_000)
+        #expect(expired == 70)
+        #expect(outcome.changes.count == 1)
+        #expect(users(state).allSatisfy { !$0.online && $0.lastDisconnected == t0 + 25_000 })
+        #expect(state.statistics.sessions == 0)
+        #expect(state.statistics.onlineUsers == 0)
+    }
+
+    @Test func expiryWorksInBatches() throws {
+        var state = PresenceState()
+        for index in 0..<250 {
+            _ = try beat(&state, room: "r\(index % 3)", user: "u\(index)", session: "s\(index)", at: t0)
+        }
+        var total = 0
+        var batches = 0
+        while true {
+            let (expired, _) = state.expireDue(now: t0 + 25_000, limit: 100)
+            total += expired
+            batches += 1
+            if expired < 100 { break }
+        }
+        #expect(total == 250)
+        #expect(batches == 3)
+    }
+
+    @Test func shorterIntervalQueuesAnEarlierDeadline() throws {
+        var state = PresenceState()
+        _ = try beat(&state, user: "alice", session: "a1", interval: 60_000, at: t0)
+        #expect(state.nextDeadline == t0 + 150_000)
+        let shorter = try beat(&state, user: "alice", session: "a1", interval: 1_000, at: t0 + 1_000)
+        #expect(shorter.queuedDeadline == t0 + 3_500)
+        #expect(state.nextDeadline == t0 + 3_500)
+        #expect(state.expireDue(now: t0 + 3_500, limit: 10).expired == 1)
+    }
+
+    @Test func aDeadlineMovedLaterIsRequeuedNotExpired() throws {
+        var state = PresenceState()
+        _ = try beat(&state, user: "alice", session: "a1", at: t0)
+        _ = try beat(&state, user: "alice", session: "a1", at: t0 + 20_000)
+        // The queue still holds the first deadline: reaching it re-queues instead of expiring.
+        #expect(state.nextDeadline == t0 + 25_000)
+        #expect(state.expireDue(now: t0 + 25_000, limit: 10).expired == 0)
+        #expect(state.nextDeadline == t0 + 45_000)
+        #expect(state.expireDue(now: t0 + 45_000, limit: 10).expired == 1)
+    }
+
+    @Test func bogusRoomTokenListsNothing() throws {
+        var state = PresenceState()
+        _ = try beat(&state, user: "alice", session: "a1", at: t0)
+        #expect(state.list(roomToken: "r_bogus", limit: 10) == .empty)
+    }
+
+    @Test func listHonoursLimitAndOrder() throws {
+        var state = PresenceState()
+        for index in 0..<5 {
+            _ = try beat(&state, user: "u\(index)", session: "s\(index)", at: t0 + Int64(index))
+        }
+        let token = try beat(&state, user: "u0", session: "s0", at: t0 + 10).tokens.roomToken
+        #expect(state.list(roomToken: token, limit: 3).users.map(\.userId) == ["u0", "u1", "u2"])
+    }
+
+    @Test func dataShowsInTheListAndBumpsTheVersion() throws {
+        var state = PresenceState()
+        let alice = try beat(&state, user: "alice", session: "a1", at: t0)
+        let before = version(state)
+        let changes = try state.update(sessionToken: alice.tokens.sessionToken, data: .object(["typing": .bool(true)])).changes
+        #expect(changes.count == 1)
+        #expect(users(state).first?.data == .object(["typing": .bool(true)]))
+        #expect(version(state) > before)
+        let same = try state.update(sessionToken: alice.tokens.sessionToken, data: .object(["typing": .bool(true)]))
+        #expect(same.changes.isEmpty, "setting the same value changes nothing")
+        _ = try state.updateRoomUser(roomId: "room", userId: "alice", data: nil)
+        #expect(users(state).first?.data == nil)
+    }
+
+    @Test func updateRoomUserForAUserNeverInTheRoomIsNotFound() throws {
+        var state = PresenceState()
+        _ = try beat(&state, user: "alice", session: "a1", at: t0)
+        do {
+            _ = try state.updateRoomUser(roomId: "room", userId: "mallory", data: .bool(true))
+            Issue.record("expected not_found")
+        } catch {
+            #expect(error.code == "not_found")
+        }
+        #expect(throws: PresenceError.self) { try state.updateRoomUser(roomId: "nowhere", userId: "alice", data: .bool(true)) }
+        #expect(throws: PresenceError.self) { try state.update(sessionToken: "s_unknown", data: .bool(true)) }
+    }
+
+    @Test func dataOfAnOfflineUserCanStillBeSetByTheAdmin() throws {
+        var state = PresenceState()
+        _ = try beat(&state, user: "alice", session: "a1", at: t0)
+        _ = state.expireDue(now: t0 + 25_000, limit: 10)
+        _ = try state.updateRoomUser(roomId: "room", userId: "alice", data: .string("away"))
+        #expect(users(state).first?.data == .string("away"))
+        #expect(users(state).first?.online == false)
+    }
+
+    @Test func removeRoomUserRemovesRecordSessionsAndTokens() throws {
+        var state = PresenceState()
+        let alice = try beat(&state, user: "alice", session: "a1", at: t0)
+        _ = try beat(&state, user: "alice", session: "a2", at: t0)
+        _ = try beat(&state, user: "bob", session: "b1", at: t0)
+        let before = version(state)
+        #expect(state.removeRoomUser(roomId: "room", userId: "alice").changes.count == 1)
+        #expect(version(state) > before)
+        #expect(users(state).map(\.userId) == ["bob"])
+        #expect(state.session(id: "a1") == nil)
+        #expect(throws: PresenceError.self) { try state.update(sessionToken: alice.tokens.sessionToken, data: .null) }
+        #expect(state.listUser(userId: "alice", onlineOnly: false, limit: 10).isEmpty)
+        // The stale deadline later does nothing.
+        let (expired, outcome) = state.expireDue(now: t0 + 25_000, limit: 10)
+        #expect(expired == 1)  // bob
+        #expect(users(state).map(\.userId) == ["bob"])
+        #expect(outcome.changes.count == 1)
+        #expect(state.removeRoomUser(roomId: "room", userId: "nobody").changes.isEmpty)
+        // The freed sessionId may start a new session, even for another user.
+        _ = try beat(&state, user: "carol", session: "a1", at: t0 + 30_000)
+    }
+
+    @Test func removeRoomRemovesEverythingOfALargeRoom() throws {
+        var state = PresenceState()
+        var token = ""
+        for index in 0..<10_000 {
+            token = try beat(&state, room: "big", user: "u\(index)", session: "s\(index)", at: t0).tokens.roomToken
+        }
+        _ = try beat(&state, room: "other", user: "u0", session: "x0", at: t0)
+        let changes = state.removeRoom(roomId: "big").changes
+        #expect(changes.count == 1)
+        #expect(changes.first?.kind == .removed)
+        #expect(state.list(roomToken: token, limit: 10) == .empty)
+        #expect(state.statistics.sessions == 1)
+        #expect(state.statistics.onlineUsers == 1)
+        #expect(state.listUser(userId: "u0", onlineOnly: false, limit: 10).map(\.roomId) == ["other"])
+        #expect(state.expireDue(now: t0 + 25_000, limit: 100_000).expired == 1)
+        // A new room of the same id gets a new token and a version above every earlier one.
+        let reborn = try beat(&state, room: "big", user: "u1", session: "s1", at: t0 + 30_000)
+        #expect(reborn.tokens.roomToken != token)
+        #expect(reborn.changes.first!.roomVersion > changes.first!.roomVersion)
+    }
+
+    @Test func listUserOrdersRoomsAndFiltersOnline() throws {
+        var state = PresenceState()
+        _ = try beat(&state, room: "b-online", user: "alice", session: "1", at: t0)
+        _ = try beat(&state, room: "a-online", user: "alice", session: "2", at: t0)
+        let early = try beat(&state, room: "left-early", user: "alice", session: "3", at: t0)
+        let late = try beat(&state, room: "left-late", user: "alice", session: "4", at: t0)
+        _ = state.disconnect(sessionToken: early.tokens.sessionToken, now: t0 + 100)
+        _ = state.disconnect(sessionToken: late.tokens.sessionToken, now: t0 + 200)
+        #expect(state.listUser(userId: "alice", onlineOnly: false, limit: 10) == [
+            UserRoomStatus(roomId: "a-online", online: true, lastDisconnected: 0),
+            UserRoomStatus(roomId: "b-online", online: true, lastDisconnected: 0),
+            UserRoomStatus(roomId: "left-late", online: false, lastDisconnected: t0 + 200),
+            UserRoomStatus(roomId: "left-early", online: false, lastDisconnected: t0 + 100),
+        ])
+        #expect(state.listUser(userId: "alice", onlineOnly: true, limit: 10).map(\.roomId) == ["a-online", "b-online"])
+        #expect(state.listUser(userId: "alice", onlineOnly: false, limit: 3).count == 3)
+        #expect(state.listUser(userId: "nobody", onlineOnly: false, limit: 10).isEmpty)
+    }
+
+    @Test func listRoomOnlineOnly() throws {
+        var state = PresenceState()
+        _ = try beat(&state, user: "alice", session: "a1", at: t0)
+        let bob = try beat(&state, user: "bob", session: "b1", at: t0)
+        _ = state.disconnect(sessionToken: bob.tokens.sessionToken, now: t0 + 1)
+        #expect(state.listRoom(roomId: "room", onlineOnly: true, limit: 10).users.map(\.userId) == ["alice"])
+        #expect(state.listRoom(roomId: "room", onlineOnly: false, limit: 10).users.map(\.userId) == ["alice", "bob"])
+    }
+
+    @Test func sessionIdReuseWithAnotherRoomOrUserConflictsAndChangesNothing() throws {
+        var state = PresenceState()
+        let alice = try beat(&state, user: "alice", session: "shared", at: t0)
+        let before = version(state)
+        for (room, user) in [("room", "mallory"), ("elsewhere", "alice")] {
+            do {
+                _ = try beat(&state, room: room, user: user, session: "shared", at: t0 + 1)
+                Issue.record("expected session_conflict")
+            } catch {
+                #expect(error.code == "session_conflict")
+                #expect(error.status == 409)
+            }
+        }
+        #expect(version(state) == before)
+        #expect(users(state).map(\.userId) == ["alice"])
+        #expect(state.listRoom(roomId: "elsewhere", onlineOnly: false, limit: 10) == .empty)
+        #expect(state.session(id: "shared")?.token == alice.tokens.sessionToken)
+    }
+
+    @Test func disconnectWithAnUnknownTokenChangesNothing() throws {
+        var state = PresenceState()
+        _ = try beat(&state, user: "alice", session: "a1", at: t0)
+        let before = users(state)
+        let beforeVersion = version(state)
+        #expect(state.disconnect(sessionToken: "s_nope", now: t0 + 1).changes.isEmpty)
+        #expect(users(state) == before)
+        #expect(version(state) == beforeVersion)
+    }
+
+    @Test func versionsOnlyGrow() throws {
+        var state = PresenceState()
+        var last: UInt64 = 0
+        var generator = SplitMix(seed: 3)
+        var now = t0
+        for _ in 0..<500 {
+            now += Int64(generator.next() % 5_000)
+            let user = "u\(generator.next() % 6)"
+            switch generator.next() % 4 {
+            case 0, 1:
+                _ = try beat(&state, user: user, session: user + "-s", interval: 1_000, at: now)
+            case 2:
+                _ = try? state.updateRoomUser(roomId: "room", userId: user, data: .integer(Int64(generator.next() % 3)))
+            default:
+                _ = state.expireDue(now: now, limit: 100)
+            }
+            let current = version(state)
+            #expect(current >= last)
+            last = current
+        }
+    }
+}

@@ -1,0 +1,218 @@
+import Testing
+import PresenceStore
+
+/// A store under test, made fresh per test around a manual clock.
+struct StoreKind: Sendable, CustomTestStringConvertible {
+    let name: String
+    let make: @Sendable (ManualWallClock) async throws -> any PresenceStore
+    var testDescription: String { name }
+
+    /// Every store implementation is listed here and must pass every conformance test.
+    static let all: [StoreKind] = [
+        StoreKind(name: "memory") { clock in MemoryStore(clock: clock) }
+    ]
+}
+
+/// Collects a store's change feed so tests can assert on exactly what was published.
+final class ChangeRecorder: Sendable {
+    let stream: AsyncStream<RoomChange>
+    init(_ store: any PresenceStore) { stream = store.roomChanges() }
+
+    /// The next `count` changes, or a failure after a generous real-time bound.
+    func next(_ count: Int = 1, timeout: Duration = .seconds(10)) async throws -> [RoomChange] {
+        try await withThrowingTaskGroup(of: [RoomChange]?.self) { group in
+            group.addTask { [stream] in
+                var changes: [RoomChange] = []
+                for await change in stream {
+                    changes.append(change)
+                    if changes.count == count { break }
+                }
+                return changes
+            }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = try await group.next()!
+            group.cancelAll()
+            guard let changes = first else { throw TestFailure("no \(count) room change(s) within \(timeout)") }
+            return changes
+        }
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+func request(room: String = "room", user: String, session: String, interval: Int64 = 10_000, name: String? = nil) throws -> HeartbeatRequest {
+    try HeartbeatRequest(roomId: room, userId: user, sessionId: session, interval: interval, name: name)
+}
+
+@Suite struct StoreConformanceTests {
+    let start: Int64 = 1_764_393_600_000
+
+    @Test(arguments: StoreKind.all)
+    func heartbeatJoinsAndListsInOrder(kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMillis: start)
+        let store = try await kind.make(clock)
+        let alice = try await store.heartbeat(request(user: "alice", session: "a1", name: "Alice"))
+        clock.advance(by: 10)
+        let bob = try await store.heartbeat(request(user: "bob", session: "b1"))
+        #expect(alice.roomToken == bob.roomToken)
+        #expect(alice.sessionToken != bob.sessionToken)
+        let list = try await store.list(roomToken: alice.roomToken, limit: 104)
+        #expect(list.users == [
+            UserRecord(userId: "alice", online: true, lastDisconnected: 0, onlineSince: start, name: "Alice"),
+            UserRecord(userId: "bob", online: true, lastDisconnected: 0, onlineSince: start + 10),
+        ])
+        #expect(list.roomVersion > 0)
+        #expect(try await store.list(roomToken: alice.roomToken, limit: 1).users.map(\.userId) == ["alice"])
+        #expect(try await store.list(roomToken: "r_unknown", limit: 10) == .empty)
+    }
+
+    @Test(arguments: StoreKind.all)
+    func heartbeatOfAnOnlineUserPublishesNothing(kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMillis: start)
+        let store = try await kind.make(clock)
+        let recorder = ChangeRecorder(store)
+        let tokens = try await store.heartbeat(request(user: "alice", session: "a1"))
+        let joined = try await recorder.next()
+        #expect(joined.map(\.roomToken) == [tokens.roomToken])
+        let version = try await store.list(roomToken: tokens.roomToken, limit: 10).roomVersion
+        #expect(joined.first?.roomVersion == version)
+        for _ in 0..<20 {
+            clock.advance(by: 5_000)
+            _ = try await store.heartbeat(request(user: "alice", session: "a1"))
+        }
+        // The next published change must be the data change, not anything from the heartbeats.
+        try await store.update(sessionToken: tokens.sessionToken, data: .bool(true))
+        let next = try await recorder.next()
+        #expect(next.first?.roomVersion == version + 1)
+        #expect(try await store.list(roomToken: tokens.roomToken, limit: 10).roomVersion == version + 1)
+    }
+
+    @Test(arguments: StoreKind.all)
+    func sessionConflictChangesNothing(kind: StoreKind) async throws {
+        let store = try await kind.make(ManualWallClock(nowMillis: start))
+        let tokens = try await store.heartbeat(request(user: "alice", session: "s"))
+        let before = try await store.listRoom(roomId: "room", onlineOnly: false, limit: 10)
+        await #expect(throws: PresenceError.sessionConflict("sessionId s belongs to another room or user")) {
+            _ = try await store.heartbeat(request(user: "bob", session: "s"))
+        }
+        await #expect(throws: PresenceError.self) {
+            _ = try await store.heartbeat(request(room: "other", user: "alice", session: "s"))
+        }
+        #expect(try await store.listRoom(roomId: "room", onlineOnly: false, limit: 10) == before)
+        #expect(try await store.listRoom(roomId: "other", onlineOnly: false, limit: 10) == .empty)
+        #expect(try await store.list(roomToken: tokens.roomToken, limit: 10) == before)
+    }
+
+    @Test(arguments: StoreKind.all)
+    func disconnectEndsTheSessionAtOnce(kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMillis: start)
+        let store = try await kind.make(clock)
+        let tokens = try await store.heartbeat(request(user: "alice", session: "a1"))
+        clock.advance(by: 1_500)
+        try await store.disconnect(sessionToken: "s_unknown")
+        #expect(try await store.list(roomToken: tokens.roomToken, limit: 10).users.first?.online == true)
+        try await store.disconnect(sessionToken: tokens.sessionToken)
+        let user = try await store.list(roomToken: tokens.roomToken, limit: 10).users.first
+        #expect(user == UserRecord(userId: "alice", online: false, lastDisconnected: start + 1_500, onlineSince: 0))
+        #expect(try await store.statistics().sessions == 0)
+        // Disconnecting again is a no-op.
+        try await store.disconnect(sessionToken: tokens.sessionToken)
+    }
+
+    @Test(arguments: StoreKind.all)
+    func expiryUsesTheDeadlineAndTheNextDeadline(kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMillis: start)
+        let store = try await kind.make(clock)
+        #expect(try await store.nextDeadline() == nil)
+        let tokens = try await store.heartbeat(request(user: "alice", session: "a1", interval: 2_000))
+        #expect(try await store.nextDeadline() == start + 5_000)
+        clock.advance(by: 4_999)
+        #expect(try await store.expireDueSessions(limit: 100) == 0)
+        clock.advance(by: 500)
+        #expect(try await store.expireDueSessions(limit: 100) == 1)
+        let user = try await store.list(roomToken: tokens.roomToken, limit: 10).users.first
+        #expect(user?.online == false)
+        #expect(user?.lastDisconnected == start + 5_000)
+        #expect(try await store.nextDeadline() == nil)
+    }
+
+    @Test(arguments: StoreKind.all)
+    func dataUpdatesAndTheirErrors(kind: StoreKind) async throws {
+        let store = try await kind.make(ManualWallClock(nowMillis: start))
+        let tokens = try await store.heartbeat(request(user: "alice", session: "a1"))
+        try await store.update(sessionToken: tokens.sessionToken, data: .object(["typing": .bool(true)]))
+        #expect(try await store.list(roomToken: tokens.roomToken, limit: 10).users.first?.data == .object(["typing": .bool(true)]))
+        try await store.updateRoomUser(roomId: "room", userId: "alice", data: .string("admin"))
+        #expect(try await store.list(roomToken: tokens.roomToken, limit: 10).users.first?.data == .string("admin"))
+        try await store.update(sessionToken: tokens.sessionToken, data: nil)
+        #expect(try await store.list(roomToken: tokens.roomToken, limit: 10).users.first?.data == nil)
+        await #expect(throws: PresenceError.self) { try await store.update(sessionToken: "s_nope", data: .null) }
+        await #expect(throws: PresenceError.self) { try await store.updateRoomUser(roomId: "room", userId: "ghost", data: .null) }
+    }
+
+    @Test(arguments: StoreKind.all)
+    func listRoomAndListUser(kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMillis: start)
+        let store = try await kind.make(clock)
+        _ = try await store.heartbeat(request(room: "a", user: "alice", session: "1"))
+        let left = try await store.heartbeat(request(room: "b", user: "alice", session: "2"))
+        _ = try await store.heartbeat(request(room: "a", user: "bob", session: "3"))
+        clock.advance(by: 100)
+        try await store.disconnect(sessionToken: left.sessionToken)
+        #expect(try await store.listRoom(roomId: "a", onlineOnly: true, limit: 10).users.map(\.userId) == ["alice", "bob"])
+        #expect(try await store.listRoom(roomId: "b", onlineOnly: true, limit: 10).users.isEmpty)
+        #expect(try await store.listRoom(roomId: "b", onlineOnly: false, limit: 10).users.map(\.userId) == ["alice"])
+        #expect(try await store.listUser(userId: "alice", onlineOnly: false, limit: 10) == [
+            UserRoomStatus(roomId: "a", online: true, lastDisconnected: 0),
+            UserRoomStatus(roomId: "b", online: false, lastDisconnected: start + 100),
+        ])
+        #expect(try await store.listUser(userId: "alice", onlineOnly: true, limit: 10).map(\.roomId) == ["a"])
+    }
+
+    @Test(arguments: StoreKind.all)
+    func removalsPublishAndForget(kind: StoreKind) async throws {
+        let store = try await kind.make(ManualWallClock(nowMillis: start))
+        let recorder = ChangeRecorder(store)
+        let alice = try await store.heartbeat(request(user: "alice", session: "a1"))
+        _ = try await store.heartbeat(request(user: "bob", session: "b1"))
+        _ = try await recorder.next(2)
+        try await store.removeRoomUser(roomId: "room", userId: "alice")
+        let removedUser = try await recorder.next()
+        #expect(removedUser.first?.kind == .updated)
+        #expect(try await store.list(roomToken: alice.roomToken, limit: 10).users.map(\.userId) == ["bob"])
+        await #expect(throws: PresenceError.self) { try await store.update(sessionToken: alice.sessionToken, data: .null) }
+        try await store.removeRoom(roomId: "room")
+        let removedRoom = try await recorder.next()
+        #expect(removedRoom.first?.kind == .removed)
+        #expect(removedRoom.first?.roomToken == alice.roomToken)
+        #expect(try await store.list(roomToken: alice.roomToken, limit: 10) == .empty)
+        #expect(try await store.statistics() == PresenceStatistics(rooms: 0, sessions: 0, onlineUsers: 0, userRecords: 0))
+        // Removing what is not there is fine.
+        try await store.removeRoom(roomId: "room")
+        try await store.removeRoomUser(roomId: "room", userId: "alice")
+    }
+
+    @Test(arguments: StoreKind.all)
+    func changesArePublishedInOrderAfterTheyAreReadable(kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMillis: start)
+        let store = try await kind.make(clock)
+        let recorder = ChangeRecorder(store)
+        var tokens: [SessionTokens] = []
+        for index in 0..<10 {
+            tokens.append(try await store.heartbeat(request(user: "u\(index)", session: "s\(index)")))
+            try await store.update(sessionToken: tokens[index].sessionToken, data: .integer(Int64(index)))
+        }
+        let changes = try await recorder.next(20)
+        #expect(changes.map(\.roomVersion) == changes.map(\.roomVersion).sorted())
+        #expect(Set(changes.map(\.roomVersion)).count == 20)
+        let current = try await store.list(roomToken: tokens[0].roomToken, limit: 100)
+        #expect(current.roomVersion == changes.last?.roomVersion)
+        #expect(current.users.count == 10)
+    }
+}
