@@ -15,10 +15,20 @@ final class Outbox: Sendable {
     let stream: AsyncStream<Item>
     private let continuation: AsyncStream<Item>.Continuation
     private let overflowFlag = Atomic<Bool>(false)
+    /// Yields once when the outbox overflows, and ends when the outbox finishes.
+    private let overflowEvents: AsyncStream<Void>
+    private let overflowContinuation: AsyncStream<Void>.Continuation
 
     init(id: Int, capacity: Int) {
         self.id = id
         (stream, continuation) = AsyncStream<Item>.makeStream(bufferingPolicy: .bufferingOldest(capacity))
+        (overflowEvents, overflowContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// True when the outbox overflowed; false when it finished normally first.
+    func waitForOverflow() async -> Bool {
+        for await _ in overflowEvents { return true }
+        return false
     }
 
     var overflowed: Bool { overflowFlag.load(ordering: .acquiring) }
@@ -30,8 +40,9 @@ final class Outbox: Sendable {
         case .enqueued: return true
         case .dropped:
             overflowFlag.store(true, ordering: .releasing)
-            // Wake the writer even if it is blocked on an empty-looking stream: finishing ends the stream.
             continuation.finish()
+            overflowContinuation.yield()
+            overflowContinuation.finish()
             return false
         case .terminated: return false
         @unknown default: return false
@@ -40,10 +51,11 @@ final class Outbox: Sendable {
 
     func close(code: UInt16, reason: String) {
         continuation.yield(.close(code: code, reason: reason))
-        continuation.finish()
+        finish()
     }
 
     func finish() {
         continuation.finish()
+        overflowContinuation.finish()
     }
 }

@@ -27,7 +27,7 @@ public enum PresenceServer {
                 store: store, batchSize: configuration.expiryBatchSize, logger: logger,
                 onExpired: { metrics.expiries.increment(by: $0) }))
 
-        let router = Router(context: BasicWebSocketRequestContext.self)
+        let router = Router(context: PresenceRequestContext.self)
         router.middlewares.add(ErrorMiddleware(logger: logger))
         if !configuration.allowedOrigins.isEmpty {
             router.middlewares.add(CORSOriginsMiddleware(allowedOrigins: configuration.allowedOrigins))
@@ -35,13 +35,14 @@ public enum PresenceServer {
         HTTPRoutes(store: store, metrics: metrics, configuration: configuration).register(on: router)
 
         let connectionIds = Atomic<Int>(0)
-        let webSocketRouter = Router(context: BasicWebSocketRequestContext.self)
+        let webSocketRouter = Router(context: PresenceRequestContext.self)
         webSocketRouter.ws("/api/ws") { inbound, outbound, context in
             let id = connectionIds.wrappingAdd(1, ordering: .relaxed).newValue
             let outbox = Outbox(id: id, capacity: configuration.outboxCapacity)
             let connection = WebSocketConnection(
                 store: store, hub: hub, metrics: metrics, configuration: configuration, logger: context.logger)
-            await connection.run(inbound: inbound, outbound: outbound, outbox: outbox)
+            await connection.run(
+                inbound: inbound, outbound: outbound, outbox: outbox, channel: context.requestContext.channel)
         }
 
         return Application(
@@ -58,6 +59,20 @@ public enum PresenceServer {
             services: [hub, expiry],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
             logger: logger)
+    }
+}
+
+/// The request context of every route: Hummingbird's, plus the connection's channel,
+/// which the WebSocket handler needs to cut off a client too stuck to be closed politely.
+public struct PresenceRequestContext: RequestContext, WebSocketRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let webSocket: WebSocketHandlerReference<Self>
+    public let channel: any Channel
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        webSocket = .init()
+        channel = source.channel
     }
 }
 

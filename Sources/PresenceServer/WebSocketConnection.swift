@@ -43,7 +43,7 @@ struct WebSocketConnection {
     let configuration: PresenceServerConfiguration
     let logger: Logger
 
-    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, outbox: Outbox) async {
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, outbox: Outbox, channel: any Channel) async {
         metrics.sockets.increment()
         defer { metrics.sockets.decrement() }
         await withTaskGroup(of: Bool.self) { group in
@@ -52,9 +52,13 @@ struct WebSocketConnection {
                 await readMessages(inbound, outbox: outbox)
                 return false
             }
-            let writerEndedFirst = await group.next() ?? false
-            if writerEndedFirst { group.cancelAll() }
-            await group.waitForAll()
+            group.addTask {
+                if await outbox.waitForOverflow() { await dropSlowSubscriber(outbound: outbound, channel: channel) }
+                return false
+            }
+            while let writerEnded = await group.next() {
+                if writerEnded { group.cancelAll() }
+            }
         }
         hub.submit(.removeSubscriber(outbox))
     }
@@ -63,7 +67,8 @@ struct WebSocketConnection {
     private func writeOutbox(_ outbox: Outbox, to outbound: WebSocketOutboundWriter) async -> Bool {
         do {
             for await item in outbox.stream {
-                if outbox.overflowed { break }
+                // An overflowed outbox is being dropped: its remaining frames are not worth sending.
+                if outbox.overflowed { return true }
                 switch item {
                 case .frame(let buffer):
                     try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: buffer)))
@@ -74,14 +79,28 @@ struct WebSocketConnection {
                     return true
                 }
             }
-            if outbox.overflowed {
-                try await outbound.close(.init(codeNumber: Int(CloseCode.tryAgainLater)), reason: "subscriber too slow")
-                return true
-            }
-            return false
+            return outbox.overflowed
         } catch {
             return true
         }
+    }
+
+    /// Closes with 1013; a client too stuck to take even the close frame within the grace period
+    /// has its connection cut, so it holds no server resources.
+    private func dropSlowSubscriber(outbound: WebSocketOutboundWriter, channel: any Channel) async {
+        let closed = await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                (try? await outbound.close(.init(codeNumber: Int(CloseCode.tryAgainLater)), reason: "subscriber too slow")) != nil
+            }
+            group.addTask {
+                try? await Task.sleep(for: configuration.slowSubscriberCloseGrace)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        if !closed { try? await channel.close() }
     }
 
     private func readMessages(_ inbound: WebSocketInboundStream, outbox: Outbox) async {

@@ -1,0 +1,121 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A WebSocket client by hand on a blocking POSIX socket, so a test can stop
+/// reading (a stuck subscriber) and later read every byte the server sent.
+final class RawWebSocket {
+    let fd: Int32
+
+    init(port: Int, receiveBuffer: Int32 = 4_096) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket() failed") }
+        var size = receiveBuffer
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else { throw TestFailure("connect() failed") }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        try write(Array("GET /api/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".utf8))
+        var head: [UInt8] = []
+        while !head.suffix(4).elementsEqual([13, 10, 13, 10]) {
+            var byte: UInt8 = 0
+            guard recv(fd, &byte, 1, 0) == 1 else { throw TestFailure("no handshake response") }
+            head.append(byte)
+        }
+        guard String(decoding: head, as: UTF8.self).hasPrefix("HTTP/1.1 101") else {
+            throw TestFailure("handshake refused: \(String(decoding: head, as: UTF8.self))")
+        }
+    }
+
+    deinit { Glibc.close(fd) }
+
+    func write(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard sent > 0 else { throw TestFailure("send() failed") }
+            offset += sent
+        }
+    }
+
+    /// Sends one masked text frame, as a client must.
+    func sendText(_ text: String) throws {
+        let payload = Array(text.utf8)
+        var frame: [UInt8] = [0x81]
+        if payload.count < 126 {
+            frame.append(0x80 | UInt8(payload.count))
+        } else {
+            frame.append(0x80 | 126)
+            frame.append(UInt8(payload.count >> 8))
+            frame.append(UInt8(payload.count & 0xFF))
+        }
+        let mask: [UInt8] = [1, 2, 3, 4]
+        frame.append(contentsOf: mask)
+        for (index, byte) in payload.enumerated() { frame.append(byte ^ mask[index % 4]) }
+        try write(frame)
+    }
+
+    /// Reads until the server closes the connection (or 10 s pass without data).
+    func readToEnd() -> [UInt8] {
+        var all: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count <= 0 { break }
+            all.append(contentsOf: buffer[0..<count])
+        }
+        return all
+    }
+
+    struct Frame {
+        let opcode: UInt8
+        let payload: [UInt8]
+        var closeCode: UInt16? {
+            guard opcode == 8, payload.count >= 2 else { return nil }
+            return UInt16(payload[0]) << 8 | UInt16(payload[1])
+        }
+    }
+
+    /// Splits unmasked server frames; a truncated last frame is dropped.
+    static func frames(in bytes: [UInt8]) -> [Frame] {
+        var frames: [Frame] = []
+        var index = 0
+        while index + 2 <= bytes.count {
+            let opcode = bytes[index] & 0x0F
+            var length = Int(bytes[index + 1] & 0x7F)
+            var cursor = index + 2
+            if length == 126 {
+                guard cursor + 2 <= bytes.count else { break }
+                length = Int(bytes[cursor]) << 8 | Int(bytes[cursor + 1])
+                cursor += 2
+            } else if length == 127 {
+                guard cursor + 8 <= bytes.count else { break }
+                length = bytes[cursor..<cursor + 8].reduce(0) { $0 << 8 | Int($1) }
+                cursor += 8
+            }
+            guard cursor + length <= bytes.count else { break }
+            frames.append(Frame(opcode: opcode, payload: Array(bytes[cursor..<cursor + length])))
+            index = cursor + length
+        }
+        return frames
+    }
+}
+
+/// Blocking socket calls must not run on the cooperative thread pool, where the server's own tasks run.
+func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result { try work() })
+        }
+    }
+}
+
+extension RawWebSocket: @unchecked Sendable {}

@@ -1,0 +1,73 @@
+import Foundation
+import Testing
+import PresenceServer
+import PresenceStore
+
+@Suite struct SlowSubscriberTests {
+    func droppedCount(_ http: HTTPClient) async throws -> Int {
+        let body = try await http.call(.get, "/metrics").body
+        let line = body.split(separator: "\n").first { $0.hasPrefix("presence_slow_subscribers_dropped_total ") }
+        return line.flatMap { Int($0.split(separator: " ")[1]) } ?? 0
+    }
+
+    /// A subscriber that stops reading fills its bounded outbox and is dropped with 1013,
+    /// while a subscriber that keeps up gets every diff.
+    @Test func aStuckSubscriberIsDroppedAndTheOthersKeepUp() async throws {
+        try await withServer(configure: {
+            $0.outboxCapacity = 8
+            $0.slowSubscriberCloseGrace = .seconds(20)
+        }) { http in
+            let writer = try await http.heartbeat(user: "writer", session: "w")
+            let stuck = try await offThePool { try RawWebSocket(port: http.port) }
+            try stuck.sendText(#"{"type":"subscribe","roomToken":"\#(writer.roomToken)"}"#)
+            let healthy = TestSocket(port: http.port)
+            defer { healthy.close() }
+            _ = try await healthy.subscribe(writer.roomToken)
+
+            let padding = String(repeating: "x", count: 4_000)
+            var updates = 0
+            while try await droppedCount(http) == 0 {
+                updates += 1
+                guard updates <= 5_000 else { throw TestFailure("the stuck subscriber was never dropped") }
+                _ = try await http.call(.post, "/api/update", body: #"{"sessionToken":"\#(writer.sessionToken)","data":"\#(padding)\#(updates)"}"#)
+                // The healthy subscriber receives each diff in turn.
+                let diff = try await healthy.receive(type: "diff").decode(DiffMessage.self)
+                #expect(diff.upsert.first?.data == .string(padding + String(updates)))
+            }
+            // Now read everything the server sent the stuck client: its last frame is the 1013 close.
+            let frames = RawWebSocket.frames(in: try await offThePool { stuck.readToEnd() })
+            #expect(frames.first?.opcode == 1)
+            #expect(frames.last?.closeCode == 1013)
+            #expect(frames.count < updates, "the dropped subscriber did not get every diff")
+            // The healthy one goes on.
+            _ = try await http.call(.post, "/api/update", body: #"{"sessionToken":"\#(writer.sessionToken)","data":"after"}"#)
+            #expect(try await healthy.receive(type: "diff").decode(DiffMessage.self).upsert.first?.data == .string("after"))
+        }
+    }
+
+    /// A client that never reads at all is cut off after the grace period.
+    @Test func aClientThatNeverReadsIsCutOff() async throws {
+        try await withServer(configure: {
+            $0.outboxCapacity = 4
+            $0.slowSubscriberCloseGrace = .milliseconds(200)
+        }) { http in
+            let writer = try await http.heartbeat(user: "writer", session: "w")
+            let stuck = try await offThePool { try RawWebSocket(port: http.port) }
+            try stuck.sendText(#"{"type":"subscribe","roomToken":"\#(writer.roomToken)"}"#)
+            let padding = String(repeating: "y", count: 4_000)
+            var updates = 0
+            while try await droppedCount(http) == 0 {
+                updates += 1
+                guard updates <= 5_000 else { throw TestFailure("the stuck subscriber was never dropped") }
+                _ = try await http.call(.post, "/api/update", body: #"{"sessionToken":"\#(writer.sessionToken)","data":"\#(padding)\#(updates)"}"#)
+            }
+            try await Task.sleep(for: .seconds(1))
+            // The connection was cut: reading drains what was buffered and then sees the end.
+            let started = ContinuousClock.now
+            _ = try await offThePool { stuck.readToEnd() }
+            #expect(ContinuousClock.now - started < .seconds(9), "the server closed the connection")
+            let metrics = try await http.call(.get, "/metrics").body
+            #expect(metrics.contains("presence_ws_connections 0"))
+        }
+    }
+}
