@@ -53,6 +53,10 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "PresenceTestSupport",
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "PresenceServerExecutable",
             dependencies: [
@@ -63,18 +67,19 @@ let package = Package(
         ),
         .testTarget(
             name: "PresenceCoreTests",
-            dependencies: ["PresenceCore"],
+            dependencies: ["PresenceCore", "PresenceTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "PresenceStoreTests",
-            dependencies: ["PresenceStore"],
+            dependencies: ["PresenceStore", "PresenceTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "PresenceServerTests",
             dependencies: [
                 "PresenceServer",
+                "PresenceTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
             ],

@@ -1,4 +1,5 @@
 import Testing
+import PresenceTestSupport
 @testable import PresenceCore
 
 @Suite struct OrderAndDiffTests {
@@ -19,7 +20,7 @@ import Testing
     }
 
     @Test func topKSelectionMatchesAFullSort() {
-        var generator = SplitMix(seed: 7)
+        var generator = SeededGenerator(seed: 7)
         for _ in 0..<50 {
             let count = Int(generator.next() % 300) + 1
             let records = (0..<count).map { index -> UserRecord in
@@ -47,7 +48,7 @@ import Testing
 
     /// The contract subscribers rely on: old list + diff, sorted, is exactly the new list.
     @Test func applyingADiffGivesTheNewListForRandomLists() {
-        var generator = SplitMix(seed: 42)
+        var generator = SeededGenerator(seed: 42)
         func randomList() -> [UserRecord] {
             var records: [UserRecord] = []
             for index in 0..<20 where generator.next() % 3 != 0 {
@@ -66,15 +67,3 @@ import Testing
     }
 }
 
-/// A small deterministic generator, so random tests repeat exactly.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

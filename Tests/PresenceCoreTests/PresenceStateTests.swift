@@ -1,4 +1,5 @@
 import Testing
+import PresenceTestSupport
 @testable import PresenceCore
 
 /// The state machine with time passed in: every behaviour of the presence engine, no clock.
@@ -319,7 +320,7 @@ import Testing
     @Test func versionsOnlyGrow() throws {
         var state = PresenceState()
         var last: UInt64 = 0
-        var generator = SplitMix(seed: 3)
+        var generator = SeededGenerator(seed: 3)
         var now = t0
         for _ in 0..<500 {
             now += Int64(generator.next() % 5_000)

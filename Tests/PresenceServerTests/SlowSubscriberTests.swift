@@ -10,6 +10,27 @@ import PresenceStore
         return line.flatMap { Int($0.split(separator: " ")[1]) } ?? 0
     }
 
+    /// Opens a subscriber that never reads, then posts 4 KB data changes until the server drops it.
+    /// `afterEach` runs after every change; returns the stuck socket and how many changes it took.
+    func floodUntilStuckSubscriberIsDropped(
+        _ http: HTTPClient, afterEach: (Int, String) async throws -> Void = { _, _ in }
+    ) async throws -> (RawWebSocket, Int, SessionTokens) {
+        let writer = try await http.heartbeat(user: "writer", session: "w")
+        let stuck = try await offThePool { try RawWebSocket(port: http.port) }
+        try stuck.sendText(#"{"type":"subscribe","roomToken":"\#(writer.roomToken)"}"#)
+        try await afterEach(0, writer.roomToken)
+        let padding = String(repeating: "x", count: 4_000)
+        var updates = 0
+        while try await droppedCount(http) == 0 {
+            updates += 1
+            guard updates <= 5_000 else { throw TestFailure("the stuck subscriber was never dropped") }
+            let data = padding + String(updates)
+            _ = try await http.call(.post, "/api/update", body: #"{"sessionToken":"\#(writer.sessionToken)","data":"\#(data)"}"#)
+            try await afterEach(updates, data)
+        }
+        return (stuck, updates, writer)
+    }
+
     /// A subscriber that stops reading fills its bounded outbox and is dropped with 1013,
     /// while a subscriber that keeps up gets every diff.
     @Test func aStuckSubscriberIsDroppedAndTheOthersKeepUp() async throws {
@@ -17,22 +38,16 @@ import PresenceStore
             $0.outboxCapacity = 8
             $0.slowSubscriberCloseGrace = .seconds(20)
         }) { http in
-            let writer = try await http.heartbeat(user: "writer", session: "w")
-            let stuck = try await offThePool { try RawWebSocket(port: http.port) }
-            try stuck.sendText(#"{"type":"subscribe","roomToken":"\#(writer.roomToken)"}"#)
             let healthy = TestSocket(port: http.port)
             defer { healthy.close() }
-            _ = try await healthy.subscribe(writer.roomToken)
-
-            let padding = String(repeating: "x", count: 4_000)
-            var updates = 0
-            while try await droppedCount(http) == 0 {
-                updates += 1
-                guard updates <= 5_000 else { throw TestFailure("the stuck subscriber was never dropped") }
-                _ = try await http.call(.post, "/api/update", body: #"{"sessionToken":"\#(writer.sessionToken)","data":"\#(padding)\#(updates)"}"#)
-                // The healthy subscriber receives each diff in turn.
-                let diff = try await healthy.receive(type: "diff").decode(DiffMessage.self)
-                #expect(diff.upsert.first?.data == .string(padding + String(updates)))
+            let (stuck, updates, writer) = try await floodUntilStuckSubscriberIsDropped(http) { update, value in
+                if update == 0 {
+                    _ = try await healthy.subscribe(value)
+                } else {
+                    // The healthy subscriber receives each diff in turn.
+                    let diff = try await healthy.receive(type: "diff").decode(DiffMessage.self)
+                    #expect(diff.upsert.first?.data == .string(value))
+                }
             }
             // Now read everything the server sent the stuck client: its last frame is the 1013 close.
             let frames = RawWebSocket.frames(in: try await offThePool { stuck.readToEnd() })
@@ -51,16 +66,7 @@ import PresenceStore
             $0.outboxCapacity = 4
             $0.slowSubscriberCloseGrace = .milliseconds(200)
         }) { http in
-            let writer = try await http.heartbeat(user: "writer", session: "w")
-            let stuck = try await offThePool { try RawWebSocket(port: http.port) }
-            try stuck.sendText(#"{"type":"subscribe","roomToken":"\#(writer.roomToken)"}"#)
-            let padding = String(repeating: "y", count: 4_000)
-            var updates = 0
-            while try await droppedCount(http) == 0 {
-                updates += 1
-                guard updates <= 5_000 else { throw TestFailure("the stuck subscriber was never dropped") }
-                _ = try await http.call(.post, "/api/update", body: #"{"sessionToken":"\#(writer.sessionToken)","data":"\#(padding)\#(updates)"}"#)
-            }
+            let (stuck, _, _) = try await floodUntilStuckSubscriberIsDropped(http)
             try await Task.sleep(for: .seconds(1))
             // The connection was cut: reading drains what was buffered and then sees the end.
             let started = ContinuousClock.now

@@ -7,12 +7,8 @@ import Logging
 import NIOCore
 import PresenceServer
 import PresenceStore
+@_exported import PresenceTestSupport
 import Synchronization
-
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
 
 let adminKey = "test-admin-key"
 

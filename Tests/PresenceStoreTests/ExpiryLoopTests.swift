@@ -1,4 +1,5 @@
 import Testing
+import PresenceTestSupport
 import PresenceStore
 
 /// The expiry loop against a store with a manual clock: time moves only when the test says so.

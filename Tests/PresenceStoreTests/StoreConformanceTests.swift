@@ -1,4 +1,5 @@
 import Testing
+import PresenceTestSupport
 import PresenceStore
 
 /// A store under test, made fresh per test around a manual clock.
@@ -39,11 +40,6 @@ final class ChangeRecorder: Sendable {
             return changes
         }
     }
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }
 
 func request(room: String = "room", user: String, session: String, interval: Int64 = 10_000, name: String? = nil) throws -> HeartbeatRequest {
