@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .library(name: "PresenceCore", targets: ["PresenceCore"]),
         .library(name: "PresenceStore", targets: ["PresenceStore"]),
+        .library(name: "PresenceSQLite", targets: ["PresenceSQLite"]),
         .library(name: "PresenceServer", targets: ["PresenceServer"]),
         .executable(name: "presence-server", targets: ["PresenceServerExecutable"]),
     ],
@@ -23,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         .target(
@@ -36,6 +38,15 @@ let package = Package(
                 "PresenceCore",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "HeapModule", package: "swift-collections"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "PresenceSQLite",
+            dependencies: [
+                "PresenceStore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -61,6 +72,7 @@ let package = Package(
             name: "PresenceServerExecutable",
             dependencies: [
                 "PresenceServer",
+                "PresenceSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -72,13 +84,17 @@ let package = Package(
         ),
         .testTarget(
             name: "PresenceStoreTests",
-            dependencies: ["PresenceStore", "PresenceTestSupport"],
+            dependencies: [
+                "PresenceStore", "PresenceSQLite", "PresenceTestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "PresenceServerTests",
             dependencies: [
                 "PresenceServer",
+                "PresenceSQLite",
                 "PresenceTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),

@@ -58,21 +58,40 @@ public struct PresenceState: Sendable {
         public var changes: [RoomChange]
     }
 
-    private var rooms: [String: Room] = [:]
-    private var roomIdByToken: [String: String] = [:]
-    private var sessions: [String: Session] = [:]
-    private var sessionIdByToken: [String: String] = [:]
-    private var roomIdsByUser: [String: Set<String>] = [:]
-    private var deadlines = Heap<DeadlineEntry>()
+    var rooms: [String: Room] = [:]
+    var roomIdByToken: [String: String] = [:]
+    var sessions: [String: Session] = [:]
+    var sessionIdByToken: [String: String] = [:]
+    var roomIdsByUser: [String: Set<String>] = [:]
+    var deadlines = Heap<DeadlineEntry>()
     /// One counter for all rooms: a room's version is the counter value of its last change,
     /// so versions never go backwards, even for a room that is removed and created again.
-    private var lastVersion: UInt64 = 0
-    private var onlineUserCount = 0
+    var lastVersion: UInt64 = 0
+    var onlineUserCount = 0
     private let makeToken: @Sendable (String) -> String
+    /// Keys whose durable state changed since the last `takeDurableChanges()`; nil when not tracked.
+    var touched: TouchedKeys?
 
-    public init(makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)) {
+    /// - Parameter tracksDurableChanges: durable stores set this and drain `takeDurableChanges()` after each batch.
+    public init(tracksDurableChanges: Bool = false, makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)) {
         self.makeToken = makeToken
+        self.touched = tracksDurableChanges ? TouchedKeys() : nil
     }
+
+    struct UserKey: Hashable, Sendable {
+        let roomId: String
+        let userId: String
+    }
+
+    struct TouchedKeys: Sendable {
+        var rooms = Set<String>()
+        var users = Set<UserKey>()
+        var sessions = Set<String>()
+    }
+
+    mutating func touchRoom(_ roomId: String) { touched?.rooms.insert(roomId) }
+    mutating func touchUser(_ roomId: String, _ userId: String) { touched?.users.insert(UserKey(roomId: roomId, userId: userId)) }
+    mutating func touchSession(_ sessionId: String) { touched?.sessions.insert(sessionId) }
 
     // MARK: - Heartbeat, disconnect, expiry
 
@@ -82,6 +101,7 @@ public struct PresenceState: Sendable {
             guard session.roomId == request.roomId, session.userId == request.userId else {
                 throw .sessionConflict("sessionId \(request.sessionId) belongs to another room or user")
             }
+            if session.interval != request.interval { touchSession(session.sessionId) }
             session.interval = request.interval
             session.deadline = deadline
             var queued: Int64?
@@ -93,6 +113,7 @@ public struct PresenceState: Sendable {
             sessions[session.sessionId] = session
             var changes: [RoomChange] = []
             if applyProfile(request, roomId: request.roomId) {
+                touchUser(request.roomId, request.userId)
                 changes.append(bumpVersion(roomId: request.roomId))
             }
             return HeartbeatOutcome(
@@ -103,6 +124,7 @@ public struct PresenceState: Sendable {
         if rooms[request.roomId] == nil {
             let token = makeToken("r_")
             rooms[request.roomId] = Room(roomId: request.roomId, token: token, version: 0)
+            touchRoom(request.roomId)
             roomIdByToken[token] = request.roomId
         }
         let session = Session(
@@ -110,6 +132,7 @@ public struct PresenceState: Sendable {
             token: makeToken("s_"), interval: request.interval, deadline: deadline, queuedDeadline: deadline)
         sessions[session.sessionId] = session
         sessionIdByToken[session.token] = session.sessionId
+        touchSession(session.sessionId)
         deadlines.insert(DeadlineEntry(deadline: deadline, sessionId: session.sessionId))
 
         var changed = false
@@ -131,6 +154,7 @@ public struct PresenceState: Sendable {
             changed = true
         }
         if applyProfile(request, roomId: request.roomId) { changed = true }
+        if changed { touchUser(request.roomId, request.userId) }
         let changes = changed ? [bumpVersion(roomId: request.roomId)] : []
         return HeartbeatOutcome(
             tokens: SessionTokens(roomToken: rooms[request.roomId]!.token, sessionToken: session.token),
@@ -156,6 +180,7 @@ public struct PresenceState: Sendable {
     private mutating func bumpVersion(roomId: String) -> RoomChange {
         lastVersion += 1
         rooms[roomId]!.version = lastVersion
+        touchRoom(roomId)
         let room = rooms[roomId]!
         return RoomChange(roomId: roomId, roomToken: room.token, roomVersion: lastVersion, kind: .updated)
     }
@@ -174,6 +199,7 @@ public struct PresenceState: Sendable {
     private mutating func endSession(_ sessionId: String, at time: Int64) -> String? {
         guard let session = sessions.removeValue(forKey: sessionId) else { return nil }
         sessionIdByToken.removeValue(forKey: session.token)
+        touchSession(sessionId)
         guard var user = rooms[session.roomId]?.users[session.userId] else { return nil }
         user.sessionIds.removeAll { $0 == sessionId }
         var wentOffline = false
@@ -183,6 +209,7 @@ public struct PresenceState: Sendable {
             user.record.lastDisconnected = time
             onlineUserCount -= 1
             wentOffline = true
+            touchUser(session.roomId, session.userId)
         }
         rooms[session.roomId]!.users[session.userId] = user
         return wentOffline ? session.roomId : nil
@@ -250,6 +277,7 @@ public struct PresenceState: Sendable {
         var outcome = Outcome()
         guard rooms[roomId]!.users[userId]!.record.data != data else { return outcome }
         rooms[roomId]!.users[userId]!.record.data = data
+        touchUser(roomId, userId)
         outcome.changes.append(bumpVersion(roomId: roomId))
         return outcome
     }
@@ -259,9 +287,11 @@ public struct PresenceState: Sendable {
     public mutating func removeRoomUser(roomId: String, userId: String) -> Outcome {
         var outcome = Outcome()
         guard let user = rooms[roomId]?.users.removeValue(forKey: userId) else { return outcome }
+        touchUser(roomId, userId)
         for sessionId in user.sessionIds {
             if let session = sessions.removeValue(forKey: sessionId) {
                 sessionIdByToken.removeValue(forKey: session.token)
+                touchSession(sessionId)
             }
         }
         if user.record.online { onlineUserCount -= 1 }
@@ -274,10 +304,13 @@ public struct PresenceState: Sendable {
         var outcome = Outcome()
         guard let room = rooms.removeValue(forKey: roomId) else { return outcome }
         roomIdByToken.removeValue(forKey: room.token)
+        touchRoom(roomId)
         for (userId, user) in room.users {
+            touchUser(roomId, userId)
             for sessionId in user.sessionIds {
                 if let session = sessions.removeValue(forKey: sessionId) {
                     sessionIdByToken.removeValue(forKey: session.token)
+                    touchSession(sessionId)
                 }
             }
             if user.record.online { onlineUserCount -= 1 }

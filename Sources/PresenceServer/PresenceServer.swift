@@ -56,7 +56,7 @@ public enum PresenceServer {
                 address: .hostname(configuration.host, port: configuration.port),
                 serverName: "presence-server",
                 backlog: configuration.backlog),
-            services: [hub, expiry],
+            services: [StoreService(store: store), hub, expiry],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
             logger: logger)
     }
@@ -73,6 +73,17 @@ public struct PresenceRequestContext: RequestContext, WebSocketRequestContext {
         coreContext = .init(source: source)
         webSocket = .init()
         channel = source.channel
+    }
+}
+
+/// The store's own upkeep as a service; it starts first and stops last.
+struct StoreService: Service {
+    let store: any PresenceStore
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            try await store.run()
+        }
     }
 }
 

@@ -46,29 +46,44 @@ struct WebSocketConnection {
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, outbox: Outbox, channel: any Channel) async {
         metrics.sockets.increment()
         defer { metrics.sockets.decrement() }
-        await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await writeOutbox(outbox, to: outbound) }
+        enum Part { case writer, reader, watchdog }
+        await withTaskGroup(of: Part.self) { group in
+            group.addTask {
+                await writeOutbox(outbox, to: outbound)
+                return .writer
+            }
             group.addTask {
                 await readMessages(inbound, outbox: outbox)
-                return false
+                return .reader
             }
             group.addTask {
                 if await outbox.waitForOverflow() { await dropSlowSubscriber(outbound: outbound, channel: channel) }
-                return false
+                return .watchdog
             }
-            while let writerEnded = await group.next() {
-                if writerEnded { group.cancelAll() }
+            var writerDone = false
+            var readerDone = false
+            while let part = await group.next() {
+                switch part {
+                case .writer:
+                    writerDone = true
+                    // A writer that closed the socket or failed ends the connection; after an overflow
+                    // the watchdog is still sending the 1013 close and must not be cancelled.
+                    if !outbox.overflowed { group.cancelAll() }
+                case .reader: readerDone = true
+                case .watchdog: break
+                }
+                if writerDone, readerDone { group.cancelAll() }
             }
         }
         hub.submit(.removeSubscriber(outbox))
     }
 
-    /// Returns true (the writer ended the connection) once it has written a close or failed to write.
-    private func writeOutbox(_ outbox: Outbox, to outbound: WebSocketOutboundWriter) async -> Bool {
+    /// Ends when the outbox ends, after writing a close, or when a write fails.
+    private func writeOutbox(_ outbox: Outbox, to outbound: WebSocketOutboundWriter) async {
         do {
             for await item in outbox.stream {
                 // An overflowed outbox is being dropped: its remaining frames are not worth sending.
-                if outbox.overflowed { return true }
+                if outbox.overflowed { return }
                 switch item {
                 case .frame(let buffer):
                     try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: buffer)))
@@ -76,17 +91,16 @@ struct WebSocketConnection {
                     metrics.bytesSent.increment(by: buffer.readableBytes)
                 case .close(let code, let reason):
                     try await outbound.close(.init(codeNumber: Int(code)), reason: reason)
-                    return true
+                    return
                 }
             }
-            return outbox.overflowed
         } catch {
-            return true
+            logger.debug("websocket write failed", metadata: ["error": "\(error)"])
         }
     }
 
-    /// Closes with 1013; a client too stuck to take even the close frame within the grace period
-    /// has its connection cut, so it holds no server resources.
+    /// Closes with 1013. A client too stuck to take the close frame, or to answer it, within the
+    /// grace period has its connection cut, so it holds no server resources.
     private func dropSlowSubscriber(outbound: WebSocketOutboundWriter, channel: any Channel) async {
         let closed = await withTaskGroup(of: Bool.self) { group in
             group.addTask {
@@ -100,7 +114,11 @@ struct WebSocketConnection {
             group.cancelAll()
             return first
         }
-        if !closed { try? await channel.close() }
+        if closed {
+            // Cancelled when the client answers the close in time.
+            guard (try? await Task.sleep(for: configuration.slowSubscriberCloseGrace)) != nil else { return }
+        }
+        try? await channel.close()
     }
 
     private func readMessages(_ inbound: WebSocketInboundStream, outbox: Outbox) async {

@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import Logging
 import PresenceServer
+import PresenceSQLite
 import PresenceStore
 
 @main
@@ -21,8 +22,11 @@ struct PresenceServerCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on, 0 for any free port [PRESENCE_PORT]. Default 8080.")
     var port: Int?
 
-    @Option(help: "Storage: memory [PRESENCE_STORE]. Default memory.")
+    @Option(help: "Storage: sqlite (durable, in --data-dir) or memory (gone on restart) [PRESENCE_STORE]. Default sqlite.")
     var store: String?
+
+    @Option(help: "Folder of the sqlite store's presence.sqlite [PRESENCE_DATA_DIR]. Default ./presence-data.")
+    var dataDir: String?
 
     @Option(help: "trace, debug, info, notice, warning, error or critical [PRESENCE_LOG_LEVEL]. Default info.")
     var logLevel: String?
@@ -69,20 +73,25 @@ struct PresenceServerCommand: AsyncParsableCommand {
         let key = setting(adminKey, "PRESENCE_ADMIN_KEY") ?? Tokens.make(prefix: "admin_")
         configuration.adminKey = key
 
-        let storeName = setting(store, "PRESENCE_STORE") ?? "memory"
+        var storeName = setting(store, "PRESENCE_STORE") ?? "sqlite"
         let presenceStore: any PresenceStore
         switch storeName {
         case "memory":
             presenceStore = MemoryStore()
+        case "sqlite":
+            let directory = setting(dataDir, "PRESENCE_DATA_DIR") ?? "./presence-data"
+            presenceStore = try SQLiteStore(directory: directory, logger: logger)
+            storeName = "sqlite, \((directory as NSString).standardizingPath)/\(SQLiteStore.fileName)"
         default:
-            throw ValidationError("unknown store \(storeName); this build supports: memory")
+            throw ValidationError("unknown store \(storeName); choose sqlite or memory")
         }
 
         let host = configuration.host
+        let storeDescription = storeName
         let app = PresenceServer.makeApplication(
             configuration: configuration, store: presenceStore, logger: logger,
             onServerRunning: { port in
-                var lines = ["presence-server listening on http://\(host):\(port) (store: \(storeName))"]
+                var lines = ["presence-server listening on http://\(host):\(port) (store: \(storeDescription))"]
                 if generatedKey {
                     lines.append("admin key (generated; set --admin-key or PRESENCE_ADMIN_KEY to keep one): \(key)")
                 }

@@ -38,4 +38,16 @@ public protocol PresenceStore: Sendable {
     /// A new stream of every room change from now on, in the order they were stored.
     func roomChanges() -> AsyncStream<RoomChange>
     func statistics() async throws -> PresenceStatistics
+    /// Background upkeep the store needs while it serves (for example, a durable store's
+    /// "alive at" mark); runs until cancelled. The default has nothing to do.
+    func run() async throws
+}
+
+extension PresenceStore {
+    public func run() async throws {
+        // Nothing to keep up: wait for cancellation, like any service.
+        let (never, continuation) = AsyncStream<Void>.makeStream()
+        for await _ in never {}
+        continuation.finish()
+    }
 }

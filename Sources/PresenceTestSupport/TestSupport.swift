@@ -1,3 +1,5 @@
+import Foundation
+
 /// Helpers shared by the test targets; not part of the product.
 
 /// A failure a test throws with a message for a person.
@@ -17,4 +19,11 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+}
+
+/// A fresh folder under the system's temporary directory.
+public func temporaryDirectory() -> String {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("presence-test-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url.path
 }

@@ -70,7 +70,7 @@ import PresenceServer
     }
 
     @Test func startsOnTheGivenPortAndShutsDownGracefullyOnSIGTERM() async throws {
-        let server = try ServerProcess(arguments: ["--port", "0", "--admin-key", "flag-key"])
+        let server = try ServerProcess(arguments: ["--port", "0", "--admin-key", "flag-key", "--data-dir", temporaryDirectory()])
         try await server.waitUntilListening()
         #expect(!server.banner.contains("admin key"), "a configured key is never printed")
 
@@ -85,7 +85,7 @@ import PresenceServer
     }
 
     @Test func readsItsSettingsFromTheEnvironmentAndPrintsAGeneratedKey() async throws {
-        let server = try ServerProcess(arguments: [], environment: ["PRESENCE_PORT": "0", "PRESENCE_HOST": "127.0.0.1"])
+        let server = try ServerProcess(arguments: [], environment: ["PRESENCE_PORT": "0", "PRESENCE_HOST": "127.0.0.1", "PRESENCE_STORE": "memory"])
         try await server.waitUntilListening()
         let keyLine = server.banner.split(separator: "\n").first { $0.hasPrefix("admin key") }
         let key = keyLine.map { String($0.split(separator: " ").last!) }
@@ -102,7 +102,7 @@ import PresenceServer
     }
 
     @Test func rejectsBadOptionsWithAClearErrorAndNonZeroExit() async throws {
-        for arguments in [["--store", "nope"], ["--port", "70000"], ["--log-level", "loud"]] {
+        for arguments in [["--store", "nope"], ["--port", "70000"], ["--log-level", "loud"], ["--data-dir", "/proc/nope"]] {
             let server = try ServerProcess(arguments: arguments)
             let status = try await server.waitForExit()
             #expect(status != 0, "\(arguments)")

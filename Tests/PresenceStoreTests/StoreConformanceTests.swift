@@ -1,5 +1,7 @@
 import Testing
 import PresenceTestSupport
+import Foundation
+import PresenceSQLite
 import PresenceStore
 
 /// A store under test, made fresh per test around a manual clock.
@@ -10,7 +12,8 @@ struct StoreKind: Sendable, CustomTestStringConvertible {
 
     /// Every store implementation is listed here and must pass every conformance test.
     static let all: [StoreKind] = [
-        StoreKind(name: "memory") { clock in MemoryStore(clock: clock) }
+        StoreKind(name: "memory") { clock in MemoryStore(clock: clock) },
+        StoreKind(name: "sqlite") { clock in try SQLiteStore(directory: temporaryDirectory(), clock: clock) },
     ]
 }
 

@@ -1,0 +1,172 @@
+/// The durable part of presence, as rows: what a durable store writes after a
+/// batch of operations and reads back on start. Deadlines are not durable.
+public struct DurableChanges: Sendable, Equatable {
+    public struct RoomRow: Sendable, Equatable {
+        public var roomId: String
+        public var token: String
+        public var version: UInt64
+        public init(roomId: String, token: String, version: UInt64) {
+            self.roomId = roomId
+            self.token = token
+            self.version = version
+        }
+    }
+
+    public struct UserRow: Sendable, Equatable {
+        public var roomId: String
+        public var record: UserRecord
+        public init(roomId: String, record: UserRecord) {
+            self.roomId = roomId
+            self.record = record
+        }
+    }
+
+    public struct SessionRow: Sendable, Equatable {
+        public var sessionId: String
+        public var roomId: String
+        public var userId: String
+        public var token: String
+        public var interval: Int64
+        public init(sessionId: String, roomId: String, userId: String, token: String, interval: Int64) {
+            self.sessionId = sessionId
+            self.roomId = roomId
+            self.userId = userId
+            self.token = token
+            self.interval = interval
+        }
+    }
+
+    public var deletedRooms: [String] = []
+    public var rooms: [RoomRow] = []
+    public var deletedUsers: [(roomId: String, userId: String)] = []
+    public var users: [UserRow] = []
+    public var deletedSessions: [String] = []
+    public var sessions: [SessionRow] = []
+    public var lastVersion: UInt64 = 0
+
+    public init() {}
+
+    public var isEmpty: Bool {
+        deletedRooms.isEmpty && rooms.isEmpty && deletedUsers.isEmpty && users.isEmpty && deletedSessions.isEmpty
+            && sessions.isEmpty
+    }
+
+    public static func == (a: DurableChanges, b: DurableChanges) -> Bool {
+        a.deletedRooms == b.deletedRooms && a.rooms == b.rooms && a.users == b.users
+            && a.deletedUsers.map { [$0.roomId, $0.userId] } == b.deletedUsers.map { [$0.roomId, $0.userId] }
+            && a.deletedSessions == b.deletedSessions && a.sessions == b.sessions && a.lastVersion == b.lastVersion
+    }
+}
+
+extension PresenceState {
+    /// The rows to write for everything touched since the last call: the current value of
+    /// each touched key, or its deletion when it no longer exists.
+    public mutating func takeDurableChanges() -> DurableChanges {
+        guard let keys = touched else { return DurableChanges() }
+        touched = TouchedKeys()
+        var changes = DurableChanges()
+        changes.lastVersion = lastVersion
+        for roomId in keys.rooms.sorted() {
+            if let room = rooms[roomId] {
+                changes.rooms.append(.init(roomId: roomId, token: room.token, version: room.version))
+            } else {
+                changes.deletedRooms.append(roomId)
+            }
+        }
+        for key in keys.users {
+            if let user = rooms[key.roomId]?.users[key.userId] {
+                changes.users.append(.init(roomId: key.roomId, record: user.record))
+            } else {
+                changes.deletedUsers.append((key.roomId, key.userId))
+            }
+        }
+        for sessionId in keys.sessions {
+            if let session = sessions[sessionId] {
+                changes.sessions.append(
+                    .init(sessionId: sessionId, roomId: session.roomId, userId: session.userId, token: session.token,
+                          interval: session.interval))
+            } else {
+                changes.deletedSessions.append(sessionId)
+            }
+        }
+        return changes
+    }
+
+    /// The session ids touched since the last `takeDurableChanges()`, i.e. not yet stored.
+    public var unstoredSessionIds: Set<String> { touched?.sessions ?? [] }
+
+    /// Rebuilds the state a durable store saved.
+    ///
+    /// Deadlines were not saved. A session gets a grace deadline of 2.5 × its interval from
+    /// `now`, so clients that come back in time never flicker offline, unless the store was
+    /// last known alive (`aliveAt`) so long ago that the session would have expired anyway:
+    /// then its deadline is the latest it could have had, and the expiry loop ends it at once.
+    public static func restoring(
+        rooms roomRows: [DurableChanges.RoomRow], users userRows: [DurableChanges.UserRow],
+        sessions sessionRows: [DurableChanges.SessionRow], lastVersion: UInt64, aliveAt: Int64?, now: Int64,
+        makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)
+    ) -> PresenceState {
+        var state = PresenceState(tracksDurableChanges: true, makeToken: makeToken)
+        state.lastVersion = lastVersion
+        for row in roomRows {
+            state.rooms[row.roomId] = Room(roomId: row.roomId, token: row.token, version: row.version)
+            state.roomIdByToken[row.token] = row.roomId
+            state.lastVersion = max(state.lastVersion, row.version)
+        }
+        for row in userRows {
+            guard state.rooms[row.roomId] != nil else { continue }
+            state.rooms[row.roomId]!.users[row.record.userId] = RoomUser(record: row.record)
+            state.roomIdsByUser[row.record.userId, default: []].insert(row.roomId)
+        }
+        for row in sessionRows {
+            guard state.rooms[row.roomId]?.users[row.userId] != nil else { continue }
+            var deadline = Limits.deadline(now: now, interval: row.interval)
+            if let aliveAt, Limits.deadline(now: aliveAt, interval: row.interval) < now {
+                deadline = Limits.deadline(now: aliveAt, interval: row.interval)
+            }
+            let session = Session(
+                sessionId: row.sessionId, roomId: row.roomId, userId: row.userId, token: row.token,
+                interval: row.interval, deadline: deadline, queuedDeadline: deadline)
+            state.sessions[row.sessionId] = session
+            state.sessionIdByToken[row.token] = row.sessionId
+            state.rooms[row.roomId]!.users[row.userId]!.sessionIds.append(row.sessionId)
+            state.deadlines.insert(DeadlineEntry(deadline: deadline, sessionId: row.sessionId))
+        }
+        // A record that says online must have a session, and one with a session must say online.
+        for roomId in Array(state.rooms.keys) {
+            for (userId, user) in state.rooms[roomId]!.users {
+                var record = user.record
+                if record.online, user.sessionIds.isEmpty {
+                    record.online = false
+                    record.onlineSince = 0
+                    record.lastDisconnected = aliveAt ?? now
+                } else if !record.online, !user.sessionIds.isEmpty {
+                    record.online = true
+                    record.onlineSince = now
+                    record.lastDisconnected = 0
+                }
+                if record != user.record {
+                    state.rooms[roomId]!.users[userId]!.record = record
+                    state.touchUser(roomId, userId)
+                    state.touchRoom(roomId)
+                }
+                if record.online { state.onlineUserCount += 1 }
+            }
+        }
+        return state
+    }
+
+    /// A heartbeat that only moves the deadline of a live, stored session: nil when the
+    /// heartbeat would change anything durable (new session, interval, profile) and must
+    /// go through the store's write path instead.
+    public mutating func heartbeatIfUnchanged(_ request: HeartbeatRequest, now: Int64) -> HeartbeatOutcome? {
+        guard let session = sessions[request.sessionId], session.roomId == request.roomId,
+            session.userId == request.userId, session.interval == request.interval,
+            touched?.sessions.contains(request.sessionId) != true,
+            let record = rooms[request.roomId]?.users[request.userId]?.record,
+            request.name == nil || request.name == record.name,
+            request.image == nil || request.image == record.image
+        else { return nil }
+        return try? heartbeat(request, now: now)
+    }
+}

@@ -1,0 +1,42 @@
+import GRDB
+
+/// The schema and its migrations. A later version adds a migration here and
+/// never edits an earlier one, so every file ever written still opens.
+enum SQLiteSchema {
+    /// `PRAGMA application_id` of a presence database ("PRES"), so a foreign SQLite file is refused.
+    static let applicationId: Int32 = 0x5052_4553
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
+                CREATE TABLE rooms (
+                    room_id TEXT PRIMARY KEY NOT NULL,
+                    token TEXT NOT NULL UNIQUE,
+                    version INTEGER NOT NULL
+                );
+                CREATE TABLE users (
+                    room_id TEXT NOT NULL,
+                    user_id TEXT NOT NULL,
+                    online INTEGER NOT NULL,
+                    online_since INTEGER NOT NULL,
+                    last_disconnected INTEGER NOT NULL,
+                    data TEXT,
+                    name TEXT,
+                    image TEXT,
+                    PRIMARY KEY (room_id, user_id)
+                ) WITHOUT ROWID;
+                CREATE TABLE sessions (
+                    session_id TEXT PRIMARY KEY NOT NULL,
+                    room_id TEXT NOT NULL,
+                    user_id TEXT NOT NULL,
+                    token TEXT NOT NULL UNIQUE,
+                    interval INTEGER NOT NULL
+                );
+                PRAGMA application_id = \(applicationId);
+                """)
+        }
+        return migrator
+    }
+}

@@ -1,0 +1,418 @@
+import Foundation
+import GRDB
+import Logging
+import PresenceStore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Why a data directory could not be opened; the message says what to do.
+public struct SQLiteStoreError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// The durable embedded store: presence lives in memory (the same state machine as
+/// `MemoryStore`) and every durable change is written to SQLite (WAL) before it is
+/// acknowledged or published.
+///
+/// Writes are group-committed: operations queue up while a transaction is being
+/// written, and the next transaction takes all of them, so a burst of thousands of
+/// joins costs a handful of fsyncs. Reads never see a change that is not yet stored.
+/// A heartbeat of a live session only moves its deadline in memory and writes nothing.
+///
+/// ```swift
+/// let store = try SQLiteStore(directory: "./presence-data")
+/// ```
+public final class SQLiteStore: PresenceStore {
+    public static let fileName = "presence.sqlite"
+    public static let lockFileName = "presence.lock"
+
+    public let clock: any WallClock
+    public let deadlineAlarm = DeadlineAlarm()
+    public let path: String
+    private let database: DatabaseQueue
+    private let lockDescriptor: Int32
+    private let feed = ChangeFeed()
+    private let inner: Mutex<Inner>
+    private let logger: Logger
+    private let aliveMarkInterval: Duration
+
+    private struct Inner {
+        var state: PresenceState
+        var queue: [PendingOperation] = []
+        var leaderActive = false
+        /// True while a batch applied to `state` is being written: reads wait for it.
+        var committing = false
+        var waitingReads: [@Sendable (PresenceState) -> Void] = []
+        /// Sessions the batch being written creates, changes or ends: their heartbeats wait for it.
+        var unstoredSessions = Set<String>()
+    }
+
+    /// Opens (creating if needed) `directory/presence.sqlite`, refusing a directory that another
+    /// running server holds, a file that is not a presence database, and an unwritable place.
+    public init(
+        directory: String, clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "presence.sqlite"),
+        aliveMarkInterval: Duration = .seconds(5)
+    ) throws {
+        self.clock = clock
+        self.logger = logger
+        self.aliveMarkInterval = aliveMarkInterval
+        let directoryURL = URL(fileURLWithPath: directory, isDirectory: true)
+        do {
+            try FileManager.default.createDirectory(at: directoryURL, withIntermediateDirectories: true)
+        } catch {
+            throw SQLiteStoreError(description: "cannot create the data directory \(directory): \(error.localizedDescription)")
+        }
+        path = directoryURL.appendingPathComponent(Self.fileName).path
+        lockDescriptor = try Self.lockDirectory(directoryURL.appendingPathComponent(Self.lockFileName).path, directory: directory)
+
+        var configuration = Configuration()
+        configuration.journalMode = .wal
+        configuration.busyMode = .timeout(5)
+        configuration.label = "presence"
+        configuration.prepareDatabase { db in
+            // FULL: a commit is on disk before it is acknowledged, even if the machine loses power.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        do {
+            database = try DatabaseQueue(path: path, configuration: configuration)
+            try Self.checkIsPresenceDatabase(database, path: path)
+            try SQLiteSchema.migrator.migrate(database)
+        } catch let error as SQLiteStoreError {
+            close(lockDescriptor)
+            throw error
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_NOTADB {
+            close(lockDescriptor)
+            throw SQLiteStoreError(description: "\(path) is not a presence database (not an SQLite file)")
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_READONLY || error.resultCode == .SQLITE_CANTOPEN || error.resultCode == .SQLITE_PERM {
+            close(lockDescriptor)
+            throw SQLiteStoreError(description: "cannot write \(path): \(error.message ?? "\(error.resultCode)")")
+        } catch {
+            close(lockDescriptor)
+            throw SQLiteStoreError(description: "cannot open \(path): \(error)")
+        }
+        let state = try Self.load(database, now: clock.nowMillis())
+        inner = Mutex(Inner(state: state))
+        logger.info("opened \(path)", metadata: ["sessions": "\(state.statistics.sessions)", "rooms": "\(state.statistics.rooms)"])
+    }
+
+    deinit {
+        close(lockDescriptor)
+    }
+
+    private static func lockDirectory(_ lockPath: String, directory: String) throws -> Int32 {
+        let descriptor = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw SQLiteStoreError(description: "cannot write in the data directory \(directory): \(String(cString: strerror(errno)))")
+        }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            close(descriptor)
+            throw SQLiteStoreError(description: "the data directory \(directory) is in use by another running presence-server")
+        }
+        return descriptor
+    }
+
+    private static func checkIsPresenceDatabase(_ database: DatabaseQueue, path: String) throws {
+        try database.read { db in
+            let applicationId = try Int32.fetchOne(db, sql: "PRAGMA application_id") ?? 0
+            let tableCount = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master") ?? 0
+            if tableCount > 0, applicationId != SQLiteSchema.applicationId {
+                throw SQLiteStoreError(description: "\(path) is not a presence database (it holds other data)")
+            }
+        }
+    }
+
+    /// Reads the saved state; sessions get their grace deadlines (see `PresenceState.restoring`).
+    private static func load(_ database: DatabaseQueue, now: Int64) throws -> PresenceState {
+        try database.read { db in
+            let rooms = try Row.fetchAll(db, sql: "SELECT room_id, token, version FROM rooms").map {
+                DurableChanges.RoomRow(roomId: $0["room_id"], token: $0["token"], version: UInt64($0["version"] as Int64))
+            }
+            let decoder = JSONDecoder()
+            let users = try Row.fetchAll(db, sql: "SELECT * FROM users").map { row -> DurableChanges.UserRow in
+                let dataText: String? = row["data"]
+                let data = try dataText.map { try decoder.decode(JSONValue.self, from: Data($0.utf8)) }
+                return DurableChanges.UserRow(
+                    roomId: row["room_id"],
+                    record: UserRecord(
+                        userId: row["user_id"], online: row["online"], lastDisconnected: row["last_disconnected"],
+                        onlineSince: row["online_since"], data: data, name: row["name"], image: row["image"]))
+            }
+            let sessions = try Row.fetchAll(db, sql: "SELECT * FROM sessions").map {
+                DurableChanges.SessionRow(
+                    sessionId: $0["session_id"], roomId: $0["room_id"], userId: $0["user_id"], token: $0["token"],
+                    interval: $0["interval"])
+            }
+            let lastVersion = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'last_version'") ?? 0
+            let aliveAt = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'alive_at'")
+            return PresenceState.restoring(
+                rooms: rooms, users: users, sessions: sessions, lastVersion: UInt64(lastVersion), aliveAt: aliveAt, now: now)
+        }
+    }
+
+    private static func write(_ changes: DurableChanges, aliveAt: Int64, to db: Database) throws {
+        for roomId in changes.deletedRooms {
+            try db.cachedStatement(sql: "DELETE FROM rooms WHERE room_id = ?").execute(arguments: [roomId])
+        }
+        for room in changes.rooms {
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO rooms (room_id, token, version) VALUES (?, ?, ?)").execute(arguments: [room.roomId, room.token, Int64(room.version)])
+        }
+        for user in changes.deletedUsers {
+            try db.cachedStatement(sql: "DELETE FROM users WHERE room_id = ? AND user_id = ?").execute(arguments: [user.roomId, user.userId])
+        }
+        for row in changes.users {
+            let record = row.record
+            try db.cachedStatement(sql: """
+                    INSERT OR REPLACE INTO users (room_id, user_id, online, online_since, last_disconnected, data, name, image)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """).execute(arguments: [
+                    row.roomId, record.userId, record.online, record.onlineSince, record.lastDisconnected,
+                    record.data?.compactJSON, record.name, record.image,
+                ])
+        }
+        for sessionId in changes.deletedSessions {
+            try db.cachedStatement(sql: "DELETE FROM sessions WHERE session_id = ?").execute(arguments: [sessionId])
+        }
+        for session in changes.sessions {
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO sessions (session_id, room_id, user_id, token, interval) VALUES (?, ?, ?, ?, ?)").execute(arguments: [session.sessionId, session.roomId, session.userId, session.token, session.interval])
+        }
+        try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_version', ?), ('alive_at', ?)").execute(arguments: [Int64(changes.lastVersion), aliveAt])
+    }
+
+    // MARK: - Group commit
+
+    /// One queued operation; `apply` runs under the lock in the batch that takes it.
+    private final class PendingOperation: Sendable {
+        let apply: @Sendable (inout PresenceState, Int64) -> [RoomChange]
+        let finish: @Sendable ((any Error)?) -> Void
+        init(apply: @escaping @Sendable (inout PresenceState, Int64) -> [RoomChange], finish: @escaping @Sendable ((any Error)?) -> Void) {
+            self.apply = apply
+            self.finish = finish
+        }
+    }
+
+    /// A one-shot result an operation's caller awaits.
+    private final class Promise<Value: Sendable>: Sendable {
+        private let state = Mutex<(Result<Value, any Error>?, CheckedContinuation<Value, any Error>?)>((nil, nil))
+
+        func fulfil(_ result: Result<Value, any Error>) {
+            let continuation = state.withLock { state -> CheckedContinuation<Value, any Error>? in
+                state.0 = result
+                defer { state.1 = nil }
+                return state.1
+            }
+            continuation?.resume(with: result)
+        }
+
+        var value: Value {
+            get async throws {
+                try await withCheckedThrowingContinuation { continuation in
+                    let ready = state.withLock { state -> Result<Value, any Error>? in
+                        if let result = state.0 { return result }
+                        state.1 = continuation
+                        return nil
+                    }
+                    if let ready { continuation.resume(with: ready) }
+                }
+            }
+        }
+    }
+
+    /// Queues a mutation, leads the commit of queued batches if nobody else is, and returns
+    /// once the mutation's effects are stored.
+    private func perform<Value: Sendable>(
+        _ body: @escaping @Sendable (inout PresenceState, Int64) throws(PresenceError) -> (Value, [RoomChange])
+    ) async throws -> Value {
+        let promise = Promise<Value>()
+        let outcome = Mutex<Result<Value, any Error>?>(nil)
+        let operation = PendingOperation(
+            apply: { state, now in
+                do throws(PresenceError) {
+                    let (value, changes) = try body(&state, now)
+                    outcome.withLock { $0 = .success(value) }
+                    return changes
+                } catch {
+                    outcome.withLock { $0 = .failure(error) }
+                    return []
+                }
+            },
+            finish: { storeError in
+                if let storeError {
+                    promise.fulfil(.failure(storeError))
+                } else {
+                    promise.fulfil(outcome.withLock { $0 } ?? .failure(PresenceError.unavailable("operation was not applied")))
+                }
+            })
+        let leads = inner.withLock { inner -> Bool in
+            inner.queue.append(operation)
+            if inner.leaderActive { return false }
+            inner.leaderActive = true
+            return true
+        }
+        if leads { await commitQueuedBatches() }
+        return try await promise.value
+    }
+
+    private func commitQueuedBatches() async {
+        while true {
+            let now = clock.nowMillis()
+            let batch = inner.withLock { inner -> (operations: [PendingOperation], changes: [RoomChange], rows: DurableChanges)? in
+                guard !inner.queue.isEmpty else {
+                    inner.leaderActive = false
+                    return nil
+                }
+                let operations = inner.queue
+                inner.queue.removeAll(keepingCapacity: true)
+                var changes: [RoomChange] = []
+                for operation in operations { changes.append(contentsOf: operation.apply(&inner.state, now)) }
+                inner.committing = true
+                let rows = inner.state.takeDurableChanges()
+                inner.unstoredSessions = Set(rows.sessions.map(\.sessionId)).union(rows.deletedSessions)
+                return (operations, changes, rows)
+            }
+            guard let batch else { return }
+
+            var failure: (any Error)?
+            if !batch.rows.isEmpty {
+                do {
+                    let rows = batch.rows
+                    try await database.write { db in try Self.write(rows, aliveAt: now, to: db) }
+                } catch {
+                    failure = error
+                }
+            }
+            if let failure {
+                logger.error("commit failed; reloading the stored state", metadata: ["error": "\(failure)"])
+                // Memory ran ahead of the file: go back to what is stored.
+                let reloaded = try? Self.load(database, now: clock.nowMillis())
+                inner.withLock { inner in
+                    if let reloaded { inner.state = reloaded }
+                }
+            }
+            inner.withLock { inner in
+                inner.committing = false
+                inner.unstoredSessions.removeAll()
+                let reads = inner.waitingReads
+                inner.waitingReads.removeAll()
+                // Reads that waited see exactly the state just stored, before the next batch applies.
+                for read in reads { read(inner.state) }
+            }
+            if failure == nil { feed.publish(batch.changes) }
+            let storeError = failure.map { _ in PresenceError.unavailable("the change could not be stored") }
+            for operation in batch.operations { operation.finish(storeError) }
+        }
+    }
+
+    /// Reads stored state: waits while a batch is being written, so it never shows an unstored change.
+    private func read<Value: Sendable>(_ body: @escaping @Sendable (PresenceState) -> Value) async -> Value {
+        let promise = Promise<Value>()
+        let immediate = inner.withLock { inner -> Value? in
+            if !inner.committing { return body(inner.state) }
+            inner.waitingReads.append { state in promise.fulfil(.success(body(state))) }
+            return nil
+        }
+        if let immediate { return immediate }
+        return (try? await promise.value)!
+    }
+
+    // MARK: - PresenceStore
+
+    public func heartbeat(_ request: HeartbeatRequest) async throws -> SessionTokens {
+        let now = clock.nowMillis()
+        let fastPath = inner.withLock { inner -> PresenceState.HeartbeatOutcome? in
+            guard !inner.unstoredSessions.contains(request.sessionId) else { return nil }
+            return inner.state.heartbeatIfUnchanged(request, now: now)
+        }
+        if let fast = fastPath {
+            if let deadline = fast.queuedDeadline { deadlineAlarm.note(deadline: deadline) }
+            return fast.tokens
+        }
+        let outcome = try await perform { state, now throws(PresenceError) in
+            let outcome = try state.heartbeat(request, now: now)
+            return (outcome, outcome.changes)
+        }
+        if let deadline = outcome.queuedDeadline { deadlineAlarm.note(deadline: deadline) }
+        return outcome.tokens
+    }
+
+    public func disconnect(sessionToken: String) async throws {
+        try await perform { state, now in ((), state.disconnect(sessionToken: sessionToken, now: now).changes) }
+    }
+
+    public func update(sessionToken: String, data: JSONValue?) async throws {
+        try await perform { state, _ throws(PresenceError) in ((), try state.update(sessionToken: sessionToken, data: data).changes) }
+    }
+
+    public func updateRoomUser(roomId: String, userId: String, data: JSONValue?) async throws {
+        try await perform { state, _ throws(PresenceError) in
+            ((), try state.updateRoomUser(roomId: roomId, userId: userId, data: data).changes)
+        }
+    }
+
+    public func list(roomToken: String, limit: Int) async throws -> RoomSnapshot {
+        await read { $0.list(roomToken: roomToken, limit: limit) }
+    }
+
+    public func listRoom(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot {
+        await read { $0.listRoom(roomId: roomId, onlineOnly: onlineOnly, limit: limit) }
+    }
+
+    public func listUser(userId: String, onlineOnly: Bool, limit: Int) async throws -> [UserRoomStatus] {
+        await read { $0.listUser(userId: userId, onlineOnly: onlineOnly, limit: limit) }
+    }
+
+    public func removeRoomUser(roomId: String, userId: String) async throws {
+        try await perform { state, _ in ((), state.removeRoomUser(roomId: roomId, userId: userId).changes) }
+    }
+
+    public func removeRoom(roomId: String) async throws {
+        try await perform { state, _ in ((), state.removeRoom(roomId: roomId).changes) }
+    }
+
+    public func expireDueSessions(limit: Int) async throws -> Int {
+        let now = clock.nowMillis()
+        guard inner.withLock({ $0.state.hasDue(now: now) }) else { return 0 }
+        return try await perform { state, now in
+            let (expired, outcome) = state.expireDue(now: now, limit: limit)
+            return (expired, outcome.changes)
+        }
+    }
+
+    public func nextDeadline() async throws -> Int64? {
+        inner.withLock { $0.state.nextDeadline }
+    }
+
+    public func roomChanges() -> AsyncStream<RoomChange> {
+        feed.stream()
+    }
+
+    public func statistics() async throws -> PresenceStatistics {
+        await read { $0.statistics }
+    }
+
+    /// Keeps the "alive at" mark fresh (every few seconds, not per heartbeat) until cancelled,
+    /// then writes a final one: after a long outage, sessions that would have expired meanwhile
+    /// are expired at start instead of all showing online.
+    public func run() async throws {
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: aliveMarkInterval)
+            } catch {
+                break
+            }
+            try? await writeAliveMark()
+        }
+        try? await writeAliveMark()
+    }
+
+    private func writeAliveMark() async throws {
+        let now = clock.nowMillis()
+        try await database.write { db in
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('alive_at', ?)").execute(arguments: [now])
+        }
+    }
+}
