@@ -10,6 +10,14 @@ import Glibc
 import Darwin
 #endif
 
+private func closeDescriptor(_ descriptor: Int32) {
+    #if canImport(Glibc)
+    _ = Glibc.close(descriptor)
+    #elseif canImport(Darwin)
+    _ = Darwin.close(descriptor)
+    #endif
+}
+
 /// Why a data directory could not be opened; the message says what to do.
 public struct SQLiteStoreError: Error, CustomStringConvertible {
     public let description: String
@@ -83,16 +91,16 @@ public final class SQLiteStore: PresenceStore {
             try Self.checkIsPresenceDatabase(database, path: path)
             try SQLiteSchema.migrator.migrate(database)
         } catch let error as SQLiteStoreError {
-            close(lockDescriptor)
+            closeDescriptor(lockDescriptor)
             throw error
         } catch let error as DatabaseError where error.resultCode == .SQLITE_NOTADB {
-            close(lockDescriptor)
+            closeDescriptor(lockDescriptor)
             throw SQLiteStoreError(description: "\(path) is not a presence database (not an SQLite file)")
         } catch let error as DatabaseError where error.resultCode == .SQLITE_READONLY || error.resultCode == .SQLITE_CANTOPEN || error.resultCode == .SQLITE_PERM {
-            close(lockDescriptor)
+            closeDescriptor(lockDescriptor)
             throw SQLiteStoreError(description: "cannot write \(path): \(error.message ?? "\(error.resultCode)")")
         } catch {
-            close(lockDescriptor)
+            closeDescriptor(lockDescriptor)
             throw SQLiteStoreError(description: "cannot open \(path): \(error)")
         }
         let state = try Self.load(database, now: clock.nowMillis())
@@ -101,7 +109,17 @@ public final class SQLiteStore: PresenceStore {
     }
 
     deinit {
-        close(lockDescriptor)
+        closeDescriptor(lockDescriptor)
+    }
+
+    /// Writes a last "alive at" mark and closes the file; the data directory is free for another
+    /// process afterwards. The store must not be used after this.
+    public func close() throws {
+        try database.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('alive_at', ?)", arguments: [clock.nowMillis()])
+        }
+        try database.close()
+        flock(lockDescriptor, LOCK_UN)
     }
 
     private static func lockDirectory(_ lockPath: String, directory: String) throws -> Int32 {
@@ -110,7 +128,7 @@ public final class SQLiteStore: PresenceStore {
             throw SQLiteStoreError(description: "cannot write in the data directory \(directory): \(String(cString: strerror(errno)))")
         }
         guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            close(descriptor)
+            closeDescriptor(descriptor)
             throw SQLiteStoreError(description: "the data directory \(directory) is in use by another running presence-server")
         }
         return descriptor
