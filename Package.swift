@@ -96,6 +96,7 @@ let package = Package(
                 "PresenceServer",
                 "PresenceSQLite",
                 "PresenceTestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
             ],

@@ -10,6 +10,11 @@ if ! command -v swift >/dev/null 2>&1; then
     exit 1
 fi
 
+# SQLite's headers for GRDB (present on most machines; installed when missing).
+if ! dpkg -s libsqlite3-dev >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq libsqlite3-dev
+fi
+
 # Build everything once (library, executable, tests); the executable tests run the built binary.
 swift build --build-tests
 swift test --skip-build
