@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "PresenceSQLite", targets: ["PresenceSQLite"]),
         .library(name: "PresenceServer", targets: ["PresenceServer"]),
         .executable(name: "presence-server", targets: ["PresenceServerExecutable"]),
+        .executable(name: "presence-bench", targets: ["PresenceBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
@@ -75,6 +76,11 @@ let package = Package(
                 "PresenceSQLite",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "PresenceBench",
+            dependencies: ["PresenceSQLite"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -275,54 +275,64 @@ public final class SQLiteStore: PresenceStore {
         return try await promise.value
     }
 
+    /// Commits everything queued as one transaction. If more arrived meanwhile, a new task leads
+    /// the next batch, so the caller that led this one gets its answer without waiting for others.
     private func commitQueuedBatches() async {
-        while true {
-            let now = clock.nowMillis()
-            let batch = inner.withLock { inner -> (operations: [PendingOperation], changes: [RoomChange], rows: DurableChanges)? in
-                guard !inner.queue.isEmpty else {
-                    inner.leaderActive = false
-                    return nil
-                }
-                let operations = inner.queue
-                inner.queue.removeAll(keepingCapacity: true)
-                var changes: [RoomChange] = []
-                for operation in operations { changes.append(contentsOf: operation.apply(&inner.state, now)) }
-                inner.committing = true
-                let rows = inner.state.takeDurableChanges()
-                inner.unstoredSessions = Set(rows.sessions.map(\.sessionId)).union(rows.deletedSessions)
-                return (operations, changes, rows)
+        let now = clock.nowMillis()
+        let batch = inner.withLock { inner -> (operations: [PendingOperation], changes: [RoomChange], rows: DurableChanges)? in
+            guard !inner.queue.isEmpty else {
+                inner.leaderActive = false
+                return nil
             }
-            guard let batch else { return }
-
-            var failure: (any Error)?
-            if !batch.rows.isEmpty {
-                do {
-                    let rows = batch.rows
-                    try await database.write { db in try Self.write(rows, aliveAt: now, to: db) }
-                } catch {
-                    failure = error
-                }
-            }
-            if let failure {
-                logger.error("commit failed; reloading the stored state", metadata: ["error": "\(failure)"])
-                // Memory ran ahead of the file: go back to what is stored.
-                let reloaded = try? Self.load(database, now: clock.nowMillis())
-                inner.withLock { inner in
-                    if let reloaded { inner.state = reloaded }
-                }
-            }
-            inner.withLock { inner in
-                inner.committing = false
-                inner.unstoredSessions.removeAll()
-                let reads = inner.waitingReads
-                inner.waitingReads.removeAll()
-                // Reads that waited see exactly the state just stored, before the next batch applies.
-                for read in reads { read(inner.state) }
-            }
-            if failure == nil { feed.publish(batch.changes) }
-            let storeError = failure.map { _ in PresenceError.unavailable("the change could not be stored") }
-            for operation in batch.operations { operation.finish(storeError) }
+            let operations = inner.queue
+            inner.queue.removeAll(keepingCapacity: true)
+            var changes: [RoomChange] = []
+            for operation in operations { changes.append(contentsOf: operation.apply(&inner.state, now)) }
+            inner.committing = true
+            let rows = inner.state.takeDurableChanges()
+            inner.unstoredSessions = Set(rows.sessions.map(\.sessionId)).union(rows.deletedSessions)
+            return (operations, changes, rows)
         }
+        guard let batch else { return }
+        defer {
+            let more = inner.withLock { inner -> Bool in
+                if inner.queue.isEmpty {
+                    inner.leaderActive = false
+                    return false
+                }
+                return true
+            }
+            if more { Task { await self.commitQueuedBatches() } }
+        }
+
+        var failure: (any Error)?
+        if !batch.rows.isEmpty {
+            do {
+                let rows = batch.rows
+                try await database.write { db in try Self.write(rows, aliveAt: now, to: db) }
+            } catch {
+                failure = error
+            }
+        }
+        if let failure {
+            logger.error("commit failed; reloading the stored state", metadata: ["error": "\(failure)"])
+            // Memory ran ahead of the file: go back to what is stored.
+            let reloaded = try? Self.load(database, now: clock.nowMillis())
+            inner.withLock { inner in
+                if let reloaded { inner.state = reloaded }
+            }
+        }
+        inner.withLock { inner in
+            inner.committing = false
+            inner.unstoredSessions.removeAll()
+            let reads = inner.waitingReads
+            inner.waitingReads.removeAll()
+            // Reads that waited see exactly the state just stored, before the next batch applies.
+            for read in reads { read(inner.state) }
+        }
+        if failure == nil { feed.publish(batch.changes) }
+        let storeError = failure.map { _ in PresenceError.unavailable("the change could not be stored") }
+        for operation in batch.operations { operation.finish(storeError) }
     }
 
     /// Reads stored state: waits while a batch is being written, so it never shows an unstored change.

@@ -101,6 +101,17 @@ import PresenceServer
         #expect(try await server.waitForExit() == 0)
     }
 
+    @Test func aSecondServerOnTheSameDataDirectoryIsRefused() async throws {
+        let directory = temporaryDirectory()
+        let first = try ServerProcess(arguments: ["--port", "0", "--data-dir", directory])
+        try await first.waitUntilListening()
+        let second = try ServerProcess(arguments: ["--port", "0", "--data-dir", directory])
+        #expect(try await second.waitForExit() != 0)
+        #expect(second.errorOutput.contains("in use by another running presence-server"))
+        kill(first.process.processIdentifier, SIGTERM)
+        #expect(try await first.waitForExit() == 0)
+    }
+
     @Test func rejectsBadOptionsWithAClearErrorAndNonZeroExit() async throws {
         for arguments in [["--store", "nope"], ["--port", "70000"], ["--log-level", "loud"], ["--data-dir", "/proc/nope"]] {
             let server = try ServerProcess(arguments: arguments)
