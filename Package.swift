@@ -13,8 +13,10 @@ let package = Package(
         .library(name: "PresenceStore", targets: ["PresenceStore"]),
         .library(name: "PresenceSQLite", targets: ["PresenceSQLite"]),
         .library(name: "PresenceServer", targets: ["PresenceServer"]),
+        .library(name: "PresenceClient", targets: ["PresenceClient"]),
         .executable(name: "presence-server", targets: ["PresenceServerExecutable"]),
         .executable(name: "presence-bench", targets: ["PresenceBench"]),
+        .executable(name: "presence-watch", targets: ["PresenceWatch"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
@@ -66,6 +68,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "PresenceClient",
+            dependencies: [
+                "PresenceCore",
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "PresenceTestSupport",
             swiftSettings: swiftSettings
         ),
@@ -74,6 +85,14 @@ let package = Package(
             dependencies: [
                 "PresenceServer",
                 "PresenceSQLite",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "PresenceWatch",
+            dependencies: [
+                "PresenceClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -106,6 +125,11 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "PresenceClientTests",
+            dependencies: ["PresenceClient", "PresenceTestSupport"],
             swiftSettings: swiftSettings
         ),
     ],

@@ -62,8 +62,15 @@ extension JSONValue: Codable {
 
 /// Builds compact JSON text by hand: every diff and snapshot goes through it,
 /// and a hand-written writer is several times cheaper than `JSONEncoder`.
+///
+/// ```swift
+/// var writer = JSONWriter()
+/// writer.object { $0.field("type", "updated"); $0.field("id", requestId) }
+/// ```
 public struct JSONWriter: Sendable {
     public private(set) var output: String = ""
+    /// Whether the next key in the current object needs a comma before it.
+    private var needsComma = false
 
     public init(capacity: Int = 256) {
         output.reserveCapacity(capacity)
@@ -138,10 +145,61 @@ public struct JSONWriter: Sendable {
         }
     }
 
-    /// Writes `"key":` (with a leading comma unless `first`).
-    public mutating func key(_ key: String, first: Bool = false) {
-        if !first { output.append(",") }
+    /// Writes `{`, what `body` writes, and `}`.
+    public mutating func object(_ body: (inout JSONWriter) -> Void) {
+        output.append("{")
+        needsComma = false
+        body(&self)
+        output.append("}")
+        needsComma = true
+    }
+
+    /// Writes `"key":` (after a comma unless it is the object's first); the value must follow.
+    public mutating func key(_ key: String) {
+        if needsComma { output.append(",") }
         write(key)
         output.append(":")
+        needsComma = true
+    }
+
+    /// A string member; nothing when `value` is nil.
+    public mutating func field(_ name: String, _ value: String?) {
+        guard let value else { return }
+        key(name)
+        write(value)
+    }
+
+    public mutating func field(_ name: String, _ value: Int64) {
+        key(name)
+        write(value)
+    }
+
+    public mutating func field(_ name: String, _ value: Bool) {
+        key(name)
+        write(value)
+    }
+
+    /// Any JSON member; nothing when `value` is nil (so an absent `data` or `id` stays absent).
+    public mutating func field(_ name: String, _ value: JSONValue?) {
+        guard let value else { return }
+        key(name)
+        write(value)
+    }
+
+    /// A member whose value `body` writes (an array, a nested object, pre-encoded JSON).
+    public mutating func field(_ name: String, _ body: (inout JSONWriter) -> Void) {
+        key(name)
+        body(&self)
+        needsComma = true
+    }
+
+    /// An array of strings.
+    public mutating func write(_ strings: [String]) {
+        output.append("[")
+        for (index, string) in strings.enumerated() {
+            if index > 0 { output.append(",") }
+            write(string)
+        }
+        output.append("]")
     }
 }

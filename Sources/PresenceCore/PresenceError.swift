@@ -54,16 +54,14 @@ public struct PresenceError: Error, Sendable, Hashable, CustomStringConvertible 
     /// The body PROTOCOL.md gives every error: `{"error":{"code":…,"message":…}}`.
     public var jsonBody: String {
         var writer = JSONWriter()
-        writeErrorObject(into: &writer)
-        return "{\"error\":" + writer.output + "}"
+        writer.object { $0.field("error") { writeErrorObject(into: &$0) } }
+        return writer.output
     }
 
     public func writeErrorObject(into writer: inout JSONWriter) {
-        writer.raw("{")
-        writer.key("code", first: true)
-        writer.write(code)
-        writer.key("message")
-        writer.write(message)
-        writer.raw("}")
+        writer.object { object in
+            object.field("code", code)
+            object.field("message", message)
+        }
     }
 }

@@ -40,28 +40,15 @@ public struct UserRecord: Sendable, Hashable {
     }
 
     public func writeJSON(into writer: inout JSONWriter) {
-        writer.raw("{")
-        writer.key("userId", first: true)
-        writer.write(userId)
-        writer.key("online")
-        writer.write(online)
-        writer.key("lastDisconnected")
-        writer.write(lastDisconnected)
-        writer.key("onlineSince")
-        writer.write(onlineSince)
-        if let data {
-            writer.key("data")
-            writer.write(data)
+        writer.object { object in
+            object.field("userId", userId)
+            object.field("online", online)
+            object.field("lastDisconnected", lastDisconnected)
+            object.field("onlineSince", onlineSince)
+            object.field("data", data)
+            object.field("name", name)
+            object.field("image", image)
         }
-        if let name {
-            writer.key("name")
-            writer.write(name)
-        }
-        if let image {
-            writer.key("image")
-            writer.write(image)
-        }
-        writer.raw("}")
     }
 }
 
@@ -75,6 +62,10 @@ extension JSONWriter {
             record.writeJSON(into: &self)
         }
         raw("]")
+    }
+
+    public mutating func field(_ name: String, _ records: [UserRecord]) {
+        field(name) { $0.write(records) }
     }
 }
 

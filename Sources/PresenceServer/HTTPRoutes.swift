@@ -26,12 +26,10 @@ struct HTTPRoutes<Context: RequestContext> {
             let tokens = try await store.heartbeat(heartbeat)
             metrics.heartbeats.increment()
             var writer = JSONWriter()
-            writer.raw("{")
-            writer.key("roomToken", first: true)
-            writer.write(tokens.roomToken)
-            writer.key("sessionToken")
-            writer.write(tokens.sessionToken)
-            writer.raw("}")
+            writer.object { object in
+                object.field("roomToken", tokens.roomToken)
+                object.field("sessionToken", tokens.sessionToken)
+            }
             return .json(writer.output)
         }
 
@@ -82,19 +80,20 @@ struct HTTPRoutes<Context: RequestContext> {
             let limit = try QueryParsing.limit(request.uri.queryParameters.get("limit"))
             let rooms = try await store.listUser(userId: userId, onlineOnly: onlineOnly, limit: limit)
             var writer = JSONWriter()
-            writer.raw("{\"rooms\":[")
-            for (index, room) in rooms.enumerated() {
-                if index > 0 { writer.raw(",") }
-                writer.raw("{")
-                writer.key("roomId", first: true)
-                writer.write(room.roomId)
-                writer.key("online")
-                writer.write(room.online)
-                writer.key("lastDisconnected")
-                writer.write(room.lastDisconnected)
-                writer.raw("}")
+            writer.object { object in
+                object.field("rooms") { array in
+                    array.raw("[")
+                    for (index, room) in rooms.enumerated() {
+                        if index > 0 { array.raw(",") }
+                        array.object { entry in
+                            entry.field("roomId", room.roomId)
+                            entry.field("online", room.online)
+                            entry.field("lastDisconnected", room.lastDisconnected)
+                        }
+                    }
+                    array.raw("]")
+                }
             }
-            writer.raw("]}")
             return .json(writer.output)
         }
 
@@ -179,12 +178,10 @@ struct HTTPRoutes<Context: RequestContext> {
 
     static func roomJSON(_ snapshot: RoomSnapshot) -> String {
         var writer = JSONWriter(capacity: 64 + snapshot.users.count * 128)
-        writer.raw("{")
-        writer.key("roomVersion", first: true)
-        writer.write(Int64(snapshot.roomVersion))
-        writer.key("users")
-        writer.write(snapshot.users)
-        writer.raw("}")
+        writer.object { object in
+            object.field("roomVersion", Int64(snapshot.roomVersion))
+            object.field("users", snapshot.users)
+        }
         return writer.output
     }
 }

@@ -6,73 +6,49 @@ import PresenceCore
 enum ServerMessage {
     static func reply(type: String, id: JSONValue?, _ fields: (inout JSONWriter) -> Void = { _ in }) -> ByteBuffer {
         var writer = JSONWriter()
-        writer.raw("{")
-        writer.key("type", first: true)
-        writer.write(type)
-        if let id {
-            writer.key("id")
-            writer.write(id)
+        writer.object { object in
+            object.field("type", type)
+            object.field("id", id)
+            fields(&object)
         }
-        fields(&writer)
-        writer.raw("}")
         return ByteBuffer(string: writer.output)
     }
 
     static func heartbeat(id: JSONValue?, tokens: SessionTokens) -> ByteBuffer {
-        reply(type: "heartbeat", id: id) { writer in
-            writer.key("roomToken")
-            writer.write(tokens.roomToken)
-            writer.key("sessionToken")
-            writer.write(tokens.sessionToken)
+        reply(type: "heartbeat", id: id) { object in
+            object.field("roomToken", tokens.roomToken)
+            object.field("sessionToken", tokens.sessionToken)
         }
     }
 
     static func snapshot(id: JSONValue?, roomToken: String, version: UInt64, users: [UserRecord]) -> ByteBuffer {
-        reply(type: "snapshot", id: id) { writer in
-            writer.key("roomToken")
-            writer.write(roomToken)
-            writer.key("roomVersion")
-            writer.write(Int64(version))
-            writer.key("users")
-            writer.write(users)
+        reply(type: "snapshot", id: id) { object in
+            object.field("roomToken", roomToken)
+            object.field("roomVersion", Int64(version))
+            object.field("users", users)
         }
     }
 
     static func diff(roomToken: String, from: UInt64, to: UInt64, diff: RoomDiff) -> ByteBuffer {
-        reply(type: "diff", id: nil) { writer in
-            writer.key("roomToken")
-            writer.write(roomToken)
-            writer.key("from")
-            writer.write(Int64(from))
-            writer.key("roomVersion")
-            writer.write(Int64(to))
-            writer.key("upsert")
-            writer.write(diff.upsert)
-            writer.key("remove")
-            writer.raw("[")
-            for (index, userId) in diff.remove.enumerated() {
-                if index > 0 { writer.raw(",") }
-                writer.write(userId)
-            }
-            writer.raw("]")
+        reply(type: "diff", id: nil) { object in
+            object.field("roomToken", roomToken)
+            object.field("from", Int64(from))
+            object.field("roomVersion", Int64(to))
+            object.field("upsert", diff.upsert)
+            object.field("remove") { $0.write(diff.remove) }
         }
     }
 
     static func unsubscribed(id: JSONValue?, roomToken: String, reason: String? = nil) -> ByteBuffer {
-        reply(type: "unsubscribed", id: id) { writer in
-            writer.key("roomToken")
-            writer.write(roomToken)
-            if let reason {
-                writer.key("reason")
-                writer.write(reason)
-            }
+        reply(type: "unsubscribed", id: id) { object in
+            object.field("roomToken", roomToken)
+            object.field("reason", reason)
         }
     }
 
     static func error(id: JSONValue?, _ error: PresenceError) -> ByteBuffer {
-        reply(type: "error", id: id) { writer in
-            writer.key("error")
-            error.writeErrorObject(into: &writer)
+        reply(type: "error", id: id) { object in
+            object.field("error") { error.writeErrorObject(into: &$0) }
         }
     }
 }

@@ -109,7 +109,7 @@ import PresenceStore
         var totalAcknowledged = 0
 
         for round in 0..<3 {
-            let server = try ExecutableTests.ServerProcess(arguments: ["--port", "0", "--data-dir", directory, "--admin-key", adminKey])
+            let server = try ServerProcess(arguments: ["--port", "0", "--data-dir", directory, "--admin-key", adminKey])
             try await server.waitUntilListening()
             // What the previous crash left must be what was acknowledged.
             let shown = try await roomUsers(port: server.port, session: session)
@@ -142,7 +142,7 @@ import PresenceStore
         #expect(try await database.read { try String.fetchOne($0, sql: "PRAGMA integrity_check") } == "ok")
         try database.close()
 
-        let server = try ExecutableTests.ServerProcess(arguments: ["--port", "0", "--data-dir", directory, "--admin-key", adminKey])
+        let server = try ServerProcess(arguments: ["--port", "0", "--data-dir", directory, "--admin-key", adminKey])
         try await server.waitUntilListening()
         let shown = try await roomUsers(port: server.port, session: session)
         for (userId, allowed) in expected {

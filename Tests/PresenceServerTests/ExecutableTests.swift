@@ -7,68 +7,6 @@ import PresenceServer
 
 /// The real `presence-server` process: options, environment, and graceful shutdown.
 @Suite struct ExecutableTests {
-    static var executable: URL {
-        // Tests run from the build folder that also holds the executable.
-        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("presence-server")
-    }
-
-    final class ServerProcess: @unchecked Sendable {
-        let process = Process()
-        let output = Pipe()
-        let errors = Pipe()
-        var port = 0
-        var banner = ""
-
-        init(arguments: [String], environment: [String: String] = [:]) throws {
-            process.executableURL = ExecutableTests.executable
-            process.arguments = arguments
-            var merged = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PRESENCE_") }
-            merged["PRESENCE_LOG_LEVEL"] = "warning"
-            merged.merge(environment) { $1 }
-            process.environment = merged
-            process.standardOutput = output
-            process.standardError = errors
-            try process.run()
-        }
-
-        /// Reads the start-up banner and the port it names.
-        func waitUntilListening() async throws {
-            let handle = output.fileHandleForReading
-            banner = try await offThePool {
-                var text = ""
-                while !text.contains("listening on") || !text.hasSuffix("\n") {
-                    let data = handle.availableData
-                    if data.isEmpty { break }
-                    text += String(decoding: data, as: UTF8.self)
-                }
-                return text
-            }
-            guard let range = banner.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression) else {
-                throw TestFailure("no listening line in: \(banner)")
-            }
-            port = Int(banner[range].split(separator: ":")[1])!
-        }
-
-        func waitForExit(timeout: Duration = .seconds(15)) async throws -> Int32 {
-            let process = self.process
-            return try await offThePool {
-                let deadline = Date().addingTimeInterval(Double(timeout.components.seconds))
-                while process.isRunning {
-                    guard Date() < deadline else {
-                        process.terminate()
-                        throw TestFailure("the server did not exit in time")
-                    }
-                    usleep(20_000)
-                }
-                return process.terminationStatus
-            }
-        }
-
-        var errorOutput: String {
-            String(decoding: errors.fileHandleForReading.availableData, as: UTF8.self)
-        }
-    }
-
     @Test func startsOnTheGivenPortAndShutsDownGracefullyOnSIGTERM() async throws {
         let server = try ServerProcess(arguments: ["--port", "0", "--admin-key", "flag-key", "--data-dir", temporaryDirectory()])
         try await server.waitUntilListening()

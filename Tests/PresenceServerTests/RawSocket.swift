@@ -109,13 +109,4 @@ final class RawWebSocket {
     }
 }
 
-/// Blocking socket calls must not run on the cooperative thread pool, where the server's own tasks run.
-func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread {
-            continuation.resume(with: Result { try work() })
-        }
-    }
-}
-
 extension RawWebSocket: @unchecked Sendable {}

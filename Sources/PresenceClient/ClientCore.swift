@@ -1,0 +1,310 @@
+import Foundation
+import HTTPTypes
+import HummingbirdWSClient
+import Logging
+import NIOCore
+import PresenceCore
+
+/// The client's state and its one socket. An actor: every message in or out, every
+/// timer tick and every call from a room handle is handled one at a time.
+actor ClientCore {
+    struct RoomState {
+        let key: RoomKey
+        let interval: Int64
+        let name: String?
+        let image: String?
+        var listener: AsyncStream<[UserRecord]>.Continuation
+        var roomToken: String?
+        var sessionToken: String?
+        /// The token subscribed to on the current socket, and the version of its last snapshot or diff.
+        var subscribedToken: String?
+        var version: UInt64 = 0
+        var users: [UserRecord] = []
+        var heartbeatInFlight = false
+        var ticker: Task<Void, Never>?
+        var joined: CheckedContinuation<Void, any Error>?
+    }
+
+    enum Pending {
+        case heartbeat(RoomKey)
+        case subscribe(RoomKey, token: String)
+        case reply(CheckedContinuation<Void, any Error>)
+    }
+
+    let url: String
+    let configuration: PresenceClient.Configuration
+    private var rooms: [RoomKey: RoomState] = [:]
+    private var pending: [Int: Pending] = [:]
+    private var nextId = 0
+    private var outgoing: AsyncStream<String>.Continuation?
+    private var connectionTask: Task<Void, Never>?
+
+    init(url: String, configuration: PresenceClient.Configuration) {
+        self.url = url
+        self.configuration = configuration
+    }
+
+    private func makeId() -> Int {
+        nextId += 1
+        return nextId
+    }
+
+    // MARK: - Calls from handles
+
+    func join(_ key: RoomKey, interval: Int64, name: String?, image: String?, listener: AsyncStream<[UserRecord]>.Continuation) async throws {
+        guard rooms[key] == nil else {
+            throw PresenceClientError(code: "already_joined", message: "this session has already joined \(key.roomId)")
+        }
+        try await withCheckedThrowingContinuation { (joined: CheckedContinuation<Void, any Error>) in
+            var room = RoomState(key: key, interval: interval, name: name, image: image, listener: listener)
+            room.joined = joined
+            room.ticker = Task { [weak self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .milliseconds(interval))
+                    await self?.sendHeartbeat(key)
+                }
+            }
+            rooms[key] = room
+            if outgoing != nil { sendHeartbeat(key) }
+            ensureConnection()
+        }
+    }
+
+    func update(_ key: RoomKey, rawData: String) async throws {
+        guard let sessionToken = rooms[key]?.sessionToken else { throw PresenceClientError.left }
+        guard let outgoing else { throw PresenceClientError.notConnected }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let id = makeId()
+            pending[id] = .reply(continuation)
+            outgoing.yield(ClientMessage.request(type: "update", id: id) { object in
+                object.field("sessionToken", sessionToken)
+                object.field("data") { $0.raw(rawData) }
+            })
+        }
+    }
+
+    func leave(_ key: RoomKey) async {
+        guard let room = rooms.removeValue(forKey: key) else { return }
+        room.ticker?.cancel()
+        room.joined?.resume(throwing: PresenceClientError.left)
+        room.listener.finish()
+        if let sessionToken = room.sessionToken, let outgoing {
+            try? await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let id = makeId()
+                pending[id] = .reply(continuation)
+                outgoing.yield(ClientMessage.request(type: "disconnect", id: id) { $0.field("sessionToken", sessionToken) })
+            }
+        }
+        if rooms.isEmpty { stopConnection() }
+    }
+
+    func currentList(_ key: RoomKey) -> [UserRecord] {
+        rooms[key].map(ordered) ?? []
+    }
+
+    func abandon() {
+        for room in rooms.values {
+            room.ticker?.cancel()
+            room.joined?.resume(throwing: PresenceClientError.left)
+            room.listener.finish()
+        }
+        rooms.removeAll()
+        stopConnection()
+    }
+
+    // MARK: - Connection
+
+    private func ensureConnection() {
+        guard connectionTask == nil else { return }
+        connectionTask = Task { [weak self] in await self?.maintainConnection() }
+    }
+
+    private func stopConnection() {
+        connectionTask?.cancel()
+        connectionTask = nil
+        outgoing?.finish()
+        outgoing = nil
+    }
+
+    /// Connects, and reconnects with exponential backoff and jitter, until no room is joined.
+    private func maintainConnection() async {
+        var backoff = configuration.initialBackoff
+        while !Task.isCancelled, !rooms.isEmpty {
+            var headers = HTTPFields()
+            if let tokenProvider = configuration.token, let token = try? await tokenProvider() {
+                headers[.authorization] = "Bearer \(token)"
+            }
+            let (stream, continuation) = AsyncStream<String>.makeStream()
+            var logger = configuration.logger
+            logger[metadataKey: "url"] = "\(url)"
+            let connected = ConnectedFlag()
+            do {
+                try await WebSocketClient.connect(
+                    url: url,
+                    configuration: .init(maxFrameSize: 1 << 24, additionalHeaders: headers, autoPing: .disabled),
+                    logger: logger
+                ) { inbound, outbound, _ in
+                    await self.connected(continuation)
+                    connected.set()
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            for await text in stream { try await outbound.write(.text(text)) }
+                        }
+                        group.addTask {
+                            for try await message in inbound.messages(maxSize: 1 << 24) {
+                                if case .text(let text) = message { await self.received(text) }
+                            }
+                        }
+                        _ = try await group.next()
+                        group.cancelAll()
+                    }
+                }
+            } catch {
+                configuration.logger.debug("presence connection ended", metadata: ["error": "\(error)"])
+            }
+            disconnected()
+            if connected.value { backoff = configuration.initialBackoff }
+            guard !Task.isCancelled, !rooms.isEmpty else { break }
+            let jittered = backoff * Double.random(in: 0.5...1.0)
+            try? await Task.sleep(for: jittered)
+            backoff = min(backoff * 2, configuration.maximumBackoff)
+        }
+    }
+
+    private func connected(_ continuation: AsyncStream<String>.Continuation) {
+        outgoing = continuation
+        for key in rooms.keys {
+            rooms[key]!.heartbeatInFlight = false
+            rooms[key]!.subscribedToken = nil
+            sendHeartbeat(key)
+        }
+    }
+
+    private func disconnected() {
+        outgoing?.finish()
+        outgoing = nil
+        for (id, request) in pending {
+            if case .reply(let continuation) = request { continuation.resume(throwing: PresenceClientError.notConnected) }
+            pending.removeValue(forKey: id)
+        }
+        for key in rooms.keys {
+            rooms[key]!.subscribedToken = nil
+            rooms[key]!.heartbeatInFlight = false
+        }
+    }
+
+    // MARK: - Messages
+
+    private func sendHeartbeat(_ key: RoomKey) {
+        guard let room = rooms[key], !room.heartbeatInFlight, let outgoing else { return }
+        let id = makeId()
+        pending[id] = .heartbeat(key)
+        rooms[key]!.heartbeatInFlight = true
+        outgoing.yield(ClientMessage.heartbeat(id: id, room: key, interval: room.interval, name: room.name, image: room.image))
+    }
+
+    private func subscribe(_ key: RoomKey, token: String) {
+        guard let outgoing else { return }
+        let id = makeId()
+        pending[id] = .subscribe(key, token: token)
+        rooms[key]!.subscribedToken = token
+        outgoing.yield(ClientMessage.request(type: "subscribe", id: id) { object in
+            object.field("roomToken", token)
+            object.field("limit", Int64(configuration.limit))
+        })
+    }
+
+    private func received(_ text: String) {
+        guard let message = try? JSONDecoder().decode(ServerMessage.self, from: Data(text.utf8)) else {
+            configuration.logger.warning("unreadable message from the server")
+            return
+        }
+        let request = message.requestId.flatMap { pending.removeValue(forKey: $0) }
+        switch (message.type, request) {
+        case ("error", let request?):
+            let error = PresenceClientError(code: message.error?.code ?? "unknown", message: message.error?.message ?? "")
+            failed(request, error)
+        case ("heartbeat", .heartbeat(let key)?):
+            guard rooms[key] != nil, let roomToken = message.roomToken else { return }
+            rooms[key]!.heartbeatInFlight = false
+            rooms[key]!.sessionToken = message.sessionToken
+            rooms[key]!.roomToken = roomToken
+            rooms[key]!.joined?.resume()
+            rooms[key]!.joined = nil
+            // Always follow the room token of the latest heartbeat (it changes when the room's token rotates).
+            if rooms[key]!.subscribedToken != roomToken { subscribe(key, token: roomToken) }
+        case ("snapshot", .subscribe(let key, let token)?):
+            guard rooms[key]?.subscribedToken == token, let version = message.roomVersion else { return }
+            rooms[key]!.version = version
+            rooms[key]!.users = message.users ?? []
+            publish(key)
+        case ("diff", _):
+            guard let token = message.roomToken, let from = message.from, let version = message.roomVersion else { return }
+            for key in rooms.keys where rooms[key]!.subscribedToken == token {
+                guard rooms[key]!.version == from else {
+                    // Missed something: start over from a new snapshot.
+                    subscribe(key, token: token)
+                    continue
+                }
+                let diff = RoomDiff(upsert: message.upsert ?? [], remove: message.remove ?? [])
+                rooms[key]!.users = diff.applied(to: rooms[key]!.users)
+                rooms[key]!.version = version
+                publish(key)
+            }
+        case ("unsubscribed", nil):
+            // The server ended a subscription (room removed, token rotated): heartbeat for the current token.
+            guard let token = message.roomToken else { return }
+            for key in rooms.keys where rooms[key]!.subscribedToken == token {
+                rooms[key]!.subscribedToken = nil
+                sendHeartbeat(key)
+            }
+        case (_, .reply(let continuation)?):
+            continuation.resume()
+        default:
+            break
+        }
+    }
+
+    private func failed(_ request: Pending, _ error: PresenceClientError) {
+        switch request {
+        case .reply(let continuation):
+            continuation.resume(throwing: error)
+        case .heartbeat(let key):
+            rooms[key]?.heartbeatInFlight = false
+            if let joined = rooms[key]?.joined {
+                rooms[key]!.joined = nil
+                joined.resume(throwing: error)
+                rooms[key]?.ticker?.cancel()
+                rooms[key]?.listener.finish()
+                rooms.removeValue(forKey: key)
+            } else {
+                configuration.logger.warning("heartbeat refused", metadata: ["error": "\(error)"])
+            }
+        case .subscribe(let key, _):
+            rooms[key]?.subscribedToken = nil
+            configuration.logger.warning("subscribe refused", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The current user first, then PROTOCOL.md's order.
+    private func ordered(_ room: RoomState) -> [UserRecord] {
+        var list = room.users
+        if let index = list.firstIndex(where: { $0.userId == room.key.userId }) {
+            list.insert(list.remove(at: index), at: 0)
+        }
+        return list
+    }
+
+    private func publish(_ key: RoomKey) {
+        guard let room = rooms[key] else { return }
+        room.listener.yield(ordered(room))
+    }
+}
+
+/// Set once the socket is up, so a connection that worked resets the backoff.
+final class ConnectedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var isSet = false
+    func set() { lock.withLock { isSet = true } }
+    var value: Bool { lock.withLock { isSet } }
+}

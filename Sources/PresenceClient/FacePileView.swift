@@ -1,0 +1,55 @@
+#if canImport(SwiftUI)
+import SwiftUI
+import PresenceCore
+
+/// A SwiftUI face pile over `FacePileModel`: overlapping round avatars (offline ones dimmed)
+/// and a "+N" that lists up to ten more.
+///
+/// ```swift
+/// FacePile(users: users)
+/// ```
+@available(macOS 14, iOS 17, tvOS 17, *)
+public struct FacePile: View {
+    let model: FacePileModel
+    @State private var showingOverflow = false
+
+    public init(users: [UserRecord], now: Date = Date()) {
+        model = FacePileModel(users: users, nowMillis: Int64(now.timeIntervalSince1970 * 1000))
+    }
+
+    public var body: some View {
+        HStack(spacing: -10) {
+            ForEach(model.visible) { face in
+                avatar(face).help("\(face.title)\n\(face.status)")
+                    .accessibilityLabel("\(face.title), \(face.status)")
+            }
+            if model.overflowCount > 0 {
+                Button("+\(model.overflowCount)") { showingOverflow.toggle() }
+                    .frame(width: 36, height: 36)
+                    .background(Circle().fill(.gray.opacity(0.3)))
+                    .popover(isPresented: $showingOverflow) {
+                        VStack(alignment: .leading) {
+                            ForEach(model.overflow) { face in Text("\(face.emoji) \(face.title) — \(face.status)") }
+                        }
+                        .padding()
+                    }
+            }
+        }
+    }
+
+    @ViewBuilder private func avatar(_ face: FacePileModel.Face) -> some View {
+        Group {
+            if let url = face.imageURL.flatMap(URL.init(string:)) {
+                AsyncImage(url: url) { $0.resizable() } placeholder: { Text(face.emoji) }
+            } else {
+                Text(face.emoji).font(.title2)
+            }
+        }
+        .frame(width: 36, height: 36)
+        .background(Circle().fill(.background))
+        .clipShape(Circle())
+        .overlay(Circle().stroke(.white, lineWidth: 2))
+        .opacity(face.online ? 1 : 0.45)
+    }
+}
+#endif

@@ -1,0 +1,160 @@
+import Foundation
+import Testing
+import PresenceClient
+import PresenceCore
+import PresenceTestSupport
+
+/// The Swift client against a real `presence-server` process over real sockets.
+@Suite struct ClientTests {
+    struct Status: Codable, Sendable, Equatable {
+        var typing: Bool
+    }
+
+    /// Polls (bounded in real time) until the room's current list satisfies `condition`.
+    @discardableResult
+    func waitUntil(
+        _ room: RoomPresence, timeout: Duration = .seconds(10), _ what: String = "",
+        _ condition: @escaping ([UserRecord]) -> Bool
+    ) async throws -> [UserRecord] {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let list = await room.current
+            if condition(list) { return list }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TestFailure("timed out waiting for \(what): \(await room.current.map { "\($0.userId):\($0.online)" })")
+    }
+
+    func withServer(port: Int? = nil, _ body: (Int, ServerProcess) async throws -> Void) async throws {
+        let server = try ServerProcess(arguments: ["--port", "\(port ?? 0)", "--store", "memory"])
+        try await server.waitUntilListening()
+        try await body(server.port, server)
+        kill(server.process.processIdentifier, SIGTERM)
+        _ = try await server.waitForExit()
+    }
+
+    @Test func twoClientsSeeEachOtherAndTheirData() async throws {
+        try await withServer { port, _ in
+            let url = "ws://127.0.0.1:\(port)/api/ws"
+            let first = PresenceClient(url: url)
+            let second = PresenceClient(url: url)
+            let alice = try await first.join(room: "doc", user: "alice", name: "Alice")
+            let bob = try await second.join(room: "doc", user: "bob")
+            try await waitUntil(alice, "bob in alice's list") { $0.map(\.userId) == ["alice", "bob"] }
+            // Each sees themselves first.
+            try await waitUntil(bob, "alice in bob's list") { $0.map(\.userId) == ["bob", "alice"] }
+            #expect(await bob.current.last?.name == "Alice")
+
+            try await alice.update(data: Status(typing: true))
+            try await waitUntil(bob, "alice typing") { $0.last?.data == .object(["typing": .bool(true)]) }
+            try await alice.update(data: nil as Status?)
+            try await waitUntil(bob, "alice's data cleared") { $0.last?.userId == "alice" && $0.last?.data == nil }
+
+            let started = ContinuousClock.now
+            await alice.leave()
+            try await waitUntil(bob, "alice offline") { $0.last?.userId == "alice" && $0.last?.online == false }
+            #expect(ContinuousClock.now - started < .seconds(2), "leave is immediate, not a timeout")
+            await expectThrows(code: "left") { try await alice.update(data: Status(typing: false)) }
+            await bob.leave()
+        }
+    }
+
+    @Test func severalRoomsShareOneClient() async throws {
+        try await withServer { port, _ in
+            let client = PresenceClient(url: "ws://127.0.0.1:\(port)/api/ws")
+            let red = try await client.join(room: "red", user: "alice")
+            let blue = try await client.join(room: "blue", user: "alice")
+            let other = try await PresenceClient(url: "ws://127.0.0.1:\(port)/api/ws").join(room: "blue", user: "bob")
+            try await waitUntil(blue, "bob in blue") { $0.map(\.userId) == ["alice", "bob"] }
+            try await waitUntil(red, "red alone") { $0.map(\.userId) == ["alice"] }
+            await red.leave()
+            await blue.leave()
+            await other.leave()
+        }
+    }
+
+    @Test func aClientWhoseServerRestartsReconnectsAndConverges() async throws {
+        let port = try freePort()
+        var server = try ServerProcess(arguments: ["--port", "\(port)", "--store", "memory"])
+        try await server.waitUntilListening()
+        let url = "ws://127.0.0.1:\(port)/api/ws"
+        let alice = try await PresenceClient(url: url).join(room: "doc", user: "alice", interval: .seconds(1))
+        let bob = try await PresenceClient(url: url).join(room: "doc", user: "bob", interval: .seconds(1))
+        try await waitUntil(alice, "both online") { $0.count == 2 && $0.allSatisfy(\.online) }
+
+        kill(server.process.processIdentifier, SIGTERM)
+        _ = try await server.waitForExit()
+        // A memory store forgets everything: the clients must heartbeat and subscribe again on their own.
+        server = try ServerProcess(arguments: ["--port", "\(port)", "--store", "memory"])
+        try await server.waitUntilListening()
+        try await waitUntil(alice, timeout: .seconds(20), "alice's list after the restart") {
+            $0.map(\.userId) == ["alice", "bob"] && $0.allSatisfy(\.online)
+        }
+        try await waitUntil(bob, timeout: .seconds(20), "bob's list after the restart") {
+            $0.map(\.userId) == ["bob", "alice"] && $0.allSatisfy(\.online)
+        }
+        await alice.leave()
+        await bob.leave()
+        kill(server.process.processIdentifier, SIGTERM)
+        _ = try await server.waitForExit()
+    }
+
+    @Test func aClientThatStopsHeartbeatingIsShownOfflineAfterItsTimeout() async throws {
+        try await withServer { port, _ in
+            let url = "ws://127.0.0.1:\(port)/api/ws"
+            let crashing = PresenceClient(url: url)
+            let alice = try await crashing.join(room: "doc", user: "alice", interval: .seconds(1))
+            let bob = try await PresenceClient(url: url).join(room: "doc", user: "bob")
+            try await waitUntil(bob, "alice online") { $0.last?.userId == "alice" && $0.last?.online == true }
+            let started = ContinuousClock.now
+            await crashing.abandon()
+            _ = alice  // held until here: dropping a handle leaves the room
+            try await waitUntil(bob, timeout: .seconds(15), "alice timed out") { $0.last?.online == false }
+            let elapsed = ContinuousClock.now - started
+            #expect(elapsed > .milliseconds(1_400), "offline only after the timeout (2.5 × 1 s after the last heartbeat)")
+            #expect(elapsed < .seconds(10))
+            await bob.leave()
+        }
+    }
+
+    @Test func cancellingTheOwningTaskLeavesTheRoom() async throws {
+        try await withServer { port, _ in
+            let url = "ws://127.0.0.1:\(port)/api/ws"
+            let bob = try await PresenceClient(url: url).join(room: "doc", user: "bob")
+            let owner = Task {
+                let alice = try await PresenceClient(url: url).join(room: "doc", user: "alice", interval: .seconds(60))
+                for await _ in alice.users {}
+            }
+            try await waitUntil(bob, "alice online") { $0.last?.userId == "alice" && $0.last?.online == true }
+            owner.cancel()
+            // With a 60 s interval only a real leave (not a timeout) can show her offline this soon.
+            try await waitUntil(bob, timeout: .seconds(5), "alice left") { $0.last?.online == false }
+            await bob.leave()
+        }
+    }
+
+    @Test func badInputIsATypedError() async throws {
+        try await withServer { port, _ in
+            let client = PresenceClient(url: "ws://127.0.0.1:\(port)/api/ws")
+            await expectThrows(code: "invalid_argument") { _ = try await client.join(room: "", user: "alice") }
+            await expectThrows(code: "invalid_argument") { _ = try await client.join(room: "r", user: "a", interval: .milliseconds(10)) }
+            let room = try await client.join(room: "r", user: "alice", session: "shared")
+            await expectThrows(code: "session_conflict") {
+                _ = try await PresenceClient(url: "ws://127.0.0.1:\(port)/api/ws").join(room: "r", user: "mallory", session: "shared")
+            }
+            await expectThrows(code: "data_too_large") { try await room.update(data: String(repeating: "x", count: 5_000)) }
+            await room.leave()
+        }
+    }
+
+    func expectThrows(code: String, _ body: () async throws -> Void) async {
+        do {
+            try await body()
+            Issue.record("expected \(code)")
+        } catch let error as PresenceClientError {
+            #expect(error.code == code, "\(error)")
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+}
