@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of swift-presence: unit, store conformance, server over real
-# sockets, and the real executable. Installs whatever the tests need first, so it
-# works the same on a fresh machine, a developer's machine and CI.
+# sockets, the real executable (including SIGKILL crash recovery), the Swift client,
+# and the browser client in a real Chromium. Installs whatever the tests need first,
+# so it works the same on a fresh machine, a developer's machine and CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,11 +11,24 @@ if ! command -v swift >/dev/null 2>&1; then
     exit 1
 fi
 
-# SQLite's headers for GRDB (present on most machines; installed when missing).
-if ! dpkg -s libsqlite3-dev >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq libsqlite3-dev
+# Debian packages: SQLite's headers for GRDB; Chromium and an emoji font for the browser tests.
+missing=()
+for package in libsqlite3-dev chromium fonts-noto-color-emoji; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-# Build everything once (library, executable, tests); the executable tests run the built binary.
+# Python packages for the browser tests. Playwright drives Debian's Chromium
+# (executable_path); it never downloads a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+if ! python3 -c "import playwright.sync_api, pytest" >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check playwright pytest
+fi
+
+# Build everything once (libraries, executables, tests); later tests run the built binaries.
 swift build --build-tests
 swift test --skip-build
+python3 -m pytest -q Tests/browser

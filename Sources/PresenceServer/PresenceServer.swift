@@ -33,6 +33,7 @@ public enum PresenceServer {
             router.middlewares.add(CORSOriginsMiddleware(allowedOrigins: configuration.allowedOrigins))
         }
         HTTPRoutes(store: store, metrics: metrics, configuration: configuration).register(on: router)
+        WebAssets.load().register(on: router)
 
         let connectionIds = Atomic<Int>(0)
         let webSocketRouter = Router(context: PresenceRequestContext.self)

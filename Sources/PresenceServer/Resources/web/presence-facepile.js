@@ -1,0 +1,181 @@
+// <presence-facepile> — overlapping avatars of who is in a room. No dependencies.
+//
+//   import "/presence-facepile.js";
+//   const pile = document.querySelector("presence-facepile");
+//   pile.users = [{ userId: "alice", online: true, ... }];   // on its own
+//   pile.room = presenceRoom;                                 // or bound to a PresenceRoom
+//
+// Theme it with CSS custom properties: --presence-avatar-size, --presence-avatar-bg,
+// --presence-ring-color, --presence-focus-color, --presence-offline-opacity,
+// --presence-tooltip-bg, --presence-tooltip-color, --presence-font.
+
+export const EMOJIS = ["🦊", "🐼", "🐨", "🐯", "🦁", "🐸", "🐵", "🐙", "🦉", "🐧", "🐢", "🦄", "🐝", "🐳", "🦋", "🐞"];
+const VISIBLE = 5;
+const OVERFLOW_LISTED = 10;
+
+/** A stable emoji per user id: FNV-1a over the UTF-8 bytes, as the Swift client does. */
+export function emojiFor(userId) {
+  let hash = 0x811c9dc5;
+  for (const byte of new TextEncoder().encode(userId)) {
+    hash ^= byte;
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return EMOJIS[hash % EMOJIS.length];
+}
+
+/** "Online now", or "Last seen just now / 5 min ago / 2 hours ago / 3 days ago". */
+export function statusText(user, now = Date.now()) {
+  if (user.online) return "Online now";
+  const minutes = Math.floor(Math.max(0, now - user.lastDisconnected) / 60000);
+  if (minutes < 1) return "Last seen just now";
+  if (minutes < 60) return `Last seen ${minutes} min ago`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 24) return `Last seen ${hours} ${hours === 1 ? "hour" : "hours"} ago`;
+  const days = Math.floor(hours / 24);
+  return `Last seen ${days} ${days === 1 ? "day" : "days"} ago`;
+}
+
+/** The user's data as [key, value] rows. */
+export function dataRows(data) {
+  if (data === undefined || data === null) return [];
+  const text = (value) => (typeof value === "string" ? value : JSON.stringify(value));
+  if (typeof data === "object" && !Array.isArray(data)) return Object.keys(data).sort().map((k) => [k, text(data[k])]);
+  return [["data", text(data)]];
+}
+
+const STYLE = `
+  :host { display: inline-flex; align-items: center; position: relative; font: var(--presence-font, 14px system-ui, sans-serif); }
+  .face { --size: var(--presence-avatar-size, 36px); width: var(--size); height: var(--size); margin-left: calc(var(--size) / -4);
+    border-radius: 50%; border: 2px solid var(--presence-ring-color, #fff); background: var(--presence-avatar-bg, #eef);
+    display: inline-flex; align-items: center; justify-content: center; padding: 0; font-size: calc(var(--size) * 0.55);
+    cursor: default; position: relative; overflow: visible; }
+  .face:first-child { margin-left: 0; }
+  .face img { width: 100%; height: 100%; border-radius: 50%; object-fit: cover; }
+  .face.offline > .avatar { opacity: var(--presence-offline-opacity, 0.4); filter: grayscale(0.6); }
+  .face:focus-visible { outline: 2px solid var(--presence-focus-color, #4a7cff); outline-offset: 2px; z-index: 2; }
+  .more { font-size: calc(var(--presence-avatar-size, 36px) * 0.35); font-weight: 600; cursor: pointer; }
+  .tooltip { display: none; position: absolute; top: calc(100% + 6px); left: 50%; transform: translateX(-50%); z-index: 3;
+    background: var(--presence-tooltip-bg, #222); color: var(--presence-tooltip-color, #fff); border-radius: 6px;
+    padding: 6px 8px; font-size: 12px; white-space: nowrap; text-align: left; line-height: 1.4; }
+  .face:hover .tooltip, .face:focus .tooltip { display: block; }
+  .tooltip .name { font-weight: 600; }
+  .overflow { position: absolute; top: calc(100% + 6px); right: 0; z-index: 4; background: var(--presence-tooltip-bg, #222);
+    color: var(--presence-tooltip-color, #fff); border-radius: 6px; padding: 4px 0; margin: 0; list-style: none; min-width: 12em; }
+  .overflow[hidden] { display: none; }
+  .overflow li { padding: 3px 10px; white-space: nowrap; }
+  .overflow li.offline { opacity: 0.6; }
+`;
+
+export class PresenceFacepile extends HTMLElement {
+  constructor() {
+    super();
+    this.attachShadow({ mode: "open" });
+    this._users = [];
+    this._room = null;
+    this._onChange = (event) => { this.users = event.detail.users; };
+  }
+
+  connectedCallback() { this.render(); }
+
+  /** The list to show (the protocol's order, or a PresenceRoom's `users`). */
+  get users() { return this._users; }
+  set users(list) { this._users = Array.isArray(list) ? list : []; this.render(); }
+
+  /** Follows a PresenceRoom: shows its list and every change. */
+  get room() { return this._room; }
+  set room(room) {
+    if (this._room) this._room.removeEventListener("change", this._onChange);
+    this._room = room;
+    if (room) { room.addEventListener("change", this._onChange); this.users = room.users; }
+  }
+
+  render() {
+    const root = this.shadowRoot;
+    root.replaceChildren();
+    const style = document.createElement("style");
+    style.textContent = STYLE;
+    root.append(style);
+    const now = Date.now();
+    const group = document.createElement("div");
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-label", `${this._users.filter((u) => u.online).length} online, ${this._users.length} in the room`);
+    group.style.display = "inline-flex";
+    root.append(group);
+
+    this._users.slice(0, VISIBLE).forEach((user, index) => group.append(this.face(user, index, now)));
+    const rest = this._users.length - VISIBLE;
+    if (rest > 0) {
+      const more = document.createElement("button");
+      more.className = "face more";
+      more.textContent = `+${rest}`;
+      more.setAttribute("aria-label", `${rest} more`);
+      more.setAttribute("aria-expanded", "false");
+      const list = document.createElement("ul");
+      list.className = "overflow";
+      list.hidden = true;
+      list.id = "overflow";
+      more.setAttribute("aria-controls", "overflow");
+      for (const user of this._users.slice(VISIBLE, VISIBLE + OVERFLOW_LISTED)) {
+        const item = document.createElement("li");
+        item.className = user.online ? "online" : "offline";
+        item.textContent = `${emojiFor(user.userId)} ${user.name || user.userId} — ${statusText(user, now)}`;
+        list.append(item);
+      }
+      more.addEventListener("click", () => {
+        list.hidden = !list.hidden;
+        more.setAttribute("aria-expanded", String(!list.hidden));
+      });
+      more.addEventListener("keydown", (event) => {
+        if (event.key === "Escape") { list.hidden = true; more.setAttribute("aria-expanded", "false"); }
+      });
+      group.append(more);
+      root.append(list);
+    }
+  }
+
+  face(user, index, now) {
+    const title = user.name || user.userId;
+    const status = statusText(user, now);
+    const face = document.createElement("button");
+    face.className = `face ${user.online ? "online" : "offline"}`;
+    face.dataset.userId = user.userId;
+    face.style.zIndex = String(VISIBLE - index);
+    const tooltipId = `tip-${index}`;
+    face.setAttribute("aria-label", `${title}, ${status}`);
+    face.setAttribute("aria-describedby", tooltipId);
+
+    const avatar = document.createElement("span");
+    avatar.className = "avatar";
+    if (user.image) {
+      const img = document.createElement("img");
+      img.src = user.image;
+      img.alt = "";
+      avatar.append(img);
+    } else {
+      avatar.textContent = emojiFor(user.userId);
+    }
+    face.append(avatar);
+
+    const tooltip = document.createElement("span");
+    tooltip.className = "tooltip";
+    tooltip.id = tooltipId;
+    tooltip.setAttribute("role", "tooltip");
+    const name = document.createElement("div");
+    name.className = "name";
+    name.textContent = title;
+    const line = document.createElement("div");
+    line.className = "status";
+    line.textContent = status;
+    tooltip.append(name, line);
+    for (const [key, value] of dataRows(user.data)) {
+      const row = document.createElement("div");
+      row.className = "data";
+      row.textContent = `${key}: ${value}`;
+      tooltip.append(row);
+    }
+    face.append(tooltip);
+    return face;
+  }
+}
+
+if (!customElements.get("presence-facepile")) customElements.define("presence-facepile", PresenceFacepile);

@@ -1,0 +1,256 @@
+// presence.js — the browser client of swift-presence. No dependencies, no build step.
+//
+//   import { PresenceRoom } from "/presence.js";
+//   const room = new PresenceRoom({ roomId: "doc-42", userId: "alice", name: "Alice" });
+//   room.addEventListener("change", (event) => render(event.detail.users));
+//   room.join();
+//
+// One WebSocket carries heartbeats, the subscription and updates (see the protocol
+// reference). Heartbeats never overlap; the list is a snapshot plus diffs, resubscribed
+// when a diff's `from` shows a gap; the socket reconnects with backoff and jitter.
+
+/** PROTOCOL.md's order: online first by onlineSince, then offline by lastDisconnected (newest first), then userId. */
+export function compareUsers(a, b) {
+  if (a.online !== b.online) return a.online ? -1 : 1;
+  if (a.online && a.onlineSince !== b.onlineSince) return a.onlineSince - b.onlineSince;
+  if (!a.online && a.lastDisconnected !== b.lastDisconnected) return b.lastDisconnected - a.lastDisconnected;
+  return a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0;
+}
+
+/** Drops `remove`, replaces or adds `upsert`, sorts: the list a diff leads to. */
+export function applyDiff(users, diff) {
+  const dropped = new Set([...(diff.remove || []), ...(diff.upsert || []).map((u) => u.userId)]);
+  return users.filter((u) => !dropped.has(u.userId)).concat(diff.upsert || []).sort(compareUsers);
+}
+
+function randomId() {
+  return (crypto.randomUUID && crypto.randomUUID()) || String(Math.random()).slice(2) + String(Date.now());
+}
+
+export class PresenceRoom extends EventTarget {
+  /**
+   * @param {object} options
+   * @param {string} options.roomId
+   * @param {string} options.userId
+   * @param {string} [options.url] the server's base URL (default: this page's origin)
+   * @param {string} [options.sessionId] one per tab (default: random, kept for this tab)
+   * @param {number} [options.interval] heartbeat interval in ms, 1000–300000 (default 10000)
+   * @param {string} [options.name] display name
+   * @param {string} [options.image] avatar URL (http: or https:)
+   * @param {number} [options.limit] how many users the list holds (default 104)
+   * @param {boolean} [options.leaveWhenHidden] disconnect while the tab is hidden (default true)
+   * @param {(users: object[]) => void} [options.onChange] called with the list whenever it changes
+   */
+  constructor(options) {
+    super();
+    if (!options || !options.roomId || !options.userId) throw new Error("PresenceRoom needs roomId and userId");
+    this.options = { interval: 10000, limit: 104, leaveWhenHidden: true, ...options };
+    const base = this.options.url || location.origin;
+    this.httpBase = base.replace(/\/$/, "");
+    this.socketURL = this.httpBase.replace(/^http/, "ws") + "/api/ws";
+    this.sessionId = this.options.sessionId || randomId();
+    this.roomToken = null;
+    this.sessionToken = null;
+    this.subscribedToken = null;
+    this.version = 0;
+    this.list = [];
+    this.socket = null;
+    this.nextId = 0;
+    this.pending = new Map();
+    this.heartbeatInFlight = false;
+    this.joined = false;
+    this.hidden = false;
+    this.backoff = 250;
+    this.timers = { heartbeat: null, reconnect: null };
+    this.onPageHide = () => this.beacon();
+    this.onVisibility = () => this.visibilityChanged();
+  }
+
+  /** The list: the current user first, then the protocol's order. */
+  get users() {
+    const mine = this.list.filter((u) => u.userId === this.options.userId);
+    return mine.concat(this.list.filter((u) => u.userId !== this.options.userId));
+  }
+
+  /** Starts heartbeating and following the room. */
+  join() {
+    if (this.joined) return this;
+    this.joined = true;
+    addEventListener("pagehide", this.onPageHide);
+    addEventListener("beforeunload", this.onPageHide);
+    document.addEventListener("visibilitychange", this.onVisibility);
+    this.connect();
+    this.timers.heartbeat = setInterval(() => this.heartbeat(), this.options.interval);
+    return this;
+  }
+
+  /** Sets this user's data in the room (any JSON; null clears it). Resolves when stored. */
+  update(data) {
+    return this.request({ type: "update", sessionToken: this.sessionToken, data: data === undefined ? null : data });
+  }
+
+  /** Changes the display name (and image); sent with the next heartbeat, which goes out now. */
+  setProfile({ name, image } = {}) {
+    if (name !== undefined) this.options.name = name;
+    if (image !== undefined) this.options.image = image;
+    this.heartbeat(true);
+  }
+
+  /** Ends the session at once and stops everything. */
+  leave() {
+    if (!this.joined) return;
+    this.joined = false;
+    clearInterval(this.timers.heartbeat);
+    clearTimeout(this.timers.reconnect);
+    removeEventListener("pagehide", this.onPageHide);
+    removeEventListener("beforeunload", this.onPageHide);
+    document.removeEventListener("visibilitychange", this.onVisibility);
+    if (this.sessionToken && this.socket && this.socket.readyState === WebSocket.OPEN) {
+      this.send({ type: "disconnect", sessionToken: this.sessionToken });
+    } else {
+      this.beacon();
+    }
+    this.sessionToken = null;
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) setTimeout(() => socket.close(1000), 100);
+  }
+
+  // --- connection -----------------------------------------------------------
+
+  connect() {
+    if (!this.joined) return;
+    const socket = new WebSocket(this.socketURL);
+    this.socket = socket;
+    socket.onopen = () => {
+      this.backoff = 250;
+      this.subscribedToken = null;
+      this.heartbeatInFlight = false;
+      this.status("connected");
+      if (!this.hidden) this.heartbeat();
+      else if (this.roomToken) this.subscribe(this.roomToken);
+    };
+    socket.onmessage = (event) => this.received(JSON.parse(event.data));
+    socket.onclose = () => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.subscribedToken = null;
+      this.heartbeatInFlight = false;
+      for (const { reject } of this.pending.values()) reject(new Error("connection lost"));
+      this.pending.clear();
+      this.status("disconnected");
+      if (!this.joined) return;
+      const delay = this.backoff * (0.5 + Math.random() / 2);
+      this.backoff = Math.min(this.backoff * 2, 30000);
+      this.timers.reconnect = setTimeout(() => this.connect(), delay);
+    };
+  }
+
+  send(message) {
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return null;
+    const id = ++this.nextId;
+    this.socket.send(JSON.stringify({ id, ...message }));
+    return id;
+  }
+
+  request(message) {
+    return new Promise((resolve, reject) => {
+      const id = this.send(message);
+      if (id === null) return reject(new Error("not connected"));
+      this.pending.set(id, { resolve, reject, kind: message.type });
+    });
+  }
+
+  heartbeat(force = false) {
+    if (!this.joined || this.hidden) return;
+    if (this.heartbeatInFlight && !force) return;  // never two in flight
+    const { roomId, userId, interval, name, image } = this.options;
+    const message = { type: "heartbeat", roomId, userId, sessionId: this.sessionId, interval };
+    if (name) message.name = name;
+    if (image) message.image = image;
+    if (this.send(message) !== null) this.heartbeatInFlight = true;
+  }
+
+  subscribe(token) {
+    this.subscribedToken = token;
+    this.send({ type: "subscribe", roomToken: token, limit: this.options.limit });
+  }
+
+  received(message) {
+    const waiting = message.id !== undefined ? this.pending.get(message.id) : undefined;
+    if (waiting) this.pending.delete(message.id);
+    switch (message.type) {
+      case "heartbeat":
+        this.heartbeatInFlight = false;
+        this.sessionToken = message.sessionToken;
+        this.roomToken = message.roomToken;
+        // Follow the room token of the latest heartbeat (it changes when a room's token rotates).
+        if (this.subscribedToken !== message.roomToken) this.subscribe(message.roomToken);
+        break;
+      case "snapshot":
+        if (message.roomToken !== this.subscribedToken) return;
+        this.version = message.roomVersion;
+        this.list = message.users.slice().sort(compareUsers);
+        this.changed();
+        break;
+      case "diff":
+        if (message.roomToken !== this.subscribedToken) return;
+        if (message.from !== this.version) return this.subscribe(message.roomToken);  // missed something
+        this.version = message.roomVersion;
+        this.list = applyDiff(this.list, message);
+        this.changed();
+        break;
+      case "unsubscribed":
+        if (message.reason && message.roomToken === this.subscribedToken) {
+          this.subscribedToken = null;  // keep showing the last list until the new snapshot
+          this.heartbeatInFlight = false;
+          this.heartbeat();
+        }
+        if (waiting) waiting.resolve(message);
+        break;
+      case "error":
+        if (waiting) waiting.reject(Object.assign(new Error(message.error.message), { code: message.error.code }));
+        else this.heartbeatInFlight = false;
+        this.dispatchEvent(new CustomEvent("error", { detail: message.error }));
+        break;
+      default:
+        if (waiting) waiting.resolve(message);
+    }
+  }
+
+  changed() {
+    const users = this.users;
+    if (this.options.onChange) this.options.onChange(users);
+    this.dispatchEvent(new CustomEvent("change", { detail: { users } }));
+  }
+
+  status(state) {
+    this.dispatchEvent(new CustomEvent("status", { detail: { state } }));
+  }
+
+  // --- page lifecycle ---------------------------------------------------------
+
+  /** On unload: the one request a closing page can still send. */
+  beacon() {
+    if (!this.sessionToken) return;
+    navigator.sendBeacon(this.httpBase + "/api/disconnect", new Blob([this.sessionToken], { type: "text/plain" }));
+  }
+
+  visibilityChanged() {
+    if (!this.options.leaveWhenHidden || !this.joined) return;
+    if (document.visibilityState === "hidden") {
+      this.hidden = true;
+      if (this.sessionToken) this.send({ type: "disconnect", sessionToken: this.sessionToken });
+      this.sessionToken = null;
+    } else if (this.hidden) {
+      this.hidden = false;
+      this.heartbeatInFlight = false;
+      this.heartbeat();  // the same sessionId starts a new session
+    }
+  }
+}
+
+/** Creates a room and joins it. */
+export function joinRoom(options) {
+  return new PresenceRoom(options).join();
+}

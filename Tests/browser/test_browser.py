@@ -1,0 +1,179 @@
+"""The browser client, the face pile and the demo page in a real Chromium."""
+import time
+
+from playwright.sync_api import expect
+
+JOIN_BOUND_MS = 1000
+
+
+def open_demo(browser, server, room):
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{server.url}/#{room}")
+    user_id = page.wait_for_function("() => window.presenceRoom && window.presenceRoom.sessionToken && sessionStorage.getItem('presence-user')").json_value()
+    return page, user_id
+
+
+def row(page, user_id):
+    return page.locator(f'#users tr[data-user-id="{user_id}"]')
+
+
+def elapsed_ms(start):
+    return (time.monotonic() - start) * 1000
+
+
+def test_two_pages_see_each_other_within_one_second(browser, server):
+    first, first_id = open_demo(browser, server, "meet")
+    start = time.monotonic()
+    second, second_id = open_demo(browser, server, "meet")
+    expect(row(first, second_id)).to_have_class("online", timeout=5000)
+    expect(row(second, first_id)).to_have_class("online", timeout=5000)
+    # Both directions within 1 s of the second page's own join.
+    assert elapsed_ms(start) < JOIN_BOUND_MS + 2000  # page load included; the fan-out itself is checked below
+    joined_at = time.monotonic()
+    third, third_id = open_demo(browser, server, "meet")
+    expect(row(first, third_id)).to_be_visible(timeout=JOIN_BOUND_MS)
+    expect(row(second, third_id)).to_be_visible(timeout=JOIN_BOUND_MS)
+    # The face pile shows all three, the current user first.
+    faces = first.locator("presence-facepile").locator("button.face:not(.more)")
+    expect(faces).to_have_count(3)
+    assert faces.first.get_attribute("data-user-id") == first_id
+    for page in (first, second, third):
+        page.context.close()
+
+
+def test_typing_shows_on_the_other_page(browser, server):
+    first, first_id = open_demo(browser, server, "typing")
+    second, _ = open_demo(browser, server, "typing")
+    expect(row(second, first_id)).to_be_visible(timeout=5000)
+    first.focus("#message")
+    expect(row(second, first_id).locator("td").nth(2)).to_have_text("typing: true", timeout=JOIN_BOUND_MS)
+    first.focus("#name")
+    expect(row(second, first_id).locator("td").nth(2)).to_have_text("typing: false", timeout=JOIN_BOUND_MS)
+    # The tooltip in the face pile carries the data too.
+    tooltip = second.locator("presence-facepile").locator(f'button[data-user-id="{first_id}"] .data')
+    expect(tooltip).to_have_text("typing: false")
+    first.context.close()
+    second.context.close()
+
+
+def test_closing_a_page_shows_it_offline_within_one_second(browser, server):
+    first, first_id = open_demo(browser, server, "closing")
+    second, _ = open_demo(browser, server, "closing")
+    expect(row(second, first_id)).to_have_class("online", timeout=5000)
+    first.close()  # pagehide: sendBeacon to /api/disconnect
+    expect(row(second, first_id)).to_have_class("offline", timeout=JOIN_BOUND_MS)
+    expect(row(second, first_id).locator("td").nth(1)).to_have_text("Last seen just now")
+    second.context.close()
+
+
+def set_visibility(page, state):
+    page.evaluate(
+        """(state) => {
+            Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => state });
+            Object.defineProperty(document, 'hidden', { configurable: true, get: () => state === 'hidden' });
+            document.dispatchEvent(new Event('visibilitychange'));
+        }""",
+        state,
+    )
+
+
+def test_a_hidden_page_disconnects_and_rejoins_when_shown(browser, server):
+    first, first_id = open_demo(browser, server, "hidden")
+    second, _ = open_demo(browser, server, "hidden")
+    expect(row(second, first_id)).to_have_class("online", timeout=5000)
+    set_visibility(first, "hidden")
+    expect(row(second, first_id)).to_have_class("offline", timeout=JOIN_BOUND_MS)
+    set_visibility(first, "visible")
+    expect(row(second, first_id)).to_have_class("online", timeout=JOIN_BOUND_MS)
+    first.context.close()
+    second.context.close()
+
+
+def test_pages_recover_on_their_own_after_a_server_restart(browser, server):
+    first, first_id = open_demo(browser, server, "restart")
+    second, second_id = open_demo(browser, server, "restart")
+    expect(row(first, second_id)).to_have_class("online", timeout=5000)
+    server.restart()
+    expect(first.locator("#status")).to_have_text(f"connected as {first_id}", timeout=15000)
+    expect(second.locator("#status")).to_have_text(f"connected as {second_id}", timeout=15000)
+    # After the restart both keep seeing each other, and changes flow again.
+    expect(row(first, second_id)).to_have_class("online", timeout=5000)
+    second.focus("#message")
+    expect(row(first, second_id).locator("td").nth(2)).to_have_text("typing: true", timeout=5000)
+    first.context.close()
+    second.context.close()
+
+
+def test_facepile_with_seven_users(browser, server, artifacts):
+    page = browser.new_page(viewport={"width": 420, "height": 260})
+    page.goto(f"{server.url}/")
+    page.set_content(
+        """<!doctype html><body style="font: 14px sans-serif; padding: 20px">
+        <presence-facepile id="pile"></presence-facepile></body>""")
+    page.add_script_tag(url=f"{server.url}/presence-facepile.js", type="module")
+    page.wait_for_function("() => customElements.get('presence-facepile')")
+    page.evaluate(
+        """() => {
+            const now = Date.now();
+            const names = ["Ada", "Brook", "Cyd", "Dana", "Eli", "Fox", "Gus"];
+            document.getElementById('pile').users = names.map((name, i) => ({
+                userId: name.toLowerCase(), name, online: i !== 3,
+                onlineSince: i !== 3 ? now - i * 1000 : 0, lastDisconnected: i === 3 ? now - 5 * 60000 : 0,
+                data: i === 0 ? { typing: true } : undefined,
+            }));
+        }""")
+    pile = page.locator("#pile")
+    faces = pile.locator("button.face:not(.more)")
+    expect(faces).to_have_count(5)
+    more = pile.locator("button.more")
+    expect(more).to_have_text("+2")
+    assert more.get_attribute("aria-expanded") == "false"
+    assert faces.nth(0).get_attribute("aria-label") == "Ada, Online now"
+    assert faces.nth(3).get_attribute("aria-label") == "Dana, Last seen 5 min ago"
+    assert "offline" in faces.nth(3).get_attribute("class")
+    # Keyboard: tab to the first face shows its tooltip; the "+2" opens the list of the rest.
+    page.keyboard.press("Tab")
+    expect(faces.nth(0).locator(".tooltip")).to_be_visible()
+    expect(faces.nth(0).locator(".data")).to_have_text("typing: true")
+    more.click()
+    assert more.get_attribute("aria-expanded") == "true"
+    expect(pile.locator(".overflow li")).to_have_count(2)
+    expect(pile.locator(".overflow li").nth(0)).to_contain_text("Fox")
+    more.click()
+    faces.nth(0).focus()
+    path = artifacts / "facepile-7-users.png"
+    page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": 420, "height": 200})
+    assert path.stat().st_size > 1000
+    page.close()
+
+
+def test_demo_assets_have_content_types_and_cache_headers(browser, server):
+    page = browser.new_page()
+    for path, content_type, cache in [
+        ("/", "text/html", "no-cache"),
+        ("/presence.js", "text/javascript", "max-age"),
+        ("/presence-facepile.js", "text/javascript", "max-age"),
+    ]:
+        response = page.request.get(server.url + path)
+        assert response.status == 200
+        assert response.headers["content-type"].startswith(content_type)
+        assert cache in response.headers["cache-control"]
+        etag = response.headers["etag"]
+        again = page.request.get(server.url + path, headers={"If-None-Match": etag})
+        assert again.status == 304
+    page.close()
+
+
+def test_emoji_and_status_agree_with_the_swift_client(browser, server):
+    page = browser.new_page()
+    page.goto(f"{server.url}/")
+    result = page.evaluate(
+        """async () => {
+            const pile = await import('/presence-facepile.js');
+            return [pile.EMOJIS.indexOf(pile.emojiFor('alice')),
+                    pile.statusText({online: false, lastDisconnected: Date.now() - 2 * 3600000})];
+        }""")
+    # FNV-1a("alice") = 0x872213e7, 0x872213e7 % 16 = 7 (FacePileModelTests checks the same in Swift).
+    assert result == [7, "Last seen 2 hours ago"]
+    page.close()
