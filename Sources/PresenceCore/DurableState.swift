@@ -104,9 +104,9 @@ extension PresenceState {
     public static func restoring(
         rooms roomRows: [DurableChanges.RoomRow], users userRows: [DurableChanges.UserRow],
         sessions sessionRows: [DurableChanges.SessionRow], lastVersion: UInt64, aliveAt: Int64?, now: Int64,
-        makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)
+        limits: UserLimits = UserLimits(), makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)
     ) -> PresenceState {
-        var state = PresenceState(tracksDurableChanges: true, makeToken: makeToken)
+        var state = PresenceState(tracksDurableChanges: true, limits: limits, makeToken: makeToken)
         state.lastVersion = lastVersion
         for row in roomRows {
             state.rooms[row.roomId] = Room(roomId: row.roomId, token: row.token, version: row.version)
@@ -129,6 +129,7 @@ extension PresenceState {
                 interval: row.interval, deadline: deadline, queuedDeadline: deadline)
             state.sessions[row.sessionId] = session
             state.sessionIdByToken[row.token] = row.sessionId
+            state.sessionCountByUser[row.userId, default: 0] += 1
             state.rooms[row.roomId]!.users[row.userId]!.sessionIds.append(row.sessionId)
             state.deadlines.insert(DeadlineEntry(deadline: deadline, sessionId: row.sessionId))
         }

@@ -11,6 +11,18 @@ public struct HeartbeatRequest: Sendable, Hashable {
     public let name: String?
     public let image: String?
 
+    /// The same heartbeat with the profile an identity provider vouches for.
+    public func withProfile(name: String?, image: String?) -> HeartbeatRequest {
+        HeartbeatRequest(
+            validated: (roomId, userId, sessionId, interval), name: name ?? self.name, image: image ?? self.image)
+    }
+
+    private init(validated: (String, String, String, Int64), name: String?, image: String?) {
+        (roomId, userId, sessionId, interval) = validated
+        self.name = name
+        self.image = image
+    }
+
     public init(
         roomId: String, userId: String, sessionId: String, interval: Int64? = nil,
         name: String? = nil, image: String? = nil
@@ -26,6 +38,16 @@ public struct HeartbeatRequest: Sendable, Hashable {
         self.interval = try Validate.interval(interval)
         self.name = name
         self.image = image
+    }
+}
+
+/// The room and user a live session belongs to.
+public struct SessionOwner: Sendable, Hashable {
+    public var roomId: String
+    public var userId: String
+    public init(roomId: String, userId: String) {
+        self.roomId = roomId
+        self.userId = userId
     }
 }
 
@@ -45,6 +67,8 @@ public struct RoomChange: Sendable, Hashable {
     public enum Kind: Sendable, Hashable {
         case updated
         case removed
+        /// The room got a new token; `roomToken` is the old one, whose subscriptions end.
+        case tokenRotated
     }
     public var roomId: String
     public var roomToken: String

@@ -71,10 +71,28 @@ public struct PresenceState: Sendable {
     private let makeToken: @Sendable (String) -> String
     /// Keys whose durable state changed since the last `takeDurableChanges()`; nil when not tracked.
     var touched: TouchedKeys?
+    public var limits: UserLimits
+    var sessionCountByUser: [String: Int] = [:]
+
+    /// Per-user caps that keep one user (or a leaked token) from filling the server.
+    public struct UserLimits: Sendable, Hashable {
+        /// Live sessions one user may hold across all rooms.
+        public var sessionsPerUser: Int
+        /// Rooms one user may be online in at once.
+        public var roomsPerUser: Int
+        public init(sessionsPerUser: Int = 100, roomsPerUser: Int = 100) {
+            self.sessionsPerUser = sessionsPerUser
+            self.roomsPerUser = roomsPerUser
+        }
+    }
 
     /// - Parameter tracksDurableChanges: durable stores set this and drain `takeDurableChanges()` after each batch.
-    public init(tracksDurableChanges: Bool = false, makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)) {
+    public init(
+        tracksDurableChanges: Bool = false, limits: UserLimits = UserLimits(),
+        makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)
+    ) {
         self.makeToken = makeToken
+        self.limits = limits
         self.touched = tracksDurableChanges ? TouchedKeys() : nil
     }
 
@@ -121,6 +139,7 @@ public struct PresenceState: Sendable {
                 queuedDeadline: queued, changes: changes)
         }
 
+        try checkLimits(for: request)
         if rooms[request.roomId] == nil {
             let token = makeToken("r_")
             rooms[request.roomId] = Room(roomId: request.roomId, token: token, version: 0)
@@ -132,6 +151,7 @@ public struct PresenceState: Sendable {
             token: makeToken("s_"), interval: request.interval, deadline: deadline, queuedDeadline: deadline)
         sessions[session.sessionId] = session
         sessionIdByToken[session.token] = session.sessionId
+        sessionCountByUser[session.userId, default: 0] += 1
         touchSession(session.sessionId)
         deadlines.insert(DeadlineEntry(deadline: deadline, sessionId: session.sessionId))
 
@@ -159,6 +179,29 @@ public struct PresenceState: Sendable {
         return HeartbeatOutcome(
             tokens: SessionTokens(roomToken: rooms[request.roomId]!.token, sessionToken: session.token),
             queuedDeadline: deadline, changes: changes)
+    }
+
+    /// A new session must fit the user's caps; refusing it changes nothing.
+    private func checkLimits(for request: HeartbeatRequest) throws(PresenceError) {
+        if sessionCountByUser[request.userId, default: 0] >= limits.sessionsPerUser {
+            throw .rateLimited("user \(request.userId) already has \(limits.sessionsPerUser) live sessions")
+        }
+        let alreadyOnlineHere = rooms[request.roomId]?.users[request.userId]?.sessionIds.isEmpty == false
+        if !alreadyOnlineHere {
+            let onlineRooms = roomIdsByUser[request.userId, default: []].count { roomId in
+                rooms[roomId]?.users[request.userId]?.sessionIds.isEmpty == false
+            }
+            if onlineRooms >= limits.roomsPerUser {
+                throw .rateLimited("user \(request.userId) is already online in \(limits.roomsPerUser) rooms")
+            }
+        }
+    }
+
+    private mutating func forgetSession(_ session: Session) {
+        sessionIdByToken.removeValue(forKey: session.token)
+        touchSession(session.sessionId)
+        let remaining = sessionCountByUser[session.userId, default: 1] - 1
+        sessionCountByUser[session.userId] = remaining > 0 ? remaining : nil
     }
 
     /// Applies a heartbeat's `name` and `image` when they differ from what is stored.
@@ -198,8 +241,7 @@ public struct PresenceState: Sendable {
     /// Removes a session; returns the room id when that took its user offline.
     private mutating func endSession(_ sessionId: String, at time: Int64) -> String? {
         guard let session = sessions.removeValue(forKey: sessionId) else { return nil }
-        sessionIdByToken.removeValue(forKey: session.token)
-        touchSession(sessionId)
+        forgetSession(session)
         guard var user = rooms[session.roomId]?.users[session.userId] else { return nil }
         user.sessionIds.removeAll { $0 == sessionId }
         var wentOffline = false
@@ -289,10 +331,7 @@ public struct PresenceState: Sendable {
         guard let user = rooms[roomId]?.users.removeValue(forKey: userId) else { return outcome }
         touchUser(roomId, userId)
         for sessionId in user.sessionIds {
-            if let session = sessions.removeValue(forKey: sessionId) {
-                sessionIdByToken.removeValue(forKey: session.token)
-                touchSession(sessionId)
-            }
+            if let session = sessions.removeValue(forKey: sessionId) { forgetSession(session) }
         }
         if user.record.online { onlineUserCount -= 1 }
         forgetRoom(roomId, ofUser: userId)
@@ -308,10 +347,7 @@ public struct PresenceState: Sendable {
         for (userId, user) in room.users {
             touchUser(roomId, userId)
             for sessionId in user.sessionIds {
-                if let session = sessions.removeValue(forKey: sessionId) {
-                    sessionIdByToken.removeValue(forKey: session.token)
-                    touchSession(sessionId)
-                }
+                if let session = sessions.removeValue(forKey: sessionId) { forgetSession(session) }
             }
             if user.record.online { onlineUserCount -= 1 }
             forgetRoom(roomId, ofUser: userId)
@@ -319,6 +355,20 @@ public struct PresenceState: Sendable {
         lastVersion += 1
         outcome.changes.append(RoomChange(roomId: roomId, roomToken: room.token, roomVersion: lastVersion, kind: .removed))
         return outcome
+    }
+
+    /// Gives the room a new token: the old one stops working for reads and subscriptions at
+    /// once; live members get the new one with their next heartbeat. Nil for an unknown room.
+    public mutating func rotateRoomToken(roomId: String) -> (token: String, outcome: Outcome)? {
+        guard let room = rooms[roomId] else { return nil }
+        let token = makeToken("r_")
+        roomIdByToken.removeValue(forKey: room.token)
+        roomIdByToken[token] = roomId
+        rooms[roomId]!.token = token
+        touchRoom(roomId)
+        var outcome = Outcome()
+        outcome.changes.append(RoomChange(roomId: roomId, roomToken: room.token, roomVersion: room.version, kind: .tokenRotated))
+        return (token, outcome)
     }
 
     private mutating func forgetRoom(_ roomId: String, ofUser userId: String) {
@@ -385,6 +435,12 @@ public struct PresenceState: Sendable {
 
     public func session(id: String) -> Session? {
         sessions[id]
+    }
+
+    /// The room and user of the live session with this token.
+    public func sessionOwner(sessionToken: String) -> SessionOwner? {
+        guard let sessionId = sessionIdByToken[sessionToken], let session = sessions[sessionId] else { return nil }
+        return SessionOwner(roomId: session.roomId, userId: session.userId)
     }
 
     public var statistics: PresenceStatistics {

@@ -48,6 +48,7 @@ public final class SQLiteStore: PresenceStore {
     private let inner: Mutex<Inner>
     private let logger: Logger
     private let aliveMarkInterval: Duration
+    private let limits: PresenceState.UserLimits
 
     private struct Inner {
         var state: PresenceState
@@ -63,12 +64,13 @@ public final class SQLiteStore: PresenceStore {
     /// Opens (creating if needed) `directory/presence.sqlite`, refusing a directory that another
     /// running server holds, a file that is not a presence database, and an unwritable place.
     public init(
-        directory: String, clock: any WallClock = SystemWallClock(), logger: Logger = Logger(label: "presence.sqlite"),
-        aliveMarkInterval: Duration = .seconds(5)
+        directory: String, clock: any WallClock = SystemWallClock(), limits: PresenceState.UserLimits = .init(),
+        logger: Logger = Logger(label: "presence.sqlite"), aliveMarkInterval: Duration = .seconds(5)
     ) throws {
         self.clock = clock
         self.logger = logger
         self.aliveMarkInterval = aliveMarkInterval
+        self.limits = limits
         let directoryURL = URL(fileURLWithPath: directory, isDirectory: true)
         do {
             try FileManager.default.createDirectory(at: directoryURL, withIntermediateDirectories: true)
@@ -103,7 +105,7 @@ public final class SQLiteStore: PresenceStore {
             closeDescriptor(lockDescriptor)
             throw SQLiteStoreError(description: "cannot open \(path): \(error)")
         }
-        let state = try Self.load(database, now: clock.nowMillis())
+        let state = try Self.load(database, now: clock.nowMillis(), limits: limits)
         inner = Mutex(Inner(state: state))
         logger.info("opened \(path)", metadata: ["sessions": "\(state.statistics.sessions)", "rooms": "\(state.statistics.rooms)"])
     }
@@ -145,7 +147,7 @@ public final class SQLiteStore: PresenceStore {
     }
 
     /// Reads the saved state; sessions get their grace deadlines (see `PresenceState.restoring`).
-    private static func load(_ database: DatabaseQueue, now: Int64) throws -> PresenceState {
+    private static func load(_ database: DatabaseQueue, now: Int64, limits: PresenceState.UserLimits) throws -> PresenceState {
         try database.read { db in
             let rooms = try Row.fetchAll(db, sql: "SELECT room_id, token, version FROM rooms").map {
                 DurableChanges.RoomRow(roomId: $0["room_id"], token: $0["token"], version: UInt64($0["version"] as Int64))
@@ -168,7 +170,8 @@ public final class SQLiteStore: PresenceStore {
             let lastVersion = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'last_version'") ?? 0
             let aliveAt = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'alive_at'")
             return PresenceState.restoring(
-                rooms: rooms, users: users, sessions: sessions, lastVersion: UInt64(lastVersion), aliveAt: aliveAt, now: now)
+                rooms: rooms, users: users, sessions: sessions, lastVersion: UInt64(lastVersion), aliveAt: aliveAt, now: now,
+                limits: limits)
         }
     }
 
@@ -317,7 +320,7 @@ public final class SQLiteStore: PresenceStore {
         if let failure {
             logger.error("commit failed; reloading the stored state", metadata: ["error": "\(failure)"])
             // Memory ran ahead of the file: go back to what is stored.
-            let reloaded = try? Self.load(database, now: clock.nowMillis())
+            let reloaded = try? Self.load(database, now: clock.nowMillis(), limits: limits)
             inner.withLock { inner in
                 if let reloaded { inner.state = reloaded }
             }
@@ -399,6 +402,21 @@ public final class SQLiteStore: PresenceStore {
 
     public func removeRoom(roomId: String) async throws {
         try await perform { state, _ in ((), state.removeRoom(roomId: roomId).changes) }
+    }
+
+    public func rotateRoomToken(roomId: String) async throws -> String? {
+        try await perform { state, _ in
+            guard let (token, outcome) = state.rotateRoomToken(roomId: roomId) else { return (nil, []) }
+            return (token, outcome.changes)
+        }
+    }
+
+    public func roomId(forToken roomToken: String) async throws -> String? {
+        await read { $0.roomId(forToken: roomToken) }
+    }
+
+    public func sessionOwner(sessionToken: String) async throws -> SessionOwner? {
+        await read { $0.sessionOwner(sessionToken: sessionToken) }
     }
 
     public func expireDueSessions(limit: Int) async throws -> Int {

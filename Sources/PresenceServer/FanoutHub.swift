@@ -27,9 +27,11 @@ final class FanoutHub: Service, Sendable {
     private let commands: AsyncStream<Command>
     private let commandContinuation: AsyncStream<Command>.Continuation
     private let changes: AsyncStream<RoomChange>
+    private let subscriptionsPerSocket: Int
 
-    init(store: any PresenceStore, metrics: PresenceMetrics, logger: Logger) {
+    init(store: any PresenceStore, metrics: PresenceMetrics, logger: Logger, subscriptionsPerSocket: Int = .max) {
         self.store = store
+        self.subscriptionsPerSocket = subscriptionsPerSocket
         self.metrics = metrics
         self.logger = logger
         (commands, commandContinuation) = AsyncStream<Command>.makeStream()
@@ -119,6 +121,12 @@ final class FanoutHub: Service, Sendable {
 
     private func subscribe(_ outbox: Outbox, roomToken: String, limit: Int, requestId: JSONValue?, state: inout State) async {
         state.detach(outbox.id, from: roomToken)
+        if state.subscriptions[outbox.id, default: [:]].count >= subscriptionsPerSocket {
+            metrics.rateLimited.increment()
+            let error = PresenceError.rateLimited("a socket may follow at most \(subscriptionsPerSocket) rooms")
+            deliver(ServerMessage.error(id: requestId, error), to: outbox, state: &state)
+            return
+        }
         let key = ViewKey(roomToken: roomToken, limit: limit)
         let view: View
         if let existing = state.views[key] {
@@ -153,6 +161,17 @@ final class FanoutHub: Service, Sendable {
 
     private func roomChanged(_ change: RoomChange, state: inout State) async {
         guard let limits = state.limitsByToken[change.roomToken], let maxLimit = limits.max() else { return }
+        if change.kind == .tokenRotated {
+            // The old token reads nothing any more: its subscribers heartbeat for the new one.
+            let ended = ServerMessage.unsubscribed(id: nil, roomToken: change.roomToken, reason: "token_rotated")
+            for limit in limits {
+                for subscriber in state.views[ViewKey(roomToken: change.roomToken, limit: limit)]?.subscribers.values ?? [:].values {
+                    deliver(ended, to: subscriber, state: &state)
+                    state.detach(subscriber.id, from: change.roomToken)
+                }
+            }
+            return
+        }
         // Older events were already covered by a read at a newer version.
         guard change.roomVersion > state.computedVersionByToken[change.roomToken] ?? 0 else { return }
 

@@ -8,6 +8,7 @@ struct HTTPRoutes<Context: RequestContext> {
     let store: any PresenceStore
     let metrics: PresenceMetrics
     let configuration: PresenceServerConfiguration
+    var authorizer: any PresenceAuthorizer { configuration.authorizer }
 
     func register(on router: Router<Context>) {
         var methodsByPath: [(path: RouterPath, methods: Set<HTTPRequest.Method>)] = []
@@ -21,8 +22,11 @@ struct HTTPRoutes<Context: RequestContext> {
         }
 
         route("/api/heartbeat", .post) { request, _ in
+            let identity = try await authorizer.authenticate(token: Self.bearerToken(request))
             let body = try await Self.body(of: request)
-            let heartbeat = try JSONObject(parsing: body.readableBytesView).heartbeatRequest()
+            var heartbeat = try JSONObject(parsing: body.readableBytesView).heartbeatRequest()
+            try await authorizer.authorize(identity, .join(roomId: heartbeat.roomId, userId: heartbeat.userId))
+            heartbeat = heartbeat.withProfile(name: identity?.name, image: identity?.image)
             let tokens = try await store.heartbeat(heartbeat)
             metrics.heartbeats.increment()
             var writer = JSONWriter()
@@ -38,6 +42,10 @@ struct HTTPRoutes<Context: RequestContext> {
                 throw PresenceError.invalidArgument("roomToken is required")
             }
             let limit = try QueryParsing.limit(request.uri.queryParameters.get("limit"))
+            let identity = try await authorizer.authenticate(token: Self.bearerToken(request))
+            // An unknown token reads as an empty room, so the answer never tells whether a room exists.
+            guard let roomId = try await store.roomId(forToken: roomToken) else { return .json(Self.roomJSON(.empty)) }
+            try await authorizer.authorize(identity, .read(roomId: roomId))
             return .json(Self.roomJSON(try await store.list(roomToken: roomToken, limit: limit)))
         }
 
@@ -51,7 +59,13 @@ struct HTTPRoutes<Context: RequestContext> {
             let body = try await Self.body(of: request)
             let object = try JSONObject(parsing: body.readableBytesView)
             let sessionToken = try object.string("sessionToken")
-            try await store.update(sessionToken: sessionToken, data: object.data())
+            let data = try object.data()
+            let identity = try await authorizer.authenticate(token: Self.bearerToken(request))
+            guard let owner = try await store.sessionOwner(sessionToken: sessionToken) else {
+                throw PresenceError.notFound("no live session has this session token")
+            }
+            try await authorizer.authorize(identity, .update(roomId: owner.roomId, userId: owner.userId))
+            try await store.update(sessionToken: sessionToken, data: data)
             return .json("{}")
         }
 
@@ -112,6 +126,17 @@ struct HTTPRoutes<Context: RequestContext> {
             return .json("{}")
         }
 
+        route("/api/rooms/{roomId}/rotate-token", .post) { request, context in
+            try authorizeAdmin(request)
+            let roomId = try QueryParsing.identifier(context.parameters.get("roomId"), field: "roomId")
+            guard let token = try await store.rotateRoomToken(roomId: roomId) else {
+                throw PresenceError.notFound("room \(roomId) does not exist")
+            }
+            var writer = JSONWriter()
+            writer.object { $0.field("roomToken", token) }
+            return .json(writer.output)
+        }
+
         route("/health", .get) { _, _ in
             do {
                 _ = try await store.statistics()
@@ -150,12 +175,18 @@ struct HTTPRoutes<Context: RequestContext> {
         guard let adminKey = configuration.adminKey else {
             throw .unauthenticated("admin calls are disabled: the server has no admin key")
         }
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else {
+        guard let key = Self.bearerToken(request) else {
             throw .unauthenticated("admin calls need Authorization: Bearer <admin key>")
         }
-        guard Tokens.constantTimeEquals(String(header.dropFirst("Bearer ".count)), adminKey) else {
+        guard Tokens.constantTimeEquals(key, adminKey) else {
             throw .unauthenticated("the admin key is not valid")
         }
+    }
+
+    /// The user token of `Authorization: Bearer …`, if any.
+    static func bearerToken(_ request: Request) -> String? {
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return nil }
+        return String(header.dropFirst("Bearer ".count))
     }
 
     static func body(of request: Request) async throws -> ByteBuffer {

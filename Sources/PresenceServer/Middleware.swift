@@ -20,11 +20,13 @@ extension Response {
 /// Maps every failure to PROTOCOL.md's error body, so no client ever sees the framework's own error format.
 struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let logger: Logger
+    let metrics: PresenceMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch let error as PresenceError {
+            metrics.count(error)
             return .error(error)
         } catch is NIOTooManyBytesError {
             return .error(.payloadTooLarge("the request body must be at most \(Limits.maxBodyBytes) bytes"))
@@ -75,5 +77,25 @@ struct CORSOriginsMiddleware<Context: RequestContext>: RouterMiddleware {
         response.headers[.accessControlAllowOrigin] = origin
         response.headers[.vary] = "Origin"
         return response
+    }
+}
+
+/// Per client address: at most so many requests per second, then 429.
+struct AddressRateLimitMiddleware: RouterMiddleware {
+    typealias Context = PresenceRequestContext
+    let limits: AddressLimits
+    let clock: any WallClock
+    let metrics: PresenceMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        // Health checks and scrapes come from the operator's own tools: never limit them.
+        if request.uri.path == "/health" || request.uri.path == "/metrics" { return try await next(request, context) }
+        guard limits.allow(AddressLimits.key(context.channel.remoteAddress), now: clock.nowMillis()) else {
+            metrics.rateLimited.increment()
+            var response = Response.error(.rateLimited("too many requests from this address; slow down"))
+            response.headers[.retryAfter] = "1"
+            return response
+        }
+        return try await next(request, context)
     }
 }

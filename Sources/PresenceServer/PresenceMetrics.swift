@@ -12,6 +12,10 @@ public final class PresenceMetrics: Sendable {
     let bytesSent: CoreMetrics.Counter
     let slowSubscribersDropped: CoreMetrics.Counter
     let floodingSocketsClosed: CoreMetrics.Counter
+    let rateLimited: CoreMetrics.Counter
+    let connectionsRefused: CoreMetrics.Counter
+    let authenticationFailures: CoreMetrics.Counter
+    let slowClientsCut: CoreMetrics.Counter
     let subscribers: CoreMetrics.Gauge
     let sockets: CoreMetrics.Meter
     private let sessions: CoreMetrics.Gauge
@@ -28,11 +32,24 @@ public final class PresenceMetrics: Sendable {
         bytesSent = Counter(label: "presence_ws_bytes_sent_total", factory: factory)
         slowSubscribersDropped = Counter(label: "presence_slow_subscribers_dropped_total", factory: factory)
         floodingSocketsClosed = Counter(label: "presence_flooding_sockets_closed_total", factory: factory)
+        rateLimited = Counter(label: "presence_rate_limited_total", factory: factory)
+        connectionsRefused = Counter(label: "presence_connections_refused_total", factory: factory)
+        authenticationFailures = Counter(label: "presence_authentication_failures_total", factory: factory)
+        slowClientsCut = Counter(label: "presence_slow_requests_cut_total", factory: factory)
         subscribers = Gauge(label: "presence_subscriptions", factory: factory)
         sockets = Meter(label: "presence_ws_connections", factory: factory)
         sessions = Gauge(label: "presence_sessions", factory: factory)
         onlineUsers = Gauge(label: "presence_online_users", factory: factory)
         rooms = Gauge(label: "presence_rooms", factory: factory)
+    }
+
+    /// Counts the errors that are metrics of their own.
+    func count(_ error: PresenceError) {
+        switch error.status {
+        case 429: rateLimited.increment()
+        case 401: authenticationFailures.increment()
+        default: break
+        }
     }
 
     /// The Prometheus text exposition, with the store's counts read at scrape time.

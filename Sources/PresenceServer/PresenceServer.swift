@@ -22,13 +22,19 @@ public enum PresenceServer {
         logger: Logger = Logger(label: "presence"),
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
-        let hub = FanoutHub(store: store, metrics: metrics, logger: logger)
-        let expiry = ExpiryService(loop: ExpiryLoop(
+        let hub = FanoutHub(
+            store: store, metrics: metrics, logger: logger, subscriptionsPerSocket: configuration.subscriptionsPerSocket)
+        let expiry = ExpiryService(
+            loop: ExpiryLoop(
                 store: store, batchSize: configuration.expiryBatchSize, logger: logger,
                 onExpired: { metrics.expiries.increment(by: $0) }))
+        let addressLimits = AddressLimits(
+            rate: configuration.addressRequestsPerSecond, burst: configuration.addressRequestBurst,
+            maxConnections: configuration.connectionsPerAddress)
 
         let router = Router(context: PresenceRequestContext.self)
-        router.middlewares.add(ErrorMiddleware(logger: logger))
+        router.middlewares.add(ErrorMiddleware(logger: logger, metrics: metrics))
+        router.middlewares.add(AddressRateLimitMiddleware(limits: addressLimits, clock: store.clock, metrics: metrics))
         if !configuration.allowedOrigins.isEmpty {
             router.middlewares.add(CORSOriginsMiddleware(allowedOrigins: configuration.allowedOrigins))
         }
@@ -37,21 +43,53 @@ public enum PresenceServer {
 
         let connectionIds = Atomic<Int>(0)
         let webSocketRouter = Router(context: PresenceRequestContext.self)
-        webSocketRouter.ws("/api/ws") { inbound, outbound, context in
+        webSocketRouter.middlewares.add(ErrorMiddleware(logger: logger, metrics: metrics))
+        webSocketRouter.ws("/api/ws") { request, context in
+            try WebSocketAdmission.checkOrigin(request, allowed: configuration.allowedOrigins)
+            let address = AddressLimits.key(context.channel.remoteAddress)
+            guard addressLimits.allow(address, now: store.clock.nowMillis()) else {
+                metrics.rateLimited.increment()
+                throw PresenceError.rateLimited("too many requests from this address; slow down")
+            }
+            // A token at the upgrade must be valid; without one a client may still send an `auth` message.
+            if let token = WebSocketAdmission.token(request) {
+                _ = try await configuration.authorizer.authenticate(token: token)
+            }
+            return .upgrade([:])
+        } onUpgrade: { inbound, outbound, context in
+            let address = AddressLimits.key(context.requestContext.channel.remoteAddress)
+            guard addressLimits.openConnection(address, now: store.clock.nowMillis()) else {
+                metrics.connectionsRefused.increment()
+                try? await outbound.close(.init(codeNumber: Int(CloseCode.policyViolation)), reason: "too many connections from this address")
+                return
+            }
+            defer { addressLimits.closeConnection(address) }
             let id = connectionIds.wrappingAdd(1, ordering: .relaxed).newValue
             let outbox = Outbox(id: id, capacity: configuration.outboxCapacity)
+            var identity: Identity?
+            if let token = WebSocketAdmission.token(context.request) {
+                identity = try? await configuration.authorizer.authenticate(token: token)
+            }
             let connection = WebSocketConnection(
-                store: store, hub: hub, metrics: metrics, configuration: configuration, logger: context.logger)
+                store: store, hub: hub, metrics: metrics, configuration: configuration, addressLimits: addressLimits,
+                address: address, logger: context.logger)
             await connection.run(
-                inbound: inbound, outbound: outbound, outbox: outbox, channel: context.requestContext.channel)
+                inbound: inbound, outbound: outbound, outbox: outbox, channel: context.requestContext.channel,
+                identity: identity)
         }
 
+        let requestTimeout = TimeAmount.milliseconds(configuration.requestTimeout.milliseconds)
+        let idleTimeout = TimeAmount.milliseconds(configuration.idleTimeout.milliseconds)
         return Application(
             router: router,
             server: .http1WebSocketUpgrade(
                 webSocketRouter: webSocketRouter,
                 configuration: .init(
-                    http1: .init(idleTimeout: .seconds(75)),
+                    http1: .init(
+                        additionalChannelHandlers: [
+                            RequestTimeoutHandler(requestTimeout: requestTimeout, idleTimeout: idleTimeout, metrics: metrics)
+                        ],
+                        idleTimeout: idleTimeout),
                     ws: .init(maxFrameSize: Limits.maxBodyBytes, autoPing: .enabled(timePeriod: .seconds(30))))),
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port),
@@ -60,6 +98,37 @@ public enum PresenceServer {
             services: [StoreService(store: store), hub, expiry],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
             logger: logger)
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}
+
+/// What a WebSocket upgrade must pass: an allowed `Origin`, and where its token comes from.
+enum WebSocketAdmission {
+    /// Browsers do not apply CORS to WebSockets, so the server checks `Origin` itself: the configured
+    /// origins, or else only same-origin pages. Clients that send no `Origin` are not browsers.
+    static func checkOrigin(_ request: Request, allowed: [String]) throws(PresenceError) {
+        // Only browsers are held to their origin, and browsers send http(s) origins; other clients
+        // (some send `ws://host`) can set any header they like anyway.
+        guard let origin = request.headers[.origin], origin.hasPrefix("http://") || origin.hasPrefix("https://") else {
+            return
+        }
+        if allowed.contains("*") || allowed.contains(origin) { return }
+        if allowed.isEmpty, let host = request.head.authority, origin == "http://\(host)" || origin == "https://\(host)" {
+            return
+        }
+        throw .permissionDenied("origin \(origin) may not open a WebSocket here")
+    }
+
+    /// The user token: `Authorization: Bearer …`, or `access_token` in the query (browsers cannot
+    /// set headers on a WebSocket).
+    static func token(_ request: Request) -> String? {
+        if let header = request.headers[.authorization], header.hasPrefix("Bearer ") {
+            return String(header.dropFirst("Bearer ".count))
+        }
+        return request.uri.queryParameters.get("access_token")
     }
 }
 

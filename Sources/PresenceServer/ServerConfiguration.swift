@@ -13,7 +13,8 @@ public struct PresenceServerConfiguration: Sendable {
     public var port: Int = 8080
     /// Bearer key for the maintenance calls; `nil` means no admin call is allowed.
     public var adminKey: String?
-    /// Origins allowed by CORS; `["*"]` allows any. Empty allows none (same-origin only).
+    /// Origins allowed by CORS and by the WebSocket `Origin` check; `["*"]` allows any.
+    /// Empty allows only same-origin pages (and clients that send no `Origin`, which are not browsers).
     public var allowedOrigins: [String] = []
     /// Frames queued for one subscriber before it counts as too slow and is closed with 1013.
     public var outboxCapacity: Int = 512
@@ -27,6 +28,20 @@ public struct PresenceServerConfiguration: Sendable {
     public var expiryBatchSize: Int = 1_000
     /// Listen backlog for the server socket.
     public var backlog: Int = 4_096
+    /// Who may do what: `OpenAuthorizer` (no user authentication), `JWTAuthorizer`, or your own.
+    public var authorizer: any PresenceAuthorizer = OpenAuthorizer()
+    /// HTTP requests plus WebSocket messages one client address may send per second (sustained).
+    public var addressRequestsPerSecond: Double = 200
+    /// …and in a burst above that.
+    public var addressRequestBurst: Double = 400
+    /// Open WebSocket connections from one client address.
+    public var connectionsPerAddress: Int = 100
+    /// Rooms one socket may subscribe to at once.
+    public var subscriptionsPerSocket: Int = 100
+    /// How long a client may take to send a request's head, and then its body, before it is cut off.
+    public var requestTimeout: Duration = .seconds(10)
+    /// How long a keep-alive connection may sit idle between requests.
+    public var idleTimeout: Duration = .seconds(75)
 
     public init() {}
 }

@@ -10,29 +10,6 @@ enum CloseCode {
     static let tryAgainLater: UInt16 = 1013
 }
 
-/// A token bucket: `rate` per second sustained, `burst` at once.
-struct RateLimiter {
-    let rate: Double
-    let burst: Double
-    private var tokens: Double
-    private var last: Int64
-
-    init(rate: Double, burst: Double, now: Int64) {
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.last = now
-    }
-
-    mutating func allow(now: Int64) -> Bool {
-        tokens = min(burst, tokens + Double(max(0, now - last)) * rate / 1000)
-        last = now
-        guard tokens >= 1 else { return false }
-        tokens -= 1
-        return true
-    }
-}
-
 /// One WebSocket: a reader that handles client messages and a writer that drains
 /// the socket's outbox. Either ending ends the connection; closing the socket
 /// leaves the user's sessions alive until their deadline.
@@ -41,9 +18,16 @@ struct WebSocketConnection {
     let hub: FanoutHub
     let metrics: PresenceMetrics
     let configuration: PresenceServerConfiguration
+    let addressLimits: AddressLimits
+    let address: String
     let logger: Logger
 
-    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, outbox: Outbox, channel: any Channel) async {
+    var authorizer: any PresenceAuthorizer { configuration.authorizer }
+
+    func run(
+        inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, outbox: Outbox, channel: any Channel,
+        identity: Identity?
+    ) async {
         metrics.sockets.increment()
         defer { metrics.sockets.decrement() }
         enum Part { case writer, reader, watchdog }
@@ -53,7 +37,7 @@ struct WebSocketConnection {
                 return .writer
             }
             group.addTask {
-                await readMessages(inbound, outbox: outbox)
+                await readMessages(inbound, outbox: outbox, identity: identity)
                 return .reader
             }
             group.addTask {
@@ -121,14 +105,17 @@ struct WebSocketConnection {
         try? await channel.close()
     }
 
-    private func readMessages(_ inbound: WebSocketInboundStream, outbox: Outbox) async {
+    private func readMessages(_ inbound: WebSocketInboundStream, outbox: Outbox, identity: Identity?) async {
         defer { outbox.finish() }
         var limiter = RateLimiter(
             rate: configuration.socketMessagesPerSecond, burst: configuration.socketMessageBurst, now: store.clock.nowMillis())
+        var identity = identity
         do {
             for try await message in inbound.messages(maxSize: Limits.maxBodyBytes) {
-                guard limiter.allow(now: store.clock.nowMillis()) else {
+                let now = store.clock.nowMillis()
+                guard limiter.allow(now: now), addressLimits.allow(address, now: now) else {
                     metrics.floodingSocketsClosed.increment()
+                    metrics.rateLimited.increment()
                     outbox.close(code: CloseCode.policyViolation, reason: "too many messages")
                     return
                 }
@@ -136,7 +123,7 @@ struct WebSocketConnection {
                     outbox.send(ServerMessage.error(id: nil, .invalidArgument("messages must be JSON text frames")))
                     continue
                 }
-                await handle(text, outbox: outbox)
+                await handle(text, outbox: outbox, identity: &identity)
             }
         } catch {
             // Oversized messages and protocol errors are closed by the WebSocket layer with their own code.
@@ -144,7 +131,14 @@ struct WebSocketConnection {
         }
     }
 
-    private func handle(_ text: String, outbox: Outbox) async {
+    /// The socket's identity while it is valid; after its token expires, none (so the
+    /// authorizer decides, and the JWT mode refuses until a fresh `auth` message).
+    private func currentIdentity(_ identity: Identity?) async throws -> Identity? {
+        if let identity, identity.expiresAt.map({ store.clock.nowMillis() < $0 }) ?? true { return identity }
+        return try await authorizer.authenticate(token: nil)
+    }
+
+    private func handle(_ text: String, outbox: Outbox, identity: inout Identity?) async {
         var requestId: JSONValue?
         do {
             let message = try JSONObject(parsing: Array(text.utf8))
@@ -158,19 +152,38 @@ struct WebSocketConnection {
                 }
             }
             switch try message.string("type") {
+            case "auth":
+                let verified = try await authorizer.authenticate(token: message.string("token"))
+                identity = verified
+                outbox.send(ServerMessage.reply(type: "authenticated", id: requestId) { $0.field("userId", verified?.userId) })
             case "heartbeat":
-                let tokens = try await store.heartbeat(message.heartbeatRequest())
+                let caller = try await currentIdentity(identity)
+                var request = try message.heartbeatRequest()
+                try await authorizer.authorize(caller, .join(roomId: request.roomId, userId: request.userId))
+                request = request.withProfile(name: caller?.name, image: caller?.image)
+                let tokens = try await store.heartbeat(request)
                 metrics.heartbeats.increment()
                 outbox.send(ServerMessage.heartbeat(id: requestId, tokens: tokens))
             case "subscribe":
                 let roomToken = try message.string("roomToken")
                 let limit = try Validate.limit(message.optionalInteger("limit").map { Int(clamping: $0) })
+                let caller = try await currentIdentity(identity)
+                // Unknown tokens get the empty snapshot without asking the authorizer about a room that does not exist.
+                if let roomId = try await store.roomId(forToken: roomToken) {
+                    try await authorizer.authorize(caller, .read(roomId: roomId))
+                }
                 hub.submit(.subscribe(outbox, roomToken: roomToken, limit: limit, requestId: requestId))
             case "unsubscribe":
                 hub.submit(.unsubscribe(outbox, roomToken: try message.string("roomToken"), requestId: requestId))
             case "update":
                 let sessionToken = try message.string("sessionToken")
-                try await store.update(sessionToken: sessionToken, data: message.data())
+                let data = try message.data()
+                let caller = try await currentIdentity(identity)
+                guard let owner = try await store.sessionOwner(sessionToken: sessionToken) else {
+                    throw PresenceError.notFound("no live session has this session token")
+                }
+                try await authorizer.authorize(caller, .update(roomId: owner.roomId, userId: owner.userId))
+                try await store.update(sessionToken: sessionToken, data: data)
                 outbox.send(ServerMessage.reply(type: "updated", id: requestId))
             case "disconnect":
                 try await store.disconnect(sessionToken: try message.string("sessionToken"))
@@ -179,6 +192,7 @@ struct WebSocketConnection {
                 throw PresenceError.invalidArgument("unknown message type \"\(other.prefix(64))\"")
             }
         } catch let error as PresenceError {
+            metrics.count(error)
             outbox.send(ServerMessage.error(id: requestId, error))
         } catch {
             logger.error("websocket message failed", metadata: ["error": "\(error)"])

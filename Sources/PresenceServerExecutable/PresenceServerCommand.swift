@@ -34,8 +34,44 @@ struct PresenceServerCommand: AsyncParsableCommand {
     @Option(help: "Bearer key for the admin calls [PRESENCE_ADMIN_KEY]. Default: a random key, printed once at start.")
     var adminKey: String?
 
-    @Option(name: .customLong("cors-origin"), help: "An origin allowed by CORS, repeatable; * allows any [PRESENCE_CORS_ORIGINS, comma-separated].")
+    @Option(name: .customLong("cors-origin"), help: "An origin allowed by CORS and to open WebSockets, repeatable; * allows any [PRESENCE_CORS_ORIGINS, comma-separated].")
     var corsOrigins: [String] = []
+
+    @Option(help: "User authentication: none or jwt [PRESENCE_AUTH]. Default none.")
+    var auth: String?
+
+    @Option(help: "HS256 secret for jwt, at least 32 bytes [PRESENCE_JWT_SECRET].")
+    var jwtSecret: String?
+
+    @Option(name: .customLong("jwt-public-key"), help: "A PEM file with an RS256 or ES256 public key, repeatable [PRESENCE_JWT_PUBLIC_KEYS, comma-separated].")
+    var jwtPublicKeys: [String] = []
+
+    @Option(help: "A JWKS file with the verification keys [PRESENCE_JWT_JWKS].")
+    var jwtJwks: String?
+
+    @Option(help: "Required iss claim [PRESENCE_JWT_ISSUER].")
+    var jwtIssuer: String?
+
+    @Option(help: "Required aud claim [PRESENCE_JWT_AUDIENCE].")
+    var jwtAudience: String?
+
+    @Option(help: "Requests + WebSocket messages per second per client address [PRESENCE_RATE_LIMIT]. Default 200.")
+    var rateLimit: Double?
+
+    @Option(help: "Open WebSockets per client address [PRESENCE_MAX_CONNECTIONS_PER_ADDRESS]. Default 100.")
+    var maxConnectionsPerAddress: Int?
+
+    @Option(help: "WebSocket messages per second per socket [PRESENCE_SOCKET_RATE_LIMIT]. Default 50.")
+    var socketRateLimit: Double?
+
+    @Option(help: "Rooms one socket may subscribe to [PRESENCE_MAX_SUBSCRIPTIONS_PER_SOCKET]. Default 100.")
+    var maxSubscriptionsPerSocket: Int?
+
+    @Option(help: "Live sessions per user [PRESENCE_MAX_SESSIONS_PER_USER]. Default 100.")
+    var maxSessionsPerUser: Int?
+
+    @Option(help: "Rooms a user may be online in at once [PRESENCE_MAX_ROOMS_PER_USER]. Default 100.")
+    var maxRoomsPerUser: Int?
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -69,6 +105,59 @@ struct PresenceServerCommand: AsyncParsableCommand {
             : corsOrigins
         configuration.allowedOrigins = origins.filter { !$0.isEmpty }
 
+        func number<T: LosslessStringConvertible & Comparable>(_ flag: T?, _ variable: String, minimum: T) throws -> T? {
+            guard let text = setting(flag.map { "\($0)" }, variable) else { return nil }
+            guard let value = T(text), value >= minimum else {
+                throw ValidationError("\(variable.lowercased()) must be a number of at least \(minimum), got \(text)")
+            }
+            return value
+        }
+        if let rate = try number(rateLimit, "PRESENCE_RATE_LIMIT", minimum: 1.0) {
+            configuration.addressRequestsPerSecond = rate
+            configuration.addressRequestBurst = rate * 2
+        }
+        if let rate = try number(socketRateLimit, "PRESENCE_SOCKET_RATE_LIMIT", minimum: 1.0) {
+            configuration.socketMessagesPerSecond = rate
+            configuration.socketMessageBurst = rate * 4
+        }
+        configuration.connectionsPerAddress =
+            try number(maxConnectionsPerAddress, "PRESENCE_MAX_CONNECTIONS_PER_ADDRESS", minimum: 1) ?? configuration.connectionsPerAddress
+        configuration.subscriptionsPerSocket =
+            try number(maxSubscriptionsPerSocket, "PRESENCE_MAX_SUBSCRIPTIONS_PER_SOCKET", minimum: 1) ?? configuration.subscriptionsPerSocket
+        var userLimits = PresenceState.UserLimits()
+        userLimits.sessionsPerUser = try number(maxSessionsPerUser, "PRESENCE_MAX_SESSIONS_PER_USER", minimum: 1) ?? userLimits.sessionsPerUser
+        userLimits.roomsPerUser = try number(maxRoomsPerUser, "PRESENCE_MAX_ROOMS_PER_USER", minimum: 1) ?? userLimits.roomsPerUser
+
+        switch setting(auth, "PRESENCE_AUTH") ?? "none" {
+        case "none":
+            configuration.authorizer = OpenAuthorizer()
+        case "jwt":
+            var jwt = JWTAuthorizer.Configuration()
+            jwt.hmacSecret = setting(jwtSecret, "PRESENCE_JWT_SECRET")
+            let keyPaths = jwtPublicKeys.isEmpty
+                ? (environment["PRESENCE_JWT_PUBLIC_KEYS"] ?? "").split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+                : jwtPublicKeys
+            jwt.publicKeysPEM = try keyPaths.filter { !$0.isEmpty }.map { path in
+                do { return try String(contentsOfFile: path, encoding: .utf8) } catch {
+                    throw ValidationError("cannot read the JWT public key \(path)")
+                }
+            }
+            if let path = setting(jwtJwks, "PRESENCE_JWT_JWKS") {
+                do { jwt.jwks = try String(contentsOfFile: path, encoding: .utf8) } catch {
+                    throw ValidationError("cannot read the JWKS file \(path)")
+                }
+            }
+            jwt.issuer = setting(jwtIssuer, "PRESENCE_JWT_ISSUER")
+            jwt.audience = setting(jwtAudience, "PRESENCE_JWT_AUDIENCE")
+            do {
+                configuration.authorizer = try await JWTAuthorizer(configuration: jwt)
+            } catch let error as PresenceError {
+                throw ValidationError(error.message)
+            }
+        case let other:
+            throw ValidationError("unknown auth mode \(other); choose none or jwt")
+        }
+
         let generatedKey = setting(adminKey, "PRESENCE_ADMIN_KEY") == nil
         let key = setting(adminKey, "PRESENCE_ADMIN_KEY") ?? Tokens.make(prefix: "admin_")
         configuration.adminKey = key
@@ -77,10 +166,10 @@ struct PresenceServerCommand: AsyncParsableCommand {
         let presenceStore: any PresenceStore
         switch storeName {
         case "memory":
-            presenceStore = MemoryStore()
+            presenceStore = MemoryStore(limits: userLimits)
         case "sqlite":
             let directory = setting(dataDir, "PRESENCE_DATA_DIR") ?? "./presence-data"
-            presenceStore = try SQLiteStore(directory: directory, logger: logger)
+            presenceStore = try SQLiteStore(directory: directory, limits: userLimits, logger: logger)
             storeName = "sqlite, \((directory as NSString).standardizingPath)/\(SQLiteStore.fileName)"
         default:
             throw ValidationError("unknown store \(storeName); choose sqlite or memory")

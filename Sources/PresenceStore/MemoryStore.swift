@@ -12,9 +12,9 @@ public final class MemoryStore: PresenceStore {
     private let state: Mutex<PresenceState>
     private let feed = ChangeFeed()
 
-    public init(clock: any WallClock = SystemWallClock()) {
+    public init(clock: any WallClock = SystemWallClock(), limits: PresenceState.UserLimits = .init()) {
         self.clock = clock
-        self.state = Mutex(PresenceState())
+        self.state = Mutex(PresenceState(limits: limits))
     }
 
     /// Runs a mutation and publishes its changes while still holding the lock, so listeners see store order.
@@ -68,6 +68,21 @@ public final class MemoryStore: PresenceStore {
 
     public func removeRoom(roomId: String) async throws {
         try mutate { state, _ in ((), state.removeRoom(roomId: roomId).changes) }
+    }
+
+    public func rotateRoomToken(roomId: String) async throws -> String? {
+        try mutate { state, _ in
+            guard let (token, outcome) = state.rotateRoomToken(roomId: roomId) else { return (nil, []) }
+            return (token, outcome.changes)
+        }
+    }
+
+    public func roomId(forToken roomToken: String) async throws -> String? {
+        state.withLock { $0.roomId(forToken: roomToken) }
+    }
+
+    public func sessionOwner(sessionToken: String) async throws -> SessionOwner? {
+        state.withLock { $0.sessionOwner(sessionToken: sessionToken) }
     }
 
     public func expireDueSessions(limit: Int) async throws -> Int {

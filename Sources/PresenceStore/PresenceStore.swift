@@ -30,6 +30,12 @@ public protocol PresenceStore: Sendable {
     func listUser(userId: String, onlineOnly: Bool, limit: Int) async throws -> [UserRoomStatus]
     func removeRoomUser(roomId: String, userId: String) async throws
     func removeRoom(roomId: String) async throws
+    /// Gives the room a new token (nil for an unknown room); subscriptions to the old one end.
+    func rotateRoomToken(roomId: String) async throws -> String?
+    /// The room a token reads, or nil for an unknown (or rotated) token.
+    func roomId(forToken roomToken: String) async throws -> String?
+    /// The room and user of a live session, or nil for an unknown token.
+    func sessionOwner(sessionToken: String) async throws -> SessionOwner?
 
     /// Expires at most `limit` sessions whose deadline has passed; returns how many it expired.
     func expireDueSessions(limit: Int) async throws -> Int

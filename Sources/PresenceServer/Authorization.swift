@@ -1,0 +1,216 @@
+import Foundation
+import JWTKit
+import PresenceCore
+
+/// Who is calling, once their credentials checked out.
+public struct Identity: Sendable, Hashable {
+    public var userId: String
+    /// Display profile from the identity provider; overrides what a client sends.
+    public var name: String?
+    public var image: String?
+    /// When the credentials stop being honoured (milliseconds since the epoch); nil for never.
+    public var expiresAt: Int64?
+
+    public init(userId: String, name: String? = nil, image: String? = nil, expiresAt: Int64? = nil) {
+        self.userId = userId
+        self.name = name
+        self.image = image
+        self.expiresAt = expiresAt
+    }
+}
+
+/// What a client asks to do.
+public enum PresenceAction: Sendable, Hashable {
+    /// Heartbeat as `userId` in `roomId`.
+    case join(roomId: String, userId: String)
+    /// Read a room's list (`list`, `subscribe`).
+    case read(roomId: String)
+    /// Set the data of `userId` in `roomId`.
+    case update(roomId: String, userId: String)
+}
+
+/// The hook that decides who may do what: the built-in modes (`none`, JWT) are authorizers,
+/// and an embedding app supplies its own to check, say, room membership.
+///
+/// ```swift
+/// struct MembersOnly: PresenceAuthorizer {
+///     let jwt: JWTAuthorizer
+///     func authenticate(token: String?) async throws -> Identity? { try await jwt.authenticate(token: token) }
+///     func authorize(_ identity: Identity?, _ action: PresenceAction) async throws {
+///         try await jwt.authorize(identity, action)
+///         if case .join(let room, let user) = action, !(await isMember(user, of: room)) {
+///             throw PresenceError.permissionDenied("not a member of \(room)")
+///         }
+///     }
+/// }
+/// ```
+public protocol PresenceAuthorizer: Sendable {
+    /// Checks a bearer token (nil when the client sent none). Returns nil when the mode needs no
+    /// identity; throws `unauthenticated` for missing or invalid credentials.
+    func authenticate(token: String?) async throws -> Identity?
+    /// Allows the action or throws `permission_denied` (or `unauthenticated`).
+    func authorize(_ identity: Identity?, _ action: PresenceAction) async throws
+}
+
+/// No user authentication: for demos and trusted networks.
+public struct OpenAuthorizer: PresenceAuthorizer {
+    public init() {}
+    public func authenticate(token: String?) async throws -> Identity? { nil }
+    public func authorize(_ identity: Identity?, _ action: PresenceAction) async throws {}
+}
+
+/// JSON Web Tokens: `heartbeat` and `update` act only for the token's subject; `list` and
+/// `subscribe` need any valid token. `exp` is required and enforced; `nbf`, `iss` and `aud`
+/// when configured. Only the algorithms of the configured keys are accepted, so `alg: none`
+/// and algorithm confusion (an HS256 token "signed" with an RSA public key) are refused.
+public struct JWTAuthorizer: PresenceAuthorizer {
+    public struct Configuration: Sendable {
+        /// HS256 shared secret.
+        public var hmacSecret: String?
+        /// PEM-encoded RS256 or ES256 public keys (contents, not paths).
+        public var publicKeysPEM: [String] = []
+        /// A JWKS document (contents).
+        public var jwks: String?
+        public var issuer: String?
+        public var audience: String?
+        /// Allowed clock skew for `exp` and `nbf`, in seconds.
+        public var leeway: Int64 = 30
+
+        public init() {}
+    }
+
+    struct Payload: JWTPayload {
+        var sub: SubjectClaim
+        var exp: ExpirationClaim?
+        var nbf: NotBeforeClaim?
+        var iss: IssuerClaim?
+        var aud: AudienceClaim?
+        var name: String?
+        var picture: String?
+
+        func verify(using algorithm: some JWTAlgorithm) async throws {}
+    }
+
+    let keys: JWTKeyCollection
+    let acceptedAlgorithms: Set<String>
+    let configuration: Configuration
+    let clock: any WallClock
+
+    public init(configuration: Configuration, clock: any WallClock = SystemWallClock()) async throws {
+        let keys = JWTKeyCollection()
+        var algorithms = Set<String>()
+        if let secret = configuration.hmacSecret {
+            guard secret.utf8.count >= 32 else {
+                throw PresenceError.invalidArgument("the JWT HS256 secret must be at least 32 bytes")
+            }
+            await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+            algorithms.insert("HS256")
+        }
+        for pem in configuration.publicKeysPEM {
+            if let key = try? ES256PublicKey(pem: pem) {
+                await keys.add(ecdsa: key)
+                algorithms.insert("ES256")
+            } else if let key = try? Insecure.RSA.PublicKey(pem: pem) {
+                await keys.add(rsa: key, digestAlgorithm: .sha256)
+                algorithms.insert("RS256")
+            } else {
+                throw PresenceError.invalidArgument("a JWT public key is neither an ES256 (P-256) nor an RSA public key in PEM form")
+            }
+        }
+        if let jwks = configuration.jwks {
+            do {
+                try await keys.add(jwksJSON: jwks)
+            } catch {
+                throw PresenceError.invalidArgument("the JWKS document could not be read: \(error)")
+            }
+            for key in try JSONDecoder().decode(JWKS.self, from: Data(jwks.utf8)).keys {
+                if let algorithm = key.algorithm?.rawValue { algorithms.insert(algorithm) }
+            }
+            algorithms.formIntersection(["HS256", "RS256", "ES256", "RS384", "RS512", "ES384", "ES512", "PS256", "EdDSA"])
+        }
+        guard !algorithms.isEmpty else {
+            throw PresenceError.invalidArgument("JWT authentication needs a secret, a public key or a JWKS document")
+        }
+        self.keys = keys
+        self.acceptedAlgorithms = algorithms
+        self.configuration = configuration
+        self.clock = clock
+    }
+
+    public func authenticate(token: String?) async throws -> Identity? {
+        guard let token, !token.isEmpty else { throw PresenceError.unauthenticated("a user token is required") }
+        let algorithm = try Self.headerAlgorithm(of: token)
+        guard acceptedAlgorithms.contains(algorithm) else {
+            throw PresenceError.unauthenticated("tokens signed with \(algorithm) are not accepted")
+        }
+        let payload: Payload
+        do {
+            payload = try await keys.verify(token, as: Payload.self)
+        } catch {
+            throw PresenceError.unauthenticated("the user token is not valid")
+        }
+        let now = clock.nowMillis()
+        let leeway = configuration.leeway * 1000
+        guard let exp = payload.exp else { throw PresenceError.unauthenticated("the user token has no exp") }
+        let expiresAt = Int64(exp.value.timeIntervalSince1970 * 1000)
+        guard now < expiresAt + leeway else { throw PresenceError.unauthenticated("the user token has expired") }
+        if let nbf = payload.nbf, now + leeway < Int64(nbf.value.timeIntervalSince1970 * 1000) {
+            throw PresenceError.unauthenticated("the user token is not valid yet")
+        }
+        if let issuer = configuration.issuer, payload.iss?.value != issuer {
+            throw PresenceError.unauthenticated("the user token is from another issuer")
+        }
+        if let audience = configuration.audience, payload.aud?.value.contains(audience) != true {
+            throw PresenceError.unauthenticated("the user token is for another audience")
+        }
+        let userId = payload.sub.value
+        do {
+            try Validate.identifier(userId, field: "sub")
+        } catch {
+            throw PresenceError.unauthenticated("the user token's sub is not a valid user id")
+        }
+        let name = try? Self.validName(payload.name)
+        let image = try? Self.validImage(payload.picture)
+        return Identity(userId: userId, name: name ?? nil, image: image ?? nil, expiresAt: expiresAt + leeway)
+    }
+
+    public func authorize(_ identity: Identity?, _ action: PresenceAction) async throws {
+        guard let identity else { throw PresenceError.unauthenticated("a user token is required") }
+        switch action {
+        case .join(_, let userId), .update(_, let userId):
+            guard identity.userId == userId else {
+                throw PresenceError.permissionDenied("the user token is for \(identity.userId), not \(userId)")
+            }
+        case .read:
+            break
+        }
+    }
+
+    static func validName(_ name: String?) throws -> String? {
+        try Validate.name(name)
+        return name
+    }
+
+    static func validImage(_ image: String?) throws -> String? {
+        try Validate.image(image)
+        return image
+    }
+
+    /// The `alg` of a compact JWT's header, read before any verification.
+    static func headerAlgorithm(of token: String) throws -> String {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3 else { throw PresenceError.unauthenticated("the user token is not a JWT") }
+        var base64 = parts[0].replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        guard let data = Data(base64Encoded: base64),
+            let header = try? JSONDecoder().decode([String: JSONValue].self, from: data),
+            case .string(let algorithm)? = header["alg"]
+        else {
+            throw PresenceError.unauthenticated("the user token's header is not readable")
+        }
+        guard algorithm.lowercased() != "none" else {
+            throw PresenceError.unauthenticated("unsigned tokens (alg none) are not accepted")
+        }
+        return algorithm
+    }
+}

@@ -1,0 +1,88 @@
+import NIOCore
+import Synchronization
+
+/// A token bucket: `rate` per second sustained, `burst` at once.
+struct RateLimiter: Sendable {
+    let rate: Double
+    let burst: Double
+    private var tokens: Double
+    private var last: Int64
+
+    init(rate: Double, burst: Double, now: Int64) {
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.last = now
+    }
+
+    mutating func allow(now: Int64) -> Bool {
+        tokens = min(burst, tokens + Double(max(0, now - last)) * rate / 1000)
+        last = now
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
+    }
+
+    var lastUsed: Int64 { last }
+}
+
+/// Per client address: a rate limiter shared by its HTTP requests and WebSocket messages, and a
+/// count of its open WebSocket connections. Idle addresses are forgotten, so memory stays bounded.
+final class AddressLimits: Sendable {
+    private struct Entry {
+        var limiter: RateLimiter
+        var connections = 0
+    }
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var checksSincePrune = 0
+    }
+    private let state = Mutex(State())
+    let rate: Double
+    let burst: Double
+    let maxConnections: Int
+
+    init(rate: Double, burst: Double, maxConnections: Int) {
+        self.rate = rate
+        self.burst = burst
+        self.maxConnections = maxConnections
+    }
+
+    static func key(_ address: SocketAddress?) -> String {
+        address?.ipAddress ?? "unknown"
+    }
+
+    /// One request or message from `address`; false when it is over the limit.
+    func allow(_ address: String, now: Int64) -> Bool {
+        state.withLock { state in
+            state.checksSincePrune += 1
+            if state.checksSincePrune >= 10_000 {
+                state.checksSincePrune = 0
+                // A bucket idle this long is full again: forgetting it changes nothing.
+                let idle = Int64(burst / max(rate, 0.001) * 1000) + 60_000
+                state.entries = state.entries.filter { $0.value.connections > 0 || now - $0.value.limiter.lastUsed < idle }
+            }
+            if state.entries[address] == nil {
+                state.entries[address] = Entry(limiter: RateLimiter(rate: rate, burst: burst, now: now))
+            }
+            return state.entries[address]!.limiter.allow(now: now)
+        }
+    }
+
+    /// Counts a new connection; false (and not counted) when the address already has the maximum.
+    func openConnection(_ address: String, now: Int64) -> Bool {
+        state.withLock { state in
+            var entry = state.entries[address] ?? Entry(limiter: RateLimiter(rate: rate, burst: burst, now: now))
+            guard entry.connections < maxConnections else { return false }
+            entry.connections += 1
+            state.entries[address] = entry
+            return true
+        }
+    }
+
+    func closeConnection(_ address: String) {
+        state.withLock { state in
+            state.entries[address]?.connections -= 1
+        }
+    }
+}
