@@ -91,48 +91,58 @@ public struct JWTAuthorizer: PresenceAuthorizer {
         func verify(using algorithm: some JWTAlgorithm) async throws {}
     }
 
-    let keys: JWTKeyCollection
-    let acceptedAlgorithms: Set<String>
+    /// One key collection per accepted algorithm: the token's `alg` picks the collection, so a
+    /// token is only ever checked with a key of the algorithm it claims.
+    let keysByAlgorithm: [String: JWTKeyCollection]
+    var acceptedAlgorithms: Set<String> { Set(keysByAlgorithm.keys) }
     let configuration: Configuration
     let clock: any WallClock
 
     public init(configuration: Configuration, clock: any WallClock = SystemWallClock()) async throws {
-        let keys = JWTKeyCollection()
-        var algorithms = Set<String>()
+        var collections: [String: JWTKeyCollection] = [:]
+        func collection(_ algorithm: String) -> JWTKeyCollection {
+            if let existing = collections[algorithm] { return existing }
+            let created = JWTKeyCollection()
+            collections[algorithm] = created
+            return created
+        }
         if let secret = configuration.hmacSecret {
             guard secret.utf8.count >= 32 else {
                 throw PresenceError.invalidArgument("the JWT HS256 secret must be at least 32 bytes")
             }
-            await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
-            algorithms.insert("HS256")
+            await collection("HS256").add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
         }
         for pem in configuration.publicKeysPEM {
             if let key = try? ES256PublicKey(pem: pem) {
-                await keys.add(ecdsa: key)
-                algorithms.insert("ES256")
+                await collection("ES256").add(ecdsa: key)
             } else if let key = try? Insecure.RSA.PublicKey(pem: pem) {
-                await keys.add(rsa: key, digestAlgorithm: .sha256)
-                algorithms.insert("RS256")
+                await collection("RS256").add(rsa: key, digestAlgorithm: .sha256)
             } else {
                 throw PresenceError.invalidArgument("a JWT public key is neither an ES256 (P-256) nor an RSA public key in PEM form")
             }
         }
         if let jwks = configuration.jwks {
+            let document: JWKS
             do {
-                try await keys.add(jwksJSON: jwks)
+                document = try JSONDecoder().decode(JWKS.self, from: Data(jwks.utf8))
             } catch {
                 throw PresenceError.invalidArgument("the JWKS document could not be read: \(error)")
             }
-            for key in try JSONDecoder().decode(JWKS.self, from: Data(jwks.utf8)).keys {
-                if let algorithm = key.algorithm?.rawValue { algorithms.insert(algorithm) }
+            for key in document.keys {
+                guard let algorithm = key.algorithm?.rawValue else {
+                    throw PresenceError.invalidArgument("every key of the JWKS document needs its alg")
+                }
+                do {
+                    try await collection(algorithm).add(jwk: key)
+                } catch {
+                    throw PresenceError.invalidArgument("a JWKS key could not be used: \(error)")
+                }
             }
-            algorithms.formIntersection(["HS256", "RS256", "ES256", "RS384", "RS512", "ES384", "ES512", "PS256", "EdDSA"])
         }
-        guard !algorithms.isEmpty else {
+        guard !collections.isEmpty else {
             throw PresenceError.invalidArgument("JWT authentication needs a secret, a public key or a JWKS document")
         }
-        self.keys = keys
-        self.acceptedAlgorithms = algorithms
+        self.keysByAlgorithm = collections
         self.configuration = configuration
         self.clock = clock
     }
@@ -140,7 +150,7 @@ public struct JWTAuthorizer: PresenceAuthorizer {
     public func authenticate(token: String?) async throws -> Identity? {
         guard let token, !token.isEmpty else { throw PresenceError.unauthenticated("a user token is required") }
         let algorithm = try Self.headerAlgorithm(of: token)
-        guard acceptedAlgorithms.contains(algorithm) else {
+        guard let keys = keysByAlgorithm[algorithm] else {
             throw PresenceError.unauthenticated("tokens signed with \(algorithm) are not accepted")
         }
         let payload: Payload

@@ -1,4 +1,5 @@
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import NIOCore
@@ -78,19 +79,25 @@ public enum PresenceServer {
                 identity: identity)
         }
 
+        let webSocketResponder = webSocketRouter.buildResponder()
         let requestTimeout = TimeAmount.milliseconds(configuration.requestTimeout.milliseconds)
         let idleTimeout = TimeAmount.milliseconds(configuration.idleTimeout.milliseconds)
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(
-                webSocketRouter: webSocketRouter,
-                configuration: .init(
-                    http1: .init(
-                        additionalChannelHandlers: [
-                            RequestTimeoutHandler(requestTimeout: requestTimeout, idleTimeout: idleTimeout, metrics: metrics)
-                        ],
-                        idleTimeout: idleTimeout),
-                    ws: .init(maxFrameSize: Limits.maxBodyBytes, autoPing: .enabled(timePeriod: .seconds(30))))),
+            server: HTTPServerBuilder { responder in
+                FirstRequestGuardedChannel(
+                    inner: HTTP1WebSocketUpgradeChannel(
+                        responder: responder,
+                        webSocketResponder: webSocketResponder,
+                        configuration: .init(
+                            http1: .init(
+                                additionalChannelHandlers: [
+                                    RequestTimeoutHandler(requestTimeout: requestTimeout, idleTimeout: idleTimeout, metrics: metrics)
+                                ],
+                                idleTimeout: idleTimeout),
+                            ws: .init(maxFrameSize: Limits.maxBodyBytes, autoPing: .enabled(timePeriod: .seconds(30))))),
+                    timeout: requestTimeout, metrics: metrics)
+            },
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port),
                 serverName: "presence-server",

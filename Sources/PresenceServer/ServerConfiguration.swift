@@ -38,8 +38,9 @@ public struct PresenceServerConfiguration: Sendable {
     public var connectionsPerAddress: Int = 100
     /// Rooms one socket may subscribe to at once.
     public var subscriptionsPerSocket: Int = 100
-    /// How long a client may take to send a request's head, and then its body, before it is cut off.
-    public var requestTimeout: Duration = .seconds(10)
+    /// How long a client may take to send a request's head (counted from connecting, for the
+    /// first request), and then its body, before it is cut off.
+    public var requestTimeout: Duration = .seconds(30)
     /// How long a keep-alive connection may sit idle between requests.
     public var idleTimeout: Duration = .seconds(75)
 

@@ -8,7 +8,7 @@ import Glibc
 final class RawWebSocket {
     let fd: Int32
 
-    init(port: Int, receiveBuffer: Int32 = 4_096) throws {
+    init(port: Int, receiveBuffer: Int32 = 4_096, extraHeaders: String = "", handshake: Bool = true) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket() failed") }
         var size = receiveBuffer
@@ -23,7 +23,8 @@ final class RawWebSocket {
         guard result == 0 else { throw TestFailure("connect() failed") }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        try write(Array("GET /api/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".utf8))
+        guard handshake else { return }
+        try write(Array("GET /api/ws HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\(extraHeaders)\r\n".utf8))
         var head: [UInt8] = []
         while !head.suffix(4).elementsEqual([13, 10, 13, 10]) {
             var byte: UInt8 = 0

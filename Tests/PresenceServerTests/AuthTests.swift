@@ -1,0 +1,177 @@
+import Foundation
+import HTTPTypes
+import JWTKit
+import Testing
+import PresenceServer
+import PresenceStore
+
+/// User authentication and the attacks on it: every one gets its error and changes nothing.
+@Suite struct AuthTests {
+    static func jwtAuthorizer(clock: any WallClock = SystemWallClock(), keys: (inout JWTAuthorizer.Configuration) -> Void = { _ in })
+        async throws -> JWTAuthorizer
+    {
+        var configuration = JWTAuthorizer.Configuration()
+        configuration.hmacSecret = TestKeys.hmacSecret
+        configuration.issuer = "presence-tests"
+        configuration.audience = "presence"
+        configuration.leeway = 0
+        keys(&configuration)
+        return try await JWTAuthorizer(configuration: configuration, clock: clock)
+    }
+
+    func bearer(_ token: String) -> HTTPFields { [.authorization: "Bearer \(token)"] }
+
+    func heartbeatBody(user: String, session: String, name: String? = nil) -> String {
+        #"{"roomId":"room","userId":"\#(user)","sessionId":"\#(session)"\#(name.map { #","name":"\#($0)""# } ?? "")}"#
+    }
+
+    @Test func heartbeatActsOnlyForTheTokensSubject() async throws {
+        let authorizer = try await Self.jwtAuthorizer()
+        try await withServer(configure: { $0.authorizer = authorizer }) { http in
+            let alice = try await TestKeys.token("alice", name: "Alice Liddell", picture: "https://example.com/alice.png")
+            var reply = try await http.call(.post, "/api/heartbeat", body: heartbeatBody(user: "alice", session: "a", name: "Mallory"), headers: bearer(alice))
+            #expect(reply.status == 200)
+            let tokens = try reply.json.decode(SessionTokens.self)
+            // The identity provider's profile wins over what the client sent.
+            let record = try await http.listRoom("room").users.first
+            #expect(record?.name == "Alice Liddell")
+            #expect(record?.image == "https://example.com/alice.png")
+
+            let before = try await http.listRoom("room")
+            let now = Date()
+            let attacks: [(String, String?, Int, String)] = [
+                ("another user's userId", alice, 403, "permission_denied"),
+                ("no token", nil, 401, "unauthenticated"),
+                ("expired", try await TestKeys.token("bob", now: now, lifetime: -60), 401, "unauthenticated"),
+                ("no exp", try await TestKeys.token("bob", withExpiry: false), 401, "unauthenticated"),
+                ("not yet valid", try await TestKeys.token("bob", notBefore: now.addingTimeInterval(600)), 401, "unauthenticated"),
+                ("wrong audience", try await TestKeys.token("bob", audience: "someone-else"), 401, "unauthenticated"),
+                ("wrong issuer", try await TestKeys.token("bob", issuer: "evil"), 401, "unauthenticated"),
+                ("alg none", TestKeys.unsignedToken("bob"), 401, "unauthenticated"),
+                ("other secret", try await TestKeys.token("bob", signer: .hmac("another-secret-that-is-long-enough-32b")), 401, "unauthenticated"),
+                ("RS256 when only HS256 is configured", try await TestKeys.token("bob", signer: .rsa), 401, "unauthenticated"),
+                ("garbage", "not.a.jwt", 401, "unauthenticated"),
+            ]
+            for (attack, token, status, code) in attacks {
+                reply = try await http.call(
+                    .post, "/api/heartbeat", body: heartbeatBody(user: "bob", session: "b"), headers: token.map(bearer) ?? [:])
+                #expect(reply.status == status, "\(attack)")
+                #expect(reply.errorCode == code, "\(attack): \(reply.body)")
+            }
+            #expect(try await http.listRoom("room") == before)
+
+            // list needs a valid user token; update acts only on the token subject's own session.
+            #expect(try await http.call(.get, "/api/list?roomToken=\(tokens.roomToken)").status == 401)
+            reply = try await http.call(.get, "/api/list?roomToken=\(tokens.roomToken)", headers: bearer(alice))
+            #expect(reply.status == 200)
+            let bobToken = try await TestKeys.token("bob")
+            #expect(try await http.call(.get, "/api/list?roomToken=r_bogus", headers: bearer(bobToken)).body == #"{"roomVersion":0,"users":[]}"#)
+            reply = try await http.call(
+                .post, "/api/update", body: #"{"sessionToken":"\#(tokens.sessionToken)","data":"hijacked"}"#, headers: bearer(bobToken))
+            #expect(reply.status == 403)
+            reply = try await http.call(
+                .post, "/api/update", body: #"{"sessionToken":"\#(tokens.sessionToken)","data":"mine"}"#, headers: bearer(alice))
+            #expect(reply.status == 200)
+            // The session token alone still ends its session (what a closing page sends).
+            #expect(try await http.call(.post, "/api/disconnect", body: tokens.sessionToken, headers: [.contentType: "text/plain"]).status == 200)
+            #expect(try await http.listRoom("room").users.first?.online == false)
+        }
+    }
+
+    @Test func publicKeysRefuseAlgorithmConfusion() async throws {
+        let authorizer = try await Self.jwtAuthorizer { configuration in
+            configuration.hmacSecret = nil
+            configuration.publicKeysPEM = [TestKeys.rsaPublic, TestKeys.ecPublic]
+        }
+        try await withServer(configure: { $0.authorizer = authorizer }) { http in
+            for (signer, user) in [(TestKeys.Signer.rsa, "rsa-user"), (.ecdsa, "ec-user")] {
+                let token = try await TestKeys.token(user, signer: signer)
+                let reply = try await http.call(.post, "/api/heartbeat", body: heartbeatBody(user: user, session: user), headers: bearer(token))
+                #expect(reply.status == 200, "\(signer)")
+            }
+            // The classic confusion: an HS256 token whose "secret" is the server's RSA public key.
+            let forged = try await TestKeys.token("mallory", signer: .hmac(TestKeys.rsaPublic))
+            let reply = try await http.call(.post, "/api/heartbeat", body: heartbeatBody(user: "mallory", session: "m"), headers: bearer(forged))
+            #expect(reply.status == 401)
+            #expect(try await http.listRoom("room").users.map(\.userId).sorted() == ["ec-user", "rsa-user"])
+        }
+    }
+
+    @Test func webSocketTokensFromHeaderQueryOrAuthMessageAndExpiry() async throws {
+        let clock = ManualWallClock(nowMillis: Int64(Date().timeIntervalSince1970 * 1000))
+        let authorizer = try await Self.jwtAuthorizer(clock: clock)
+        try await withServer(store: MemoryStore(clock: clock), configure: { $0.authorizer = authorizer }) { http in
+            let now = Date(timeIntervalSince1970: Double(clock.nowMillis()) / 1000)
+            // access_token in the query (what browsers use).
+            let alice = try await TestKeys.token("alice", now: now, lifetime: 60)
+            let viaQuery = TestSocket(port: http.port, path: "/api/ws?access_token=\(alice)")
+            defer { viaQuery.close() }
+            let tokens = try await viaQuery.heartbeat(user: "alice", session: "a")
+            // Another user's id on the same socket is refused.
+            viaQuery.send(#"{"type":"heartbeat","roomId":"room","userId":"bob","sessionId":"b"}"#)
+            #expect(try await viaQuery.receive(type: "error")["error"]?["code"]?.string == "permission_denied")
+
+            // No token: nothing is allowed until an auth message.
+            let anonymous = TestSocket(port: http.port)
+            defer { anonymous.close() }
+            anonymous.send(#"{"type":"subscribe","roomToken":"\#(tokens.roomToken)"}"#)
+            #expect(try await anonymous.receive(type: "error")["error"]?["code"]?.string == "unauthenticated")
+            anonymous.send(#"{"type":"auth","token":"\#(try await TestKeys.token("carol", now: now, lifetime: 60))"}"#)
+            #expect(try await anonymous.receive(type: "authenticated")["userId"]?.string == "carol")
+            #expect(try await anonymous.subscribe(tokens.roomToken).users.map(\.userId) == ["alice"])
+            anonymous.send(#"{"type":"auth","token":"\#(TestKeys.unsignedToken("carol"))"}"#)
+            #expect(try await anonymous.receive(type: "error")["error"]?["code"]?.string == "unauthenticated")
+
+            // A token that expires while connected stops being honoured at expiry.
+            clock.advance(by: 61_000)
+            viaQuery.send(#"{"type":"heartbeat","roomId":"room","userId":"alice","sessionId":"a"}"#)
+            #expect(try await viaQuery.receive(type: "error")["error"]?["code"]?.string == "unauthenticated")
+            viaQuery.send(#"{"type":"auth","token":"\#(try await TestKeys.token("alice", now: now.addingTimeInterval(61), lifetime: 60))"}"#)
+            _ = try await viaQuery.receive(type: "authenticated")
+            _ = try await viaQuery.heartbeat(user: "alice", session: "a")
+
+            // An invalid token at the upgrade is refused outright.
+            let refused = TestSocket(port: http.port, path: "/api/ws?access_token=garbage")
+            #expect(await refused.nextRaw(timeout: .seconds(2)) == nil)
+            await #expect(throws: (any Error).self) { _ = try await refused.connection.value }
+        }
+    }
+
+    @Test func roomTokenRotation() async throws {
+        try await withServer { http in
+            let alice = try await http.heartbeat(user: "alice", session: "a")
+            let watcher = TestSocket(port: http.port)
+            defer { watcher.close() }
+            _ = try await watcher.subscribe(alice.roomToken)
+
+            #expect(try await http.call(.post, "/api/rooms/room/rotate-token").status == 401)
+            #expect(try await http.call(.post, "/api/rooms/nowhere/rotate-token", admin: true).status == 404)
+            let reply = try await http.call(.post, "/api/rooms/room/rotate-token", admin: true)
+            #expect(reply.status == 200)
+            let newToken = try #require(reply.json["roomToken"]?.string)
+            #expect(newToken != alice.roomToken)
+
+            let ended = try await watcher.receive(type: "unsubscribed")
+            #expect(ended["reason"]?.string == "token_rotated")
+            // The old token reads nothing, for lists and subscriptions alike.
+            #expect(try await http.list(alice.roomToken) == RoomListing(roomVersion: 0, users: []))
+            #expect(try await watcher.subscribe(alice.roomToken).roomVersion == 0)
+            // The next heartbeat hands out the new token, which works.
+            #expect(try await http.heartbeat(user: "alice", session: "a").roomToken == newToken)
+            #expect(try await http.list(newToken).users.map(\.userId) == ["alice"])
+        }
+    }
+
+    @Test func guessedSessionTokensDoNothing() async throws {
+        try await withServer { http in
+            _ = try await http.heartbeat(user: "alice", session: "a")
+            let before = try await http.listRoom("room")
+            for _ in 0..<50 {
+                let guess = Tokens.make(prefix: "s_")
+                #expect(try await http.call(.post, "/api/disconnect", body: guess, headers: [.contentType: "text/plain"]).status == 200)
+                #expect(try await http.call(.post, "/api/update", body: #"{"sessionToken":"\#(guess)","data":1}"#).status == 404)
+            }
+            #expect(try await http.listRoom("room") == before)
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import HTTPTypes
+import Testing
+import PresenceServer
+import PresenceStore
+
+/// Floods past every limit: each gets its error (429, or close 1008) and a metric, and the
+/// server stays up. All limits are configured explicitly here, since tests share one address.
+@Suite struct LimitsTests {
+    func metric(_ name: String, _ http: HTTPClient) async throws -> Int {
+        let body = try await http.call(.get, "/metrics").body
+        let line = body.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+        return line.flatMap { Int(Double($0.split(separator: " ")[1]) ?? -1) } ?? -1
+    }
+
+    @Test func requestsPerAddress() async throws {
+        try await withServer(configure: {
+            $0.addressRequestsPerSecond = 1
+            $0.addressRequestBurst = 5
+        }) { http in
+            var statuses: [Int] = []
+            for index in 0..<8 {
+                statuses.append(try await http.call(.post, "/api/heartbeat", body: #"{"roomId":"r","userId":"u\#(index)","sessionId":"s\#(index)"}"#).status)
+            }
+            #expect(statuses.prefix(5).allSatisfy { $0 == 200 })
+            #expect(statuses.suffix(2).allSatisfy { $0 == 429 })
+            let limited = try await http.call(.get, "/api/list?roomToken=x")
+            #expect(limited.errorCode == "rate_limited")
+            #expect(limited.headers[.retryAfter] == "1")
+            // Health and metrics stay reachable for the operator.
+            #expect(try await http.call(.get, "/health").status == 200)
+            #expect(try await metric("presence_rate_limited_total", http) >= 3)
+            try await Task.sleep(for: .milliseconds(1_100))  // one token back
+            #expect(try await http.listRoom("r").users.count == 5)
+        }
+    }
+
+    @Test func connectionsPerAddress() async throws {
+        try await withServer(configure: { $0.connectionsPerAddress = 2 }) { http in
+            let first = TestSocket(port: http.port)
+            let second = TestSocket(port: http.port)
+            defer { first.close(); second.close() }
+            _ = try await first.subscribe("r_x")
+            _ = try await second.subscribe("r_x")
+            let third = TestSocket(port: http.port)
+            #expect(try await third.closeFrame()?.closeCode == .policyViolation)
+            #expect(try await metric("presence_connections_refused_total", http) == 1)
+            // Closing one frees a place.
+            first.close()
+            _ = try await first.closeFrame()
+            try await Task.sleep(for: .milliseconds(200))
+            let fourth = TestSocket(port: http.port)
+            defer { fourth.close() }
+            _ = try await fourth.subscribe("r_x")
+        }
+    }
+
+    @Test func sessionsAndRoomsPerUser() async throws {
+        let store = MemoryStore(limits: .init(sessionsPerUser: 3, roomsPerUser: 2))
+        try await withServer(store: store) { http in
+            _ = try await http.heartbeat(room: "one", user: "alice", session: "1")
+            _ = try await http.heartbeat(room: "one", user: "alice", session: "2")
+            _ = try await http.heartbeat(room: "two", user: "alice", session: "3")
+            var reply = try await http.call(.post, "/api/heartbeat", body: #"{"roomId":"one","userId":"alice","sessionId":"4"}"#)
+            #expect(reply.status == 429)
+            #expect(reply.errorCode == "rate_limited")
+            // Heartbeats of existing sessions are never limited.
+            _ = try await http.heartbeat(room: "one", user: "alice", session: "1")
+            // Ending one session frees a place, but a third room is still one too many.
+            let ended = try await http.heartbeat(room: "one", user: "alice", session: "2")
+            _ = try await http.call(.post, "/api/disconnect", body: ended.sessionToken, headers: [.contentType: "text/plain"])
+            reply = try await http.call(.post, "/api/heartbeat", body: #"{"roomId":"three","userId":"alice","sessionId":"5"}"#)
+            #expect(reply.status == 429)
+            #expect(try await http.listRoom("three").users.isEmpty)
+            _ = try await http.heartbeat(room: "two", user: "alice", session: "6")
+            // Other users are not affected.
+            _ = try await http.heartbeat(room: "three", user: "bob", session: "b")
+        }
+    }
+
+    @Test func subscriptionsPerSocket() async throws {
+        try await withServer(configure: { $0.subscriptionsPerSocket = 2 }) { http in
+            let tokens = try await (0..<3).asyncMap { try await http.heartbeat(room: "room\($0)", user: "u", session: "s\($0)") }
+            let socket = TestSocket(port: http.port)
+            defer { socket.close() }
+            _ = try await socket.subscribe(tokens[0].roomToken)
+            _ = try await socket.subscribe(tokens[1].roomToken)
+            socket.send(#"{"type":"subscribe","roomToken":"\#(tokens[2].roomToken)"}"#)
+            #expect(try await socket.receive(type: "error")["error"]?["code"]?.string == "rate_limited")
+            // Re-subscribing to a followed room is not a new subscription.
+            _ = try await socket.subscribe(tokens[1].roomToken, limit: 5)
+            socket.send(#"{"type":"unsubscribe","roomToken":"\#(tokens[0].roomToken)"}"#)
+            _ = try await socket.receive(type: "unsubscribed")
+            _ = try await socket.subscribe(tokens[2].roomToken)
+        }
+    }
+
+    @Test func disallowedOriginsCannotOpenWebSockets() async throws {
+        try await withServer(configure: { $0.allowedOrigins = ["https://app.example"] }) { http in
+            await #expect(throws: TestFailure.self) {
+                _ = try await offThePool { try RawWebSocket(port: http.port, extraHeaders: "Origin: https://evil.example\r\n") }
+            }
+            _ = try await offThePool { try RawWebSocket(port: http.port, extraHeaders: "Origin: https://app.example\r\n") }
+        }
+        try await withServer { http in
+            // With no origins configured only same-origin pages may connect.
+            await #expect(throws: TestFailure.self) {
+                _ = try await offThePool { try RawWebSocket(port: http.port, extraHeaders: "Origin: https://evil.example\r\n") }
+            }
+            _ = try await offThePool { try RawWebSocket(port: http.port, extraHeaders: "Origin: http://127.0.0.1:\(http.port)\r\n") }
+        }
+    }
+
+    @Test func slowlorisRequestsAreCutOff() async throws {
+        try await withServer(configure: { $0.requestTimeout = .milliseconds(500) }) { http in
+            let socket = try await offThePool { try RawWebSocket(port: http.port, handshake: false) }
+            let started = ContinuousClock.now
+            // Dribble a request head, one header line every 200 ms, never finishing it.
+            let dribble = Task {
+                for index in 0..<40 {
+                    try? socket.write(Array("X-Slow-\(index): 1\r\n".utf8))
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+            }
+            try socket.write(Array("GET /health HTTP/1.1\r\nHost: x\r\n".utf8))
+            _ = try await offThePool { socket.readToEnd() }
+            dribble.cancel()
+            let elapsed = ContinuousClock.now - started
+            #expect(elapsed < .seconds(5), "cut off after about 0.5 s, not after the 8 s of dribbling")
+            // (The test's own HTTP client sat idle past the timeout too, so ask on fresh connections.)
+            func get(_ path: String) async throws -> String {
+                try await offThePool {
+                    let raw = try RawWebSocket(port: http.port, handshake: false)
+                    try raw.write(Array("GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+                    return String(decoding: raw.readToEnd(), as: UTF8.self)
+                }
+            }
+            #expect(try await get("/health").hasPrefix("HTTP/1.1 200"))
+            let metrics = try await get("/metrics")
+            let cut = metrics.split(separator: "\n").first { $0.hasPrefix("presence_slow_requests_cut_total ") }
+            #expect(cut.flatMap { Int($0.split(separator: " ")[1]) } ?? 0 >= 1)
+        }
+    }
+}
+
+extension Sequence {
+    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
+    }
+}
