@@ -133,7 +133,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PresenceClientTests",
-            dependencies: ["PresenceClient", "PresenceTestSupport"],
+            dependencies: ["PresenceClient", "PresenceTestSupport", .product(name: "JWTKit", package: "jwt-kit")],
             swiftSettings: swiftSettings
         ),
     ],

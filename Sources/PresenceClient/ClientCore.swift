@@ -38,6 +38,7 @@ actor ClientCore {
     private var nextId = 0
     private var outgoing: AsyncStream<String>.Continuation?
     private var connectionTask: Task<Void, Never>?
+    private var reauthenticating = false
 
     init(url: String, configuration: PresenceClient.Configuration) {
         self.url = url
@@ -163,7 +164,15 @@ actor ClientCore {
                 configuration.logger.debug("presence connection ended", metadata: ["error": "\(error)"])
             }
             disconnected()
-            if connected.value { backoff = configuration.initialBackoff }
+            if connected.value {
+                backoff = configuration.initialBackoff
+            } else {
+                // A join waiting for a server that cannot be reached (or refuses the token) fails
+                // instead of waiting forever; rooms already joined keep retrying.
+                let error = PresenceClientError(
+                    code: "connection_failed", message: "could not connect to \(url): the server is down or refused the token")
+                for key in rooms.keys where rooms[key]!.joined != nil { failJoin(key, error) }
+            }
             guard !Task.isCancelled, !rooms.isEmpty else { break }
             let jittered = backoff * Double.random(in: 0.5...1.0)
             try? await Task.sleep(for: jittered)
@@ -271,18 +280,43 @@ actor ClientCore {
             continuation.resume(throwing: error)
         case .heartbeat(let key):
             rooms[key]?.heartbeatInFlight = false
-            if let joined = rooms[key]?.joined {
-                rooms[key]!.joined = nil
-                joined.resume(throwing: error)
-                rooms[key]?.ticker?.cancel()
-                rooms[key]?.listener.finish()
-                rooms.removeValue(forKey: key)
+            if error.code == "unauthenticated", let provider = configuration.token, !reauthenticating {
+                // The token expired (or was never sent): authenticate with a fresh one and try again.
+                reauthenticating = true
+                Task { await self.reauthenticate(provider, retrying: key) }
+            } else if rooms[key]?.joined != nil {
+                failJoin(key, error)
             } else {
                 configuration.logger.warning("heartbeat refused", metadata: ["error": "\(error)"])
             }
         case .subscribe(let key, _):
             rooms[key]?.subscribedToken = nil
             configuration.logger.warning("subscribe refused", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func failJoin(_ key: RoomKey, _ error: PresenceClientError) {
+        guard let room = rooms.removeValue(forKey: key) else { return }
+        room.joined?.resume(throwing: error)
+        room.ticker?.cancel()
+        room.listener.finish()
+        if rooms.isEmpty { stopConnection() }
+    }
+
+    private func reauthenticate(_ provider: @Sendable () async throws -> String?, retrying key: RoomKey) async {
+        defer { reauthenticating = false }
+        do {
+            guard let token = try await provider(), let outgoing else { throw PresenceClientError.notConnected }
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let id = makeId()
+                pending[id] = .reply(continuation)
+                outgoing.yield(ClientMessage.request(type: "auth", id: id) { $0.field("token", token) })
+            }
+            for key in rooms.keys { sendHeartbeat(key) }
+        } catch {
+            let failure = error as? PresenceClientError ?? PresenceClientError(code: "unauthenticated", message: "\(error)")
+            if rooms[key]?.joined != nil { failJoin(key, failure) }
+            configuration.logger.warning("authentication failed", metadata: ["error": "\(failure)"])
         }
     }
 

@@ -158,3 +158,64 @@ import PresenceTestSupport
         }
     }
 }
+
+import JWTKit
+
+/// The client against a server that requires user tokens.
+@Suite struct ClientAuthenticationTests {
+    static let secret = "client-test-secret-that-is-long-enough"
+
+    struct Claims: JWTPayload {
+        var sub: SubjectClaim
+        var exp: ExpirationClaim
+        var name: String?
+        func verify(using algorithm: some JWTAlgorithm) async throws {}
+    }
+
+    static func token(_ subject: String, name: String? = nil) async throws -> String {
+        let keys = JWTKeyCollection()
+        await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
+        return try await keys.sign(Claims(sub: .init(value: subject), exp: .init(value: Date().addingTimeInterval(3_600)), name: name))
+    }
+
+    @Test func joinsWithATokenAndIsRefusedWithoutOne() async throws {
+        let server = try ServerProcess(arguments: ["--port", "0", "--store", "memory", "--auth", "jwt", "--jwt-secret", Self.secret])
+        try await server.waitUntilListening()
+        let url = "ws://127.0.0.1:\(server.port)/api/ws"
+
+        var configuration = PresenceClient.Configuration()
+        configuration.token = { try await Self.token("alice", name: "Alice from the IdP") }
+        let alice = try await PresenceClient(url: url, configuration: configuration).join(room: "secure", user: "alice", name: "ignored")
+        let deadline = ContinuousClock.now + .seconds(10)
+        while await alice.current.first?.name != "Alice from the IdP", ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(await alice.current.first?.name == "Alice from the IdP")
+
+        // A token for someone else: refused.
+        var impostor = PresenceClient.Configuration()
+        impostor.token = { try await Self.token("alice") }
+        do {
+            _ = try await PresenceClient(url: url, configuration: impostor).join(room: "secure", user: "mallory")
+            Issue.record("expected permission_denied")
+        } catch let error as PresenceClientError {
+            #expect(error.code == "permission_denied")
+        }
+        // No token at all: refused.
+        do {
+            _ = try await PresenceClient(url: url).join(room: "secure", user: "bob")
+            Issue.record("expected unauthenticated")
+        } catch let error as PresenceClientError {
+            #expect(error.code == "unauthenticated")
+        }
+        // A garbage token is refused at the upgrade: the join fails instead of waiting.
+        var garbage = PresenceClient.Configuration()
+        garbage.token = { "not-a-token" }
+        await #expect(throws: PresenceClientError.self) {
+            _ = try await PresenceClient(url: url, configuration: garbage).join(room: "secure", user: "carol")
+        }
+        await alice.leave()
+        kill(server.process.processIdentifier, SIGTERM)
+        _ = try await server.waitForExit()
+    }
+}

@@ -28,7 +28,8 @@ def free_port():
 class Server:
     """presence-server on 127.0.0.1; `restart()` brings it back on the same port."""
 
-    def __init__(self):
+    def __init__(self, *extra_args):
+        self.extra_args = list(extra_args)
         self.port = free_port()
         self.data_dir = tempfile.mkdtemp(prefix="presence-browser-")
         self.process = None
@@ -40,7 +41,8 @@ class Server:
 
     def start(self):
         self.process = subprocess.Popen(
-            [str(SERVER), "--port", str(self.port), "--data-dir", self.data_dir, "--admin-key", "browser-admin"],
+            [str(SERVER), "--port", str(self.port), "--data-dir", self.data_dir, "--admin-key", "browser-admin",
+             *self.extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env={**os.environ, "PRESENCE_LOG_LEVEL": "warning"},
         )
@@ -60,6 +62,28 @@ class Server:
 @pytest.fixture
 def server():
     server = Server()
+    yield server
+    server.stop()
+    shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+JWT_SECRET = "browser-test-secret-that-is-long-enough"
+
+
+def hs256_token(subject, lifetime=3600):
+    """A user token as an identity provider would mint it."""
+    import base64, hashlib, hmac, json
+    def encode(data):
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    header = encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = encode(json.dumps({"sub": subject, "exp": int(time.time()) + lifetime, "name": subject.title()}).encode())
+    signature = hmac.new(JWT_SECRET.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{encode(signature)}"
+
+
+@pytest.fixture
+def jwt_server():
+    server = Server("--auth", "jwt", "--jwt-secret", JWT_SECRET)
     yield server
     server.stop()
     shutil.rmtree(server.data_dir, ignore_errors=True)

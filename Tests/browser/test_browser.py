@@ -3,6 +3,8 @@ import time
 
 from playwright.sync_api import expect
 
+from conftest import hs256_token
+
 JOIN_BOUND_MS = 1000
 
 
@@ -176,4 +178,26 @@ def test_emoji_and_status_agree_with_the_swift_client(browser, server):
         }""")
     # FNV-1a("alice") = 0x872213e7, 0x872213e7 % 16 = 7 (FacePileModelTests checks the same in Swift).
     assert result == [7, "Last seen 2 hours ago"]
+    page.close()
+
+
+def test_the_client_takes_a_token_function_when_the_server_requires_one(browser, jwt_server):
+    page = browser.new_page()
+    page.goto(f"{jwt_server.url}/")
+    result = page.evaluate(
+        """async ([good, bad]) => {
+            const { PresenceRoom } = await import('/presence.js');
+            const join = (userId, token) => new Promise((resolve) => {
+                const room = new PresenceRoom({ roomId: 'secure', userId, token, leaveWhenHidden: false });
+                room.addEventListener('change', (e) => resolve(e.detail.users.map((u) => u.name || u.userId)));
+                room.addEventListener('error', (e) => resolve('error:' + e.detail.code));
+                room.join();
+            });
+            const allowed = await join('alice', async () => good);
+            const refused = await join('mallory', bad);
+            return [allowed, refused];
+        }""",
+        [hs256_token("alice"), hs256_token("someone-else")],
+    )
+    assert result == [["Alice"], "error:permission_denied"]
     page.close()

@@ -39,6 +39,8 @@ export class PresenceRoom extends EventTarget {
    * @param {string} [options.image] avatar URL (http: or https:)
    * @param {number} [options.limit] how many users the list holds (default 104)
    * @param {boolean} [options.leaveWhenHidden] disconnect while the tab is hidden (default true)
+   * @param {string | (() => string | Promise<string>)} [options.token] a user token, or a function returning a
+   *   fresh one, for servers that require user authentication
    * @param {(users: object[]) => void} [options.onChange] called with the list whenever it changes
    */
   constructor(options) {
@@ -118,9 +120,22 @@ export class PresenceRoom extends EventTarget {
 
   // --- connection -----------------------------------------------------------
 
-  connect() {
+  async currentToken() {
+    const { token } = this.options;
+    return typeof token === "function" ? await token() : token;
+  }
+
+  async connect() {
     if (!this.joined) return;
-    const socket = new WebSocket(this.socketURL);
+    let url = this.socketURL;
+    try {
+      const token = await this.currentToken();
+      if (token) url += "?access_token=" + encodeURIComponent(token);
+    } catch (error) {
+      this.dispatchEvent(new CustomEvent("error", { detail: { code: "token_unavailable", message: String(error) } }));
+    }
+    if (!this.joined) return;
+    const socket = new WebSocket(url);
     this.socket = socket;
     socket.onopen = () => {
       this.backoff = 250;
@@ -168,7 +183,19 @@ export class PresenceRoom extends EventTarget {
     const message = { type: "heartbeat", roomId, userId, sessionId: this.sessionId, interval };
     if (name) message.name = name;
     if (image) message.image = image;
-    if (this.send(message) !== null) this.heartbeatInFlight = true;
+    const id = this.send(message);
+    if (id === null) return;
+    this.heartbeatInFlight = true;
+    this.pending.set(id, { resolve: () => {}, reject: () => {}, kind: "heartbeat" });
+  }
+
+  async reauthenticate() {
+    try {
+      await this.request({ type: "auth", token: await this.currentToken() });
+      this.heartbeat();
+    } catch (error) {
+      this.dispatchEvent(new CustomEvent("error", { detail: { code: "unauthenticated", message: String(error.message || error) } }));
+    }
   }
 
   subscribe(token) {
@@ -209,8 +236,14 @@ export class PresenceRoom extends EventTarget {
         if (waiting) waiting.resolve(message);
         break;
       case "error":
-        if (waiting) waiting.reject(Object.assign(new Error(message.error.message), { code: message.error.code }));
-        else this.heartbeatInFlight = false;
+        if (waiting && waiting.kind !== "heartbeat") {
+          waiting.reject(Object.assign(new Error(message.error.message), { code: message.error.code }));
+        }
+        if (waiting && waiting.kind === "heartbeat") {
+          this.heartbeatInFlight = false;
+          // An expired token: authenticate with a fresh one, then heartbeat again.
+          if (message.error.code === "unauthenticated" && this.options.token) this.reauthenticate();
+        }
         this.dispatchEvent(new CustomEvent("error", { detail: message.error }));
         break;
       default:
