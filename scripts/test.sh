@@ -11,9 +11,10 @@ if ! command -v swift >/dev/null 2>&1; then
     exit 1
 fi
 
-# Debian packages: SQLite's headers for GRDB; Chromium and an emoji font for the browser tests.
+# Debian packages: SQLite's headers for GRDB; Chromium and an emoji font for the browser tests;
+# curl for the API fuzzing script.
 missing=()
-for package in libsqlite3-dev chromium fonts-noto-color-emoji; do
+for package in libsqlite3-dev chromium fonts-noto-color-emoji curl; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -24,11 +25,12 @@ fi
 # Python packages for the browser tests. Playwright drives Debian's Chromium
 # (executable_path); it never downloads a browser of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
-if ! python3 -c "import playwright.sync_api, pytest" >/dev/null 2>&1; then
-    python3 -m pip install --quiet --disable-pip-version-check playwright pytest
+if ! python3 -c "import playwright.sync_api, pytest" >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check playwright pytest schemathesis
 fi
 
 # Build everything once (libraries, executables, tests); later tests run the built binaries.
 swift build --build-tests
 swift test --skip-build
+scripts/schemathesis.sh
 python3 -m pytest -q Tests/browser

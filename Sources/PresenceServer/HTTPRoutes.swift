@@ -157,16 +157,20 @@ struct HTTPRoutes<Context: RequestContext> {
             throw PresenceError.invalidArgument("/api/ws needs a WebSocket upgrade request")
         }
 
-        // The router answers an unknown method on a known path with 404; PROTOCOL.md wants 405.
-        let methods: [HTTPRequest.Method] = [.get, .post, .put, .delete, .patch]
         for (path, allowed) in methodsByPath {
-            let allowHeader = allowed.map(\.rawValue).sorted().joined(separator: ", ")
-            for method in methods where !allowed.contains(method) {
-                router.on(path, method: method) { request, _ -> Response in
-                    var response = Response.error(.methodNotAllowed("\(request.method) is not allowed on \(request.uri.path); use \(allowHeader)"))
-                    response.headers[.allow] = allowHeader
-                    return response
-                }
+            Self.refuseOtherMethods(on: router, path: path, allowed: allowed)
+        }
+    }
+
+    /// The router answers an unknown method on a known path with 404; PROTOCOL.md wants 405.
+    static func refuseOtherMethods(on router: Router<Context>, path: RouterPath, allowed: Set<HTTPRequest.Method>) {
+        let methods: [HTTPRequest.Method] = [.get, .post, .put, .delete, .patch, .trace, .options, .init("QUERY")!]
+        let allowHeader = allowed.map(\.rawValue).sorted().joined(separator: ", ")
+        for method in methods where !allowed.contains(method) {
+            router.on(path, method: method) { request, _ -> Response in
+                var response = Response.error(.methodNotAllowed("\(request.method) is not allowed on \(request.uri.path); use \(allowHeader)"))
+                response.headers[.allow] = allowHeader
+                return response
             }
         }
     }

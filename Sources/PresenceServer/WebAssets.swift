@@ -3,7 +3,7 @@ import Hummingbird
 import HTTPTypes
 import NIOCore
 
-/// The browser client, the face pile and the demo page, bundled with the package and
+/// The browser client, the face pile, the demo page and the OpenAPI document, bundled with the package and
 /// served from memory with an ETag, so a reload costs a 304.
 struct WebAssets: Sendable {
     struct Asset: Sendable {
@@ -21,6 +21,7 @@ struct WebAssets: Sendable {
             ("/", "index.html", "text/html; charset=utf-8", "no-cache"),
             ("/presence.js", "presence.js", "text/javascript; charset=utf-8", "public, max-age=300"),
             ("/presence-facepile.js", "presence-facepile.js", "text/javascript; charset=utf-8", "public, max-age=300"),
+            ("/openapi.json", "openapi.json", "application/json; charset=utf-8", "no-cache"),
         ]
         var assets: [String: Asset] = [:]
         guard let folder = Bundle.module.url(forResource: "web", withExtension: nil) else { return WebAssets(assets: [:]) }
@@ -51,6 +52,7 @@ struct WebAssets: Sendable {
                 }
                 return Response(status: .ok, headers: headers, body: .init(byteBuffer: asset.body))
             }
+            HTTPRoutes<Context>.refuseOtherMethods(on: router, path: RouterPath(path), allowed: [.get])
         }
     }
 }
