@@ -133,7 +133,9 @@ public struct JWTAuthorizer: PresenceAuthorizer {
                     throw PresenceError.invalidArgument("every key of the JWKS document needs its alg")
                 }
                 do {
-                    try await collection(algorithm).add(jwk: key)
+                    // The first key of an algorithm also serves tokens that name no kid.
+                    let isFirst = collections[algorithm] == nil
+                    try await collection(algorithm).add(jwk: key, isDefault: isFirst)
                 } catch {
                     throw PresenceError.invalidArgument("a JWKS key could not be used: \(error)")
                 }

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Testing
 import PresenceClient
 import PresenceCore
@@ -214,6 +217,38 @@ import JWTKit
         await #expect(throws: PresenceClientError.self) {
             _ = try await PresenceClient(url: url, configuration: garbage).join(room: "secure", user: "carol")
         }
+        await alice.leave()
+        kill(server.process.processIdentifier, SIGTERM)
+        _ = try await server.waitForExit()
+    }
+}
+
+@Suite struct ClientTokenRotationTests {
+    @Test func theClientFollowsARotatedRoomTokenWithoutLosingItsList() async throws {
+        let server = try ServerProcess(arguments: ["--port", "0", "--store", "memory", "--admin-key", "rotation-key"])
+        try await server.waitUntilListening()
+        let url = "ws://127.0.0.1:\(server.port)/api/ws"
+        let alice = try await PresenceClient(url: url).join(room: "doc", user: "alice")
+        let bob = try await PresenceClient(url: url).join(room: "doc", user: "bob", interval: .seconds(1))
+        func waitFor(_ what: String, _ condition: @escaping ([UserRecord]) -> Bool) async throws {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < deadline {
+                if condition(await alice.current) { return }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            throw TestFailure("timed out waiting for \(what)")
+        }
+        try await waitFor("bob") { $0.map(\.userId) == ["alice", "bob"] }
+
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(server.port)/api/rooms/doc/rotate-token")!)
+        request.httpMethod = "POST"
+        request.setValue("Bearer rotation-key", forHTTPHeaderField: "Authorization")
+        let (_, response) = try await URLSession.shared.data(for: request)
+        #expect((response as? HTTPURLResponse)?.statusCode == 200)
+        // The list stays on screen, and changes keep arriving under the new token.
+        #expect(await alice.current.map(\.userId) == ["alice", "bob"])
+        await bob.leave()
+        try await waitFor("bob offline after the rotation") { $0.last?.userId == "bob" && $0.last?.online == false }
         await alice.leave()
         kill(server.process.processIdentifier, SIGTERM)
         _ = try await server.waitForExit()

@@ -175,3 +175,69 @@ import PresenceStore
         }
     }
 }
+
+/// An embedding app's own rule on top of the JWT mode: only members may join or read a room.
+struct MembersOnly: PresenceAuthorizer {
+    let jwt: JWTAuthorizer
+    let members: [String: Set<String>]
+
+    func authenticate(token: String?) async throws -> Identity? {
+        try await jwt.authenticate(token: token)
+    }
+
+    func authorize(_ identity: Identity?, _ action: PresenceAction) async throws {
+        try await jwt.authorize(identity, action)
+        let roomId: String
+        switch action {
+        case .join(let room, _), .read(let room), .update(let room, _): roomId = room
+        }
+        guard let identity, members[roomId]?.contains(identity.userId) == true else {
+            throw PresenceError.permissionDenied("not a member of \(roomId)")
+        }
+    }
+}
+
+@Suite struct AuthorizerHookTests {
+    @Test func anAppSuppliedAuthorizerDecidesWhoMayJoinAndRead() async throws {
+        let jwt = try await AuthTests.jwtAuthorizer()
+        let authorizer = MembersOnly(jwt: jwt, members: ["team": ["alice"]])
+        try await withServer(configure: { $0.authorizer = authorizer }) { http in
+            let alice = try await TestKeys.token("alice")
+            let bob = try await TestKeys.token("bob")
+            let body = { (user: String) in #"{"roomId":"team","userId":"\#(user)","sessionId":"\#(user)"}"# }
+            let joined = try await http.call(.post, "/api/heartbeat", body: body("alice"), headers: [.authorization: "Bearer \(alice)"])
+            #expect(joined.status == 200)
+            let refused = try await http.call(.post, "/api/heartbeat", body: body("bob"), headers: [.authorization: "Bearer \(bob)"])
+            #expect(refused.status == 403)
+            #expect(refused.json["error"]?["message"]?.string == "not a member of team")
+            let roomToken = try joined.json.decode(SessionTokens.self).roomToken
+            // A non-member holding the room token still cannot read the room, over HTTP or a socket.
+            #expect(try await http.call(.get, "/api/list?roomToken=\(roomToken)", headers: [.authorization: "Bearer \(bob)"]).status == 403)
+            let socket = TestSocket(port: http.port, path: "/api/ws?access_token=\(bob)")
+            defer { socket.close() }
+            socket.send(#"{"type":"subscribe","roomToken":"\#(roomToken)"}"#)
+            #expect(try await socket.receive(type: "error")["error"]?["code"]?.string == "permission_denied")
+            #expect(try await http.listRoom("team").users.map(\.userId) == ["alice"])
+        }
+    }
+}
+
+@Suite struct JWKSTests {
+    @Test func keysFromAJWKSDocument() async throws {
+        let key = try ES256PublicKey(pem: TestKeys.ecPublic)
+        let parameters = try #require(key.parameters)
+        let jwks = #"{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","use":"sig","kid":"ec-1","x":"\#(parameters.x)","y":"\#(parameters.y)"}]}"#
+        let authorizer = try await AuthTests.jwtAuthorizer { configuration in
+            configuration.hmacSecret = nil
+            configuration.jwks = jwks
+        }
+        try await withServer(configure: { $0.authorizer = authorizer }) { http in
+            let body = #"{"roomId":"room","userId":"dana","sessionId":"d"}"#
+            let good = try await TestKeys.token("dana", signer: .ecdsa)
+            #expect(try await http.call(.post, "/api/heartbeat", body: body, headers: [.authorization: "Bearer \(good)"]).status == 200)
+            // HS256 is not among the JWKS algorithms, whatever secret signed it.
+            let forged = try await TestKeys.token("dana", signer: .hmac(TestKeys.ecPublic))
+            #expect(try await http.call(.post, "/api/heartbeat", body: body, headers: [.authorization: "Bearer \(forged)"]).status == 401)
+        }
+    }
+}
