@@ -357,6 +357,31 @@ public struct PresenceState: Sendable {
         return outcome
     }
 
+    /// Forgets up to `limit` offline users who went offline before `cutoff` (retention), and rooms
+    /// left with nobody in them. Returns how many records it forgot.
+    public mutating func forgetOfflineUsers(before cutoff: Int64, limit: Int) -> (forgotten: Int, outcome: Outcome) {
+        var outcome = Outcome()
+        var forgotten = 0
+        for roomId in Array(rooms.keys) where forgotten < limit {
+            let stale = rooms[roomId]!.users.values.lazy
+                .filter { !$0.record.online && $0.sessionIds.isEmpty && $0.record.lastDisconnected < cutoff }
+                .prefix(limit - forgotten).map(\.record.userId)
+            guard !stale.isEmpty else { continue }
+            for userId in Array(stale) {
+                rooms[roomId]!.users.removeValue(forKey: userId)
+                touchUser(roomId, userId)
+                forgetRoom(roomId, ofUser: userId)
+                forgotten += 1
+            }
+            if rooms[roomId]!.users.isEmpty {
+                outcome.changes.append(contentsOf: removeRoom(roomId: roomId).changes)
+            } else {
+                outcome.changes.append(bumpVersion(roomId: roomId))
+            }
+        }
+        return (forgotten, outcome)
+    }
+
     /// Gives the room a new token: the old one stops working for reads and subscriptions at
     /// once; live members get the new one with their next heartbeat. Nil for an unknown room.
     public mutating func rotateRoomToken(roomId: String) -> (token: String, outcome: Outcome)? {

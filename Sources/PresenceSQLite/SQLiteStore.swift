@@ -411,6 +411,13 @@ public final class SQLiteStore: PresenceStore {
         }
     }
 
+    public func forgetOfflineUsers(before cutoff: Int64, limit: Int) async throws -> Int {
+        try await perform { state, _ in
+            let (forgotten, outcome) = state.forgetOfflineUsers(before: cutoff, limit: limit)
+            return (forgotten, outcome.changes)
+        }
+    }
+
     public func roomId(forToken roomToken: String) async throws -> String? {
         await read { $0.roomId(forToken: roomToken) }
     }

@@ -102,7 +102,8 @@ public enum PresenceServer {
                 address: .hostname(configuration.host, port: configuration.port),
                 serverName: "presence-server",
                 backlog: configuration.backlog),
-            services: [StoreService(store: store), hub, expiry],
+            services: [StoreService(store: store), hub, expiry]
+                + (configuration.retention.map { [RetentionService(store: store, retention: $0, interval: configuration.retentionSweepInterval, logger: logger)] } ?? []),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
             logger: logger)
     }
@@ -160,6 +161,33 @@ struct StoreService: Service {
     func run() async throws {
         try await cancelWhenGracefulShutdown {
             try await store.run()
+        }
+    }
+}
+
+/// Forgets long-offline users on a schedule, in batches, so offline records and their data
+/// do not pile up forever.
+struct RetentionService: Service {
+    let store: any PresenceStore
+    let retention: Duration
+    let interval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            let clock = store.clock
+            while !Task.isCancelled {
+                try await clock.sleep(untilMillis: clock.nowMillis() + interval.milliseconds)
+                let cutoff = clock.nowMillis() - retention.milliseconds
+                var total = 0
+                while true {
+                    let forgotten = try await store.forgetOfflineUsers(before: cutoff, limit: 1_000)
+                    total += forgotten
+                    if forgotten < 1_000 { break }
+                    await Task.yield()
+                }
+                if total > 0 { logger.info("retention forgot offline users", metadata: ["count": "\(total)"]) }
+            }
         }
     }
 }

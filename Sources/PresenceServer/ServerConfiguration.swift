@@ -28,6 +28,10 @@ public struct PresenceServerConfiguration: Sendable {
     public var expiryBatchSize: Int = 1_000
     /// Listen backlog for the server socket.
     public var backlog: Int = 4_096
+    /// Forget users who have been offline longer than this (and rooms left empty); nil keeps them forever.
+    public var retention: Duration?
+    /// How often the retention sweep runs.
+    public var retentionSweepInterval: Duration = .seconds(3_600)
     /// Who may do what: `OpenAuthorizer` (no user authentication), `JWTAuthorizer`, or your own.
     public var authorizer: any PresenceAuthorizer = OpenAuthorizer()
     /// HTTP requests plus WebSocket messages one client address may send per second (sustained).

@@ -73,6 +73,9 @@ struct PresenceServerCommand: AsyncParsableCommand {
     @Option(help: "Rooms a user may be online in at once [PRESENCE_MAX_ROOMS_PER_USER]. Default 100.")
     var maxRoomsPerUser: Int?
 
+    @Option(help: "Forget users offline for longer than this many days [PRESENCE_RETENTION_DAYS]. Default: keep forever.")
+    var retentionDays: Double?
+
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
         func setting(_ flag: String?, _ variable: String) -> String? {
@@ -124,6 +127,9 @@ struct PresenceServerCommand: AsyncParsableCommand {
             try number(maxConnectionsPerAddress, "PRESENCE_MAX_CONNECTIONS_PER_ADDRESS", minimum: 1) ?? configuration.connectionsPerAddress
         configuration.subscriptionsPerSocket =
             try number(maxSubscriptionsPerSocket, "PRESENCE_MAX_SUBSCRIPTIONS_PER_SOCKET", minimum: 1) ?? configuration.subscriptionsPerSocket
+        if let days = try number(retentionDays, "PRESENCE_RETENTION_DAYS", minimum: 0.001) {
+            configuration.retention = .seconds(days * 86_400)
+        }
         var userLimits = PresenceState.UserLimits()
         userLimits.sessionsPerUser = try number(maxSessionsPerUser, "PRESENCE_MAX_SESSIONS_PER_USER", minimum: 1) ?? userLimits.sessionsPerUser
         userLimits.roomsPerUser = try number(maxRoomsPerUser, "PRESENCE_MAX_ROOMS_PER_USER", minimum: 1) ?? userLimits.roomsPerUser

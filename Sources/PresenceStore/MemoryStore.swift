@@ -77,6 +77,13 @@ public final class MemoryStore: PresenceStore {
         }
     }
 
+    public func forgetOfflineUsers(before cutoff: Int64, limit: Int) async throws -> Int {
+        try mutate { state, _ in
+            let (forgotten, outcome) = state.forgetOfflineUsers(before: cutoff, limit: limit)
+            return (forgotten, outcome.changes)
+        }
+    }
+
     public func roomId(forToken roomToken: String) async throws -> String? {
         state.withLock { $0.roomId(forToken: roomToken) }
     }

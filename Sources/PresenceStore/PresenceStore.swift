@@ -32,6 +32,9 @@ public protocol PresenceStore: Sendable {
     func removeRoom(roomId: String) async throws
     /// Gives the room a new token (nil for an unknown room); subscriptions to the old one end.
     func rotateRoomToken(roomId: String) async throws -> String?
+    /// Forgets up to `limit` offline users who went offline before `cutoff` (and rooms left empty);
+    /// returns how many it forgot.
+    func forgetOfflineUsers(before cutoff: Int64, limit: Int) async throws -> Int
     /// The room a token reads, or nil for an unknown (or rotated) token.
     func roomId(forToken roomToken: String) async throws -> String?
     /// The room and user of a live session, or nil for an unknown token.

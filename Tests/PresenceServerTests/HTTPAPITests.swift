@@ -220,4 +220,27 @@ import PresenceStore
             #expect(denied.headers[.accessControlAllowOrigin] == nil)
         }
     }
+
+    @Test func retentionForgetsLongOfflineUsers() async throws {
+        let clock = ManualWallClock()
+        try await withServer(store: MemoryStore(clock: clock), configure: {
+            $0.retention = .seconds(3_600)
+            $0.retentionSweepInterval = .seconds(60)
+        }) { http in
+            let gone = try await http.heartbeat(user: "gone", session: "g")
+            _ = try await http.heartbeat(user: "stays", session: "s", interval: 300_000)
+            _ = try await http.call(.post, "/api/disconnect", body: gone.sessionToken, headers: [.contentType: "text/plain"])
+            // Move time in sweep-sized steps (keeping "stays" alive) until a sweep has run past the retention.
+            let deadline = ContinuousClock.now + .seconds(10)
+            var users = try await http.listRoom("room").users.map(\.userId)
+            while users.contains("gone"), ContinuousClock.now < deadline {
+                clock.advance(by: 60_000)
+                _ = try await http.heartbeat(user: "stays", session: "s", interval: 300_000)
+                try await Task.sleep(for: .milliseconds(10))
+                users = try await http.listRoom("room").users.map(\.userId)
+            }
+            #expect(users == ["stays"])
+            #expect(clock.nowMillis() - ManualWallClock().nowMillis() > 3_600_000, "not before the retention period")
+        }
+    }
 }

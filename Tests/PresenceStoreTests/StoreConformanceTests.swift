@@ -214,4 +214,23 @@ func request(room: String = "room", user: String, session: String, interval: Int
         #expect(current.roomVersion == changes.last?.roomVersion)
         #expect(current.users.count == 10)
     }
+
+    @Test(arguments: StoreKind.all)
+    func retentionForgetsLongOfflineUsersAndEmptyRooms(kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMillis: start)
+        let store = try await kind.make(clock)
+        let old = try await store.heartbeat(request(user: "old", session: "o"))
+        let keeps = try await store.heartbeat(request(room: "quiet", user: "gone", session: "g"))
+        try await store.disconnect(sessionToken: old.sessionToken)
+        try await store.disconnect(sessionToken: keeps.sessionToken)
+        clock.advance(by: 10_000)
+        _ = try await store.heartbeat(request(user: "online", session: "n"))
+        clock.advance(by: 10_000)
+        #expect(try await store.forgetOfflineUsers(before: start + 5_000, limit: 100) == 2)
+        let room = try await store.listRoom(roomId: "room", onlineOnly: false, limit: 10).users
+        #expect(room.map(\.userId) == ["online"])
+        #expect(try await store.list(roomToken: keeps.roomToken, limit: 10) == .empty, "the emptied room is gone")
+        #expect(try await store.listUser(userId: "old", onlineOnly: false, limit: 10).isEmpty)
+        #expect(try await store.forgetOfflineUsers(before: start + 5_000, limit: 100) == 0)
+    }
 }
