@@ -16,9 +16,9 @@ struct JSONObject: Sendable {
 
     static func parseValue(_ bytes: some Collection<UInt8>) throws(PresenceError) -> JSONValue {
         do {
-            return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+            return try JSONParser.parse(bytes)
         } catch {
-            throw .invalidJSON("the body is not valid JSON")
+            throw .invalidJSON("the body is not valid JSON (\(error.reason) at byte \(error.offset))")
         }
     }
 
