@@ -45,7 +45,7 @@ public final class PresenceClient: Sendable {
         room: String, user: String, session: String = UUID().uuidString, interval: Duration = .seconds(10),
         name: String? = nil, image: String? = nil
     ) async throws -> RoomPresence {
-        let milliseconds = interval.components.seconds * 1000 + interval.components.attoseconds / 1_000_000_000_000_000
+        let milliseconds = interval.milliseconds
         do {
             _ = try HeartbeatRequest(roomId: room, userId: user, sessionId: session, interval: milliseconds, name: name, image: image)
         } catch {

@@ -22,6 +22,11 @@ public protocol WallClock: Sendable {
     func sleep(untilMillis: Int64) async throws
 }
 
+extension Duration {
+    /// The duration in whole milliseconds, the protocol's unit.
+    public var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}
+
 /// The machine's real-time clock.
 public struct SystemWallClock: WallClock {
     public init() {}

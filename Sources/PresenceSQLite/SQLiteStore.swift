@@ -117,9 +117,8 @@ public final class SQLiteStore: PresenceStore {
     /// Writes a last "alive at" mark and closes the file; the data directory is free for another
     /// process afterwards. The store must not be used after this.
     public func close() throws {
-        try database.write { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('alive_at', ?)", arguments: [clock.nowMillis()])
-        }
+        let now = clock.nowMillis()
+        try database.write { db in try Self.writeAliveMark(now, to: db) }
         try database.close()
         flock(lockDescriptor, LOCK_UN)
     }
@@ -464,8 +463,10 @@ public final class SQLiteStore: PresenceStore {
 
     private func writeAliveMark() async throws {
         let now = clock.nowMillis()
-        try await database.write { db in
-            try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('alive_at', ?)").execute(arguments: [now])
-        }
+        try await database.write { db in try Self.writeAliveMark(now, to: db) }
+    }
+
+    private static func writeAliveMark(_ now: Int64, to db: Database) throws {
+        try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('alive_at', ?)").execute(arguments: [now])
     }
 }

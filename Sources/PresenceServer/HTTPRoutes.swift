@@ -3,6 +3,14 @@ import HTTPTypes
 import NIOCore
 import PresenceStore
 
+extension Request {
+    /// The credential of `Authorization: Bearer …` (a user token or the admin key), if any.
+    var bearerToken: String? {
+        guard let header = headers[.authorization], header.hasPrefix("Bearer ") else { return nil }
+        return String(header.dropFirst("Bearer ".count))
+    }
+}
+
 /// The HTTP API of PROTOCOL.md.
 struct HTTPRoutes<Context: RequestContext> {
     let store: any PresenceStore
@@ -22,7 +30,7 @@ struct HTTPRoutes<Context: RequestContext> {
         }
 
         route("/api/heartbeat", .post) { request, _ in
-            let identity = try await authorizer.authenticate(token: Self.bearerToken(request))
+            let identity = try await authorizer.authenticate(token: request.bearerToken)
             let body = try await Self.body(of: request)
             var heartbeat = try JSONObject(parsing: body.readableBytesView).heartbeatRequest()
             try await authorizer.authorize(identity, .join(roomId: heartbeat.roomId, userId: heartbeat.userId))
@@ -42,7 +50,7 @@ struct HTTPRoutes<Context: RequestContext> {
                 throw PresenceError.invalidArgument("roomToken is required")
             }
             let limit = try QueryParsing.limit(request.uri.queryParameters.get("limit"))
-            let identity = try await authorizer.authenticate(token: Self.bearerToken(request))
+            let identity = try await authorizer.authenticate(token: request.bearerToken)
             // An unknown token reads as an empty room, so the answer never tells whether a room exists.
             guard let roomId = try await store.roomId(forToken: roomToken) else { return .json(Self.roomJSON(.empty)) }
             try await authorizer.authorize(identity, .read(roomId: roomId))
@@ -60,7 +68,7 @@ struct HTTPRoutes<Context: RequestContext> {
             let object = try JSONObject(parsing: body.readableBytesView)
             let sessionToken = try object.string("sessionToken")
             let data = try object.data()
-            let identity = try await authorizer.authenticate(token: Self.bearerToken(request))
+            let identity = try await authorizer.authenticate(token: request.bearerToken)
             guard let owner = try await store.sessionOwner(sessionToken: sessionToken) else {
                 throw PresenceError.notFound("no live session has this session token")
             }
@@ -179,18 +187,12 @@ struct HTTPRoutes<Context: RequestContext> {
         guard let adminKey = configuration.adminKey else {
             throw .unauthenticated("admin calls are disabled: the server has no admin key")
         }
-        guard let key = Self.bearerToken(request) else {
+        guard let key = request.bearerToken else {
             throw .unauthenticated("admin calls need Authorization: Bearer <admin key>")
         }
         guard Tokens.constantTimeEquals(key, adminKey) else {
             throw .unauthenticated("the admin key is not valid")
         }
-    }
-
-    /// The user token of `Authorization: Bearer …`, if any.
-    static func bearerToken(_ request: Request) -> String? {
-        guard let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return nil }
-        return String(header.dropFirst("Bearer ".count))
     }
 
     static func body(of request: Request) async throws -> ByteBuffer {

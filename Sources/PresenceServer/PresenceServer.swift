@@ -109,10 +109,6 @@ public enum PresenceServer {
     }
 }
 
-extension Duration {
-    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
-}
-
 /// What a WebSocket upgrade must pass: an allowed `Origin`, and where its token comes from.
 enum WebSocketAdmission {
     /// Browsers do not apply CORS to WebSockets, so the server checks `Origin` itself: the configured
@@ -133,10 +129,7 @@ enum WebSocketAdmission {
     /// The user token: `Authorization: Bearer …`, or `access_token` in the query (browsers cannot
     /// set headers on a WebSocket).
     static func token(_ request: Request) -> String? {
-        if let header = request.headers[.authorization], header.hasPrefix("Bearer ") {
-            return String(header.dropFirst("Bearer ".count))
-        }
-        return request.uri.queryParameters.get("access_token")
+        request.bearerToken ?? request.uri.queryParameters.get("access_token")
     }
 }
 

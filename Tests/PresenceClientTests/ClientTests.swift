@@ -7,25 +7,25 @@ import PresenceClient
 import PresenceCore
 import PresenceTestSupport
 
+/// Polls (bounded in real time) until the room's current list satisfies `condition`.
+@discardableResult
+func waitUntil(
+    _ room: RoomPresence, timeout: Duration = .seconds(10), _ what: String = "",
+    _ condition: @escaping ([UserRecord]) -> Bool
+) async throws -> [UserRecord] {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        let list = await room.current
+        if condition(list) { return list }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    throw TestFailure("timed out waiting for \(what): \(await room.current.map { "\($0.userId):\($0.online)" })")
+}
+
 /// The Swift client against a real `presence-server` process over real sockets.
 @Suite struct ClientTests {
     struct Status: Codable, Sendable, Equatable {
         var typing: Bool
-    }
-
-    /// Polls (bounded in real time) until the room's current list satisfies `condition`.
-    @discardableResult
-    func waitUntil(
-        _ room: RoomPresence, timeout: Duration = .seconds(10), _ what: String = "",
-        _ condition: @escaping ([UserRecord]) -> Bool
-    ) async throws -> [UserRecord] {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            let list = await room.current
-            if condition(list) { return list }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw TestFailure("timed out waiting for \(what): \(await room.current.map { "\($0.userId):\($0.online)" })")
     }
 
     func withServer(port: Int? = nil, _ body: (Int, ServerProcess) async throws -> Void) async throws {
@@ -230,15 +230,7 @@ import JWTKit
         let url = "ws://127.0.0.1:\(server.port)/api/ws"
         let alice = try await PresenceClient(url: url).join(room: "doc", user: "alice")
         let bob = try await PresenceClient(url: url).join(room: "doc", user: "bob", interval: .seconds(1))
-        func waitFor(_ what: String, _ condition: @escaping ([UserRecord]) -> Bool) async throws {
-            let deadline = ContinuousClock.now + .seconds(10)
-            while ContinuousClock.now < deadline {
-                if condition(await alice.current) { return }
-                try await Task.sleep(for: .milliseconds(20))
-            }
-            throw TestFailure("timed out waiting for \(what)")
-        }
-        try await waitFor("bob") { $0.map(\.userId) == ["alice", "bob"] }
+        try await waitUntil(alice, "bob") { $0.map(\.userId) == ["alice", "bob"] }
 
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(server.port)/api/rooms/doc/rotate-token")!)
         request.httpMethod = "POST"
@@ -248,7 +240,7 @@ import JWTKit
         // The list stays on screen, and changes keep arriving under the new token.
         #expect(await alice.current.map(\.userId) == ["alice", "bob"])
         await bob.leave()
-        try await waitFor("bob offline after the rotation") { $0.last?.userId == "bob" && $0.last?.online == false }
+        try await waitUntil(alice, "bob offline after the rotation") { $0.last?.userId == "bob" && $0.last?.online == false }
         await alice.leave()
         kill(server.process.processIdentifier, SIGTERM)
         _ = try await server.waitForExit()

@@ -7,12 +7,6 @@ import PresenceStore
 /// Floods past every limit: each gets its error (429, or close 1008) and a metric, and the
 /// server stays up. All limits are configured explicitly here, since tests share one address.
 @Suite struct LimitsTests {
-    func metric(_ name: String, _ http: HTTPClient) async throws -> Int {
-        let body = try await http.call(.get, "/metrics").body
-        let line = body.split(separator: "\n").first { $0.hasPrefix(name + " ") }
-        return line.flatMap { Int(Double($0.split(separator: " ")[1]) ?? -1) } ?? -1
-    }
-
     @Test func requestsPerAddress() async throws {
         let store = MemoryStore()
         // Practically no refill, so a slow machine cannot earn tokens back during the test.
@@ -30,7 +24,7 @@ import PresenceStore
             #expect(limited.headers[.retryAfter] == "1")
             // Health and metrics stay reachable for the operator.
             #expect(try await http.call(.get, "/health").status == 200)
-            #expect(try await metric("presence_rate_limited_total", http) == 4)
+            #expect(try await http.metric("presence_rate_limited_total") == 4)
             // Refused requests changed nothing.
             #expect(try await store.listRoom(roomId: "r", onlineOnly: false, limit: 100).users.count == 5)
         }
@@ -45,7 +39,7 @@ import PresenceStore
             _ = try await second.subscribe("r_x")
             let third = TestSocket(port: http.port)
             #expect(try await third.closeFrame()?.closeCode == .policyViolation)
-            #expect(try await metric("presence_connections_refused_total", http) == 1)
+            #expect(try await http.metric("presence_connections_refused_total") == 1)
             // Closing one frees a place.
             first.close()
             _ = try await first.closeFrame()
@@ -137,9 +131,7 @@ import PresenceStore
                 }
             }
             #expect(try await get("/health").hasPrefix("HTTP/1.1 200"))
-            let metrics = try await get("/metrics")
-            let cut = metrics.split(separator: "\n").first { $0.hasPrefix("presence_slow_requests_cut_total ") }
-            #expect(cut.flatMap { Int($0.split(separator: " ")[1]) } ?? 0 >= 1)
+            #expect(metricValue("presence_slow_requests_cut_total", in: try await get("/metrics")) ?? 0 >= 1)
         }
     }
 }

@@ -4,12 +4,6 @@ import PresenceServer
 import PresenceStore
 
 @Suite struct SlowSubscriberTests {
-    func droppedCount(_ http: HTTPClient) async throws -> Int {
-        let body = try await http.call(.get, "/metrics").body
-        let line = body.split(separator: "\n").first { $0.hasPrefix("presence_slow_subscribers_dropped_total ") }
-        return line.flatMap { Int($0.split(separator: " ")[1]) } ?? 0
-    }
-
     /// Opens a subscriber that never reads, then posts 4 KB data changes until the server drops it.
     /// `afterEach` runs after every change; returns the stuck socket and how many changes it took.
     func floodUntilStuckSubscriberIsDropped(
@@ -21,7 +15,7 @@ import PresenceStore
         try await afterEach(0, writer.roomToken)
         let padding = String(repeating: "x", count: 4_000)
         var updates = 0
-        while try await droppedCount(http) == 0 {
+        while try await http.metric("presence_slow_subscribers_dropped_total") == 0 {
             updates += 1
             guard updates <= 5_000 else { throw TestFailure("the stuck subscriber was never dropped") }
             let data = padding + String(updates)

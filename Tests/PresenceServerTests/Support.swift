@@ -71,11 +71,22 @@ struct HTTPClient: Sendable {
         return try JSONDecoder().decode(RoomListing.self, from: Data(reply.body.utf8))
     }
 
+    /// A counter or gauge from `/metrics`, or -1 when it is not there.
+    func metric(_ name: String) async throws -> Int {
+        metricValue(name, in: try await call(.get, "/metrics").body) ?? -1
+    }
+
     func listRoom(_ roomId: String) async throws -> RoomListing {
         let reply = try await call(.get, "/api/rooms/\(roomId)/users?limit=1000", admin: true)
         guard reply.status == 200 else { throw TestFailure("listRoom failed: \(reply.status) \(reply.body)") }
         return try JSONDecoder().decode(RoomListing.self, from: Data(reply.body.utf8))
     }
+}
+
+/// The value of `name` in a Prometheus text exposition.
+func metricValue(_ name: String, in text: String) -> Int? {
+    let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+    return line.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
 }
 
 struct RoomListing: Decodable, Equatable {

@@ -119,7 +119,7 @@ import PresenceStore
             defer { heartbeater.close() }
             _ = try await heartbeater.heartbeat(user: "bob", session: "b1")
             for socket in sockets { _ = try await socket.receive(type: "diff") }
-            let sentBefore = try await http.call(.get, "/metrics").body
+            let sentBefore = try await http.metric("presence_ws_messages_sent_total")
             for _ in 0..<30 {
                 _ = try await http.heartbeat(user: "alice", session: "a1")
                 _ = try await heartbeater.heartbeat(user: "bob", session: "b1")
@@ -128,11 +128,7 @@ import PresenceStore
                 #expect(await socket.nextRaw(timeout: .milliseconds(200)) == nil)
             }
             // Only the heartbeater's own 30 replies were sent in the meantime.
-            func sent(_ metrics: String) -> Int {
-                let line = metrics.split(separator: "\n").first { $0.hasPrefix("presence_ws_messages_sent_total ") }!
-                return Int(line.split(separator: " ")[1])!
-            }
-            #expect(sent(try await http.call(.get, "/metrics").body) - sent(sentBefore) == 30)
+            #expect(try await http.metric("presence_ws_messages_sent_total") - sentBefore == 30)
         }
     }
 
