@@ -31,9 +31,12 @@ struct WebSocketConnection {
         metrics.sockets.increment()
         defer { metrics.sockets.decrement() }
         enum Part { case writer, reader, watchdog }
+        // Ends when the writer stops, so the 1013 close is never sent ahead of a frame still being written.
+        let (writerStopped, writerStoppedContinuation) = AsyncStream<Void>.makeStream()
         await withTaskGroup(of: Part.self) { group in
             group.addTask {
                 await writeOutbox(outbox, to: outbound)
+                writerStoppedContinuation.finish()
                 return .writer
             }
             group.addTask {
@@ -41,7 +44,9 @@ struct WebSocketConnection {
                 return .reader
             }
             group.addTask {
-                if await outbox.waitForOverflow() { await dropSlowSubscriber(outbound: outbound, channel: channel) }
+                if await outbox.waitForOverflow() {
+                    await dropSlowSubscriber(outbound: outbound, channel: channel, writerStopped: writerStopped)
+                }
                 return .watchdog
             }
             var writerDone = false
@@ -85,10 +90,13 @@ struct WebSocketConnection {
 
     /// Closes with 1013. A client too stuck to take the close frame, or to answer it, within the
     /// grace period has its connection cut, so it holds no server resources.
-    private func dropSlowSubscriber(outbound: WebSocketOutboundWriter, channel: any Channel) async {
+    private func dropSlowSubscriber(outbound: WebSocketOutboundWriter, channel: any Channel, writerStopped: AsyncStream<Void>) async {
         let closed = await withTaskGroup(of: Bool.self) { group in
             group.addTask {
-                (try? await outbound.close(.init(codeNumber: Int(CloseCode.tryAgainLater)), reason: "subscriber too slow")) != nil
+                // The writer may be blocked on a frame the client has not read yet: the close goes after it.
+                for await _ in writerStopped {}
+                guard !Task.isCancelled else { return false }
+                return (try? await outbound.close(.init(codeNumber: Int(CloseCode.tryAgainLater)), reason: "subscriber too slow")) != nil
             }
             group.addTask {
                 try? await Task.sleep(for: configuration.slowSubscriberCloseGrace)
