@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "presence-watch", targets: ["PresenceWatch"]),
     ],
     dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -79,8 +80,22 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(name: "CMallocInfo"),
+        .target(
+            name: "PresenceLoad",
+            dependencies: [
+                "CMallocInfo",
+                "PresenceCore",
+                "PresenceStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "PresenceTestSupport",
+            dependencies: ["PresenceLoad"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -102,7 +117,11 @@ let package = Package(
         ),
         .executableTarget(
             name: "PresenceBench",
-            dependencies: ["PresenceSQLite"],
+            dependencies: [
+                "PresenceLoad",
+                "PresenceSQLite",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

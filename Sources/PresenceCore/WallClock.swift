@@ -25,6 +25,9 @@ public protocol WallClock: Sendable {
 extension Duration {
     /// The duration in whole milliseconds, the protocol's unit.
     public var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+
+    /// The duration in seconds, fractions included, for rates and reports.
+    public var inSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
 /// The machine's real-time clock.

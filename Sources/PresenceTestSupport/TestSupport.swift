@@ -1,4 +1,5 @@
 import Foundation
+@_exported import PresenceLoad
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,79 +32,18 @@ public func temporaryDirectory() -> String {
     return url.path
 }
 
-/// Blocking calls (sockets, processes) must not run on the cooperative thread pool, where servers' own tasks run.
-public func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread {
-            continuation.resume(with: Result { try work() })
-        }
-    }
-}
-
 /// The built `presence-server` beside the test bundle.
 public var presenceServerExecutable: URL {
     // Tests run from the build folder that also holds the executable.
     URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("presence-server")
 }
 
-/// A real `presence-server` process, its output and its port.
-public final class ServerProcess: @unchecked Sendable {
-    public let process = Process()
-    public let output = Pipe()
-    public let errors = Pipe()
-    public var port = 0
-    public var banner = ""
-
-    public init(arguments: [String], environment: [String: String] = [:]) throws {
-        process.executableURL = presenceServerExecutable
-        process.arguments = arguments
-        var merged = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PRESENCE_") }
-        merged["PRESENCE_LOG_LEVEL"] = "warning"
-        merged.merge(environment) { $1 }
-        process.environment = merged
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-    }
-
-    /// Reads the start-up banner and the port it names.
-    public func waitUntilListening() async throws {
-        let handle = output.fileHandleForReading
-        banner = try await offThePool {
-            var text = ""
-            while !text.contains("listening on") || !text.hasSuffix("\n") {
-                let data = handle.availableData
-                if data.isEmpty { break }
-                text += String(decoding: data, as: UTF8.self)
-            }
-            return text
-        }
-        guard let range = banner.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression) else {
-            throw TestFailure("no listening line in: \(banner)")
-        }
-        port = Int(banner[range].split(separator: ":")[1])!
-    }
-
-    public func waitForExit(timeout: Duration = .seconds(15)) async throws -> Int32 {
-        let process = self.process
-        return try await offThePool {
-            let deadline = Date().addingTimeInterval(Double(timeout.components.seconds))
-            while process.isRunning {
-                guard Date() < deadline else {
-                    process.terminate()
-                    throw TestFailure("the server did not exit in time")
-                }
-                usleep(20_000)
-            }
-            return process.terminationStatus
-        }
-    }
-
-    public var errorOutput: String {
-        String(decoding: errors.fileHandleForReading.availableData, as: UTF8.self)
+extension ServerProcess {
+    /// The `presence-server` of this build, as the tests start it.
+    public convenience init(arguments: [String], environment: [String: String] = [:]) throws {
+        try self.init(executable: presenceServerExecutable, arguments: arguments, environment: environment)
     }
 }
-
 
 /// A port on 127.0.0.1 that is free right now (for a server that must come back on the same port).
 public func freePort() throws -> Int {

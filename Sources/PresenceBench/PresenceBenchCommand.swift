@@ -1,0 +1,129 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import NIOPosix
+import PresenceLoad
+import PresenceSQLite
+import PresenceStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct PresenceBenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "presence-bench",
+        abstract: "Measures presence-server: heartbeat cost, fan-out latency, expiry precision, memory, churn.",
+        subcommands: [Run.self, StoreChurnCommand.self],
+        defaultSubcommand: Run.self)
+}
+
+enum Scenario: String, CaseIterable, ExpressibleByArgument {
+    case heartbeat, fanout, expiry, memory, churn
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Starts the given presence-server for each scenario, drives it over 127.0.0.1, and prints one table.")
+
+    @Argument(help: "Scenarios to run: \(Scenario.allCases.map(\.rawValue).joined(separator: ", ")). Default: all.")
+    var scenarios: [Scenario] = []
+
+    @Option(help: "The presence-server executable to start (a release build for real figures).")
+    var server: String = ".build/release/presence-server"
+
+    @Flag(help: "Tiny counts and durations: checks that every scenario still works, measures nothing worth quoting.")
+    var smoke = false
+
+    @Option(help: "Also write the measurements as JSON to this file.")
+    var json: String?
+
+    func run() async throws {
+        raiseOpenFileLimit()
+        let executable = URL(fileURLWithPath: server)
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+            throw ValidationError("no presence-server at \(server); build it with: swift build -c release --product presence-server")
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let context = BenchmarkContext(serverExecutable: executable, group: group) { line in
+            FileHandle.standardError.write(Data("\(line)\n".utf8))
+        }
+        let chosen = scenarios.isEmpty ? Scenario.allCases : scenarios
+        let started = ContinuousClock.now
+        var measurements = [Figure]()
+        for scenario in chosen {
+            switch scenario {
+            case .heartbeat:
+                measurements += try await (smoke ? HeartbeatCost.smoke : HeartbeatCost()).run(context)
+            case .fanout:
+                measurements += try await (smoke ? FanOut.smoke : FanOut()).run(context)
+            case .expiry:
+                measurements += try await (smoke ? ExpiryPrecision.smoke : ExpiryPrecision()).run(context)
+            case .memory:
+                measurements += try await (smoke ? ServerMemory.smoke : ServerMemory()).run(context)
+                let storeMemory = smoke ? StoreMemory.smoke : StoreMemory()
+                measurements.append(try await storeMemory.run(context, name: "memory", make: { MemoryStore() }, close: { _ in }))
+                let directory = FileManager.default.temporaryDirectory.appendingPathComponent("presence-bench-\(UUID().uuidString)").path
+                measurements.append(
+                    try await storeMemory.run(
+                        context, name: "sqlite", make: { try SQLiteStore(directory: directory) },
+                        close: { store in
+                            try store.close()
+                            try? FileManager.default.removeItem(atPath: directory)
+                        }))
+            case .churn:
+                measurements += try await (smoke ? ServerChurn.smoke : ServerChurn()).run(context)
+            }
+        }
+        try await group.shutdownGracefully()
+
+        let elapsed = ContinuousClock.now - started
+        print("presence-bench\(smoke ? " (smoke run)" : ""): \(System.coreCount) cores, server \(server), \(Int(elapsed.components.seconds)) s")
+        print()
+        print(Figure.table(measurements))
+        if let json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(measurements).write(to: URL(fileURLWithPath: json))
+        }
+        let missed = measurements.filter { $0.met == false }
+        if !missed.isEmpty {
+            print("\nmissed targets: \(missed.count)")
+        }
+    }
+}
+
+struct StoreChurnCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "store-churn", abstract: "Joins and leaves per second of each store in this process, without the server.")
+
+    @Option(help: "Concurrent clients.")
+    var clients = 256
+
+    @Option(help: "Seconds per store.")
+    var seconds = 5.0
+
+    func run() async throws {
+        let churn = StoreChurn(clients: clients, seconds: seconds)
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("presence-bench-\(UUID().uuidString)").path
+        let sqlite = try SQLiteStore(directory: directory)
+        var measurements = try await churn.run(MemoryStore(), name: "memory")
+        measurements += try await churn.run(sqlite, name: "sqlite")
+        try sqlite.close()
+        try? FileManager.default.removeItem(atPath: directory)
+        print(Figure.table(measurements))
+    }
+}
+
+/// Ten thousand sockets need more descriptors than the usual soft limit of 1,024;
+/// the server started from here inherits the raised limit.
+private func raiseOpenFileLimit() {
+    #if canImport(Glibc)
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    #endif
+}

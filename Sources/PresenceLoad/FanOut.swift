@@ -1,0 +1,129 @@
+import NIOCore
+import PresenceCore
+import Synchronization
+
+/// Scenario 2: one room with many subscribers; a user joins or leaves over HTTP,
+/// and the clock runs from just before the request is written until the last
+/// subscriber has read the diff.
+public struct FanOut: Sendable {
+    /// Subscriber counts, each with the number of joins and leaves timed at that size.
+    public var sizes: [(subscribers: Int, operations: Int)] = [(100, 400), (1_000, 200), (10_000, 60)]
+    /// p99 targets by subscriber count, in milliseconds.
+    public var targets: [Int: Double] = [1_000: 50, 10_000: 500]
+
+    public init() {}
+
+    public static let smoke: FanOut = {
+        var scenario = FanOut()
+        scenario.sizes = [(20, 10), (100, 6)]
+        return scenario
+    }()
+
+    static let name = "fan-out"
+
+    public func run(_ context: BenchmarkContext) async throws -> [Figure] {
+        let server = try await context.startServer()
+        let address = server.address
+        let control = try await HTTPLoadConnection.connect(to: address, group: context.group)
+        var measurements = [Figure]()
+        for (subscribers, operations) in sizes {
+            let room = "fan-\(subscribers)"
+            let (roomToken, _) = try await control.heartbeat(room: room, user: "host", session: "host-\(subscribers)", interval: 300_000)
+            let arrivals = ArrivalTracker()
+            context.progress("fan-out: opening \(subscribers) subscribers")
+            let sockets = try await context.openSockets(
+                subscribers, to: address,
+                prepare: { _, socket in _ = try await socket.request(Wire.subscribe(roomToken: roomToken, id: 1)) },
+                onPush: { _ in
+                    { message, received in
+                        if Wire.isDiff(message) { arrivals.arrive(at: received) }
+                    }
+                })
+
+            context.progress("fan-out: \(operations) joins and leaves to \(subscribers) subscribers")
+            var latencies = [Double]()
+            var sessionToken = ""
+            for operation in 0..<operations {
+                let wait = arrivals.expect(subscribers, on: context.group.next())
+                let started = NIODeadline.now()
+                if operation.isMultiple(of: 2) {
+                    sessionToken = try await control.heartbeat(
+                        room: room, user: "u\(operation)", session: "s\(subscribers)-\(operation)", interval: 300_000
+                    ).sessionToken
+                } else {
+                    let response = try await control.send(
+                        HTTPRequestBytes.post("/api/disconnect", json: Wire.disconnect(sessionToken: sessionToken)))
+                    guard response.status == 200 else { throw LoadConnectionError("disconnect: \(response.status) \(response.text)") }
+                }
+                let lastArrival = try await arrivals.wait(wait, timeout: .seconds(60))
+                latencies.append(Double((lastArrival - started).nanoseconds) / 1e6)
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            let received = arrivals.total
+            await context.closeAll(sockets)
+            guard received == subscribers * operations else {
+                throw LoadConnectionError("fan-out to \(subscribers): \(received) diffs arrived, \(subscribers * operations) expected")
+            }
+            let percentiles = Percentiles(latencies)
+            let label = "\(Figure.format(Double(subscribers))) subscribers, \(operations) joins and leaves"
+            measurements.append(Figure(scenario: Self.name, name: "\(label), p50", value: percentiles.p50, unit: "ms"))
+            if let target = targets[subscribers] {
+                measurements.append(.below(target, scenario: Self.name, name: "\(label), p99", value: percentiles.p99, unit: "ms"))
+            } else {
+                measurements.append(Figure(scenario: Self.name, name: "\(label), p99", value: percentiles.p99, unit: "ms"))
+            }
+            measurements.append(Figure(scenario: Self.name, name: "\(label), max", value: percentiles.max, unit: "ms"))
+        }
+        await control.close()
+        try await server.stop()
+        return measurements
+    }
+}
+
+/// Counts a change's diffs as subscribers read them, and tells when the last one arrived.
+final class ArrivalTracker: Sendable {
+    private struct State {
+        var remaining = 0
+        var last = NIODeadline.uptimeNanoseconds(0)
+        var total = 0
+        var promise: EventLoopPromise<NIODeadline>?
+    }
+    private let state = Mutex(State())
+
+    /// Starts waiting for `count` arrivals; call before the change is made.
+    func expect(_ count: Int, on eventLoop: any EventLoop) -> EventLoopFuture<NIODeadline> {
+        let promise = eventLoop.makePromise(of: NIODeadline.self)
+        state.withLock {
+            $0.remaining = count
+            $0.last = .uptimeNanoseconds(0)
+            $0.promise = promise
+        }
+        return promise.futureResult
+    }
+
+    func arrive(at time: NIODeadline) {
+        let finished: (EventLoopPromise<NIODeadline>, NIODeadline)? = state.withLock {
+            $0.total += 1
+            $0.remaining -= 1
+            $0.last = max($0.last, time)
+            guard $0.remaining == 0, let promise = $0.promise else { return nil }
+            $0.promise = nil
+            return (promise, $0.last)
+        }
+        if let (promise, last) = finished { promise.succeed(last) }
+    }
+
+    var total: Int { state.withLock { $0.total } }
+
+    func wait(_ future: EventLoopFuture<NIODeadline>, timeout: Duration) async throws -> NIODeadline {
+        let timer = future.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.inSeconds * 1e9))) { [self] in
+            let promise = state.withLock { state -> EventLoopPromise<NIODeadline>? in
+                defer { state.promise = nil }
+                return state.promise
+            }
+            promise?.fail(LoadConnectionError("diffs still missing after \(timeout)"))
+        }
+        defer { timer.cancel() }
+        return try await future.get()
+    }
+}

@@ -1,0 +1,166 @@
+import NIOCore
+import PresenceCore
+
+/// Scenario 1: what a heartbeat of an online user costs. HTTP heartbeats on
+/// keep-alive connections against `GET /health` on the same server, in
+/// alternating phases so drift on a shared machine hits both alike; WebSocket
+/// heartbeats per second; and the messages a subscriber of every room receives
+/// meanwhile, which must be none.
+public struct HeartbeatCost: Sendable {
+    public var connections = 32
+    public var sessionsPerConnection = 50
+    public var rooms = 8
+    public var phaseSeconds = 5.0
+    public var rounds = 2
+
+    public init() {}
+
+    public static let smoke: HeartbeatCost = {
+        var scenario = HeartbeatCost()
+        scenario.connections = 4
+        scenario.sessionsPerConnection = 5
+        scenario.rooms = 2
+        scenario.phaseSeconds = 0.4
+        scenario.rounds = 1
+        return scenario
+    }()
+
+    static let name = "heartbeat cost"
+    static let interval = 300_000
+
+    public func run(_ context: BenchmarkContext) async throws -> [Figure] {
+        let server = try await context.startServer()
+        let address = server.address
+        let http = try await context.connectHTTP(connections, to: address)
+
+        context.progress("heartbeat cost: joining \(connections * sessionsPerConnection * 2) sessions")
+        var roomTokens = [String: String]()
+        let rooms = self.rooms
+        for (index, connection) in http.enumerated() {
+            for session in 0..<sessionsPerConnection {
+                let room = "hb-\((index + session) % rooms)"
+                let tokens = try await connection.heartbeat(
+                    room: room, user: "h\(index)-\(session)", session: "h\(index)-\(session)", interval: Self.interval)
+                roomTokens[room] = tokens.roomToken
+            }
+        }
+        let subscriberMessages = Counter()
+        let watcher = try await WebSocketLoadConnection.connect(to: address, group: context.group) { _, _ in subscriberMessages.add() }
+        for (index, token) in roomTokens.values.enumerated() {
+            _ = try await watcher.request(Wire.subscribe(roomToken: token, limit: 1000, id: index))
+        }
+        let sessionsPerConnection = self.sessionsPerConnection
+        let sockets = try await context.openSockets(connections, to: address) { index, socket in
+            for session in 0..<sessionsPerConnection {
+                _ = try await socket.request(Self.webSocketHeartbeat(socket: index, session: session, rooms: rooms, id: session))
+            }
+        }
+        try await settle(subscriberMessages)
+        let joinDiffs = subscriberMessages.reset()
+
+        var health = RequestTally()
+        var heartbeats = RequestTally()
+        var healthSeconds = 0.0
+        var heartbeatSeconds = 0.0
+        let healthRequest = HTTPRequestBytes.get("/health")
+        let heartbeatRequests = (0..<connections).map { index in
+            (0..<sessionsPerConnection).map { session in
+                HTTPRequestBytes.post(
+                    "/api/heartbeat",
+                    json: Wire.heartbeat(
+                        room: "hb-\((index + session) % rooms)", user: "h\(index)-\(session)", session: "h\(index)-\(session)",
+                        interval: Self.interval))
+            }
+        }
+        for round in 1...rounds {
+            context.progress("heartbeat cost: round \(round) of \(rounds), GET /health")
+            let (healthTally, healthElapsed) = try await phase(http) { _, _, _ in healthRequest }
+            health.add(healthTally)
+            healthSeconds += healthElapsed
+            context.progress("heartbeat cost: round \(round) of \(rounds), POST /api/heartbeat")
+            let (heartbeatTally, heartbeatElapsed) = try await phase(http) { connection, _, index in
+                let requests = heartbeatRequests[connection]
+                return requests[index % requests.count]
+            }
+            heartbeats.add(heartbeatTally)
+            heartbeatSeconds += heartbeatElapsed
+        }
+
+        context.progress("heartbeat cost: WebSocket heartbeats")
+        let deadline = NIODeadline.after(seconds: phaseSeconds)
+        let started = ContinuousClock.now
+        let webSocketTally = try await withThrowingTaskGroup(of: RequestTally.self) { tasks in
+            for (index, socket) in sockets.enumerated() {
+                let messages = (0..<sessionsPerConnection).map {
+                    ByteBuffer(string: Self.webSocketHeartbeat(socket: index, session: $0, rooms: rooms, id: $0))
+                }
+                tasks.addTask { try await socket.loop(until: deadline) { messages[$0 % messages.count] } }
+            }
+            var total = RequestTally()
+            for try await tally in tasks { total.add(tally) }
+            return total
+        }
+        let webSocketSeconds = (ContinuousClock.now - started).inSeconds
+        try await settle(subscriberMessages)
+        let messagesDuringHeartbeats = subscriberMessages.current
+
+        await context.closeAll(sockets + [watcher])
+        for connection in http { await connection.close() }
+        try await server.stop()
+
+        for (what, tally) in [("HTTP heartbeats", heartbeats), ("GET /health", health), ("WebSocket heartbeats", webSocketTally)]
+        where tally.failures > 0 || tally.responses == 0 {
+            throw LoadConnectionError("\(what): \(tally.failures) of \(tally.responses) failed, first: \(tally.firstFailure ?? "none")")
+        }
+        guard joinDiffs > 0 else { throw LoadConnectionError("the subscriber saw no joins: it cannot have seen heartbeats either") }
+
+        let healthRate = Double(health.responses) / healthSeconds
+        let heartbeatRate = Double(heartbeats.responses) / heartbeatSeconds
+        let heartbeatCount = heartbeats.responses + webSocketTally.responses
+        return [
+            Figure(scenario: Self.name, name: "`GET /health`, \(connections) keep-alive connections", value: healthRate, unit: "req/s"),
+            Figure(scenario: Self.name, name: "`POST /api/heartbeat` of online users", value: heartbeatRate, unit: "req/s"),
+            .atLeast(0.8, scenario: Self.name, name: "heartbeat ÷ `/health` throughput", value: heartbeatRate / healthRate, unit: "×"),
+            Figure(
+                scenario: Self.name, name: "WebSocket heartbeats, \(connections) sockets",
+                value: Double(webSocketTally.responses) / webSocketSeconds, unit: "msg/s"),
+            .atMost(
+                0, scenario: Self.name, name: "messages to subscribers during \(Figure.format(Double(heartbeatCount))) heartbeats",
+                value: Double(messagesDuringHeartbeats), unit: "msg"),
+        ]
+    }
+
+    static func webSocketHeartbeat(socket: Int, session: Int, rooms: Int, id: Int) -> String {
+        Wire.heartbeat(room: "hb-\((socket + session) % rooms)", user: "w\(socket)-\(session)", session: "w\(socket)-\(session)", interval: interval, id: id)
+    }
+
+    /// Every connection sends back to back for one phase.
+    private func phase(
+        _ connections: [HTTPLoadConnection], request: @escaping @Sendable (_ connection: Int, HTTPResponse?, _ index: Int) -> ByteBuffer
+    ) async throws -> (RequestTally, Double) {
+        let deadline = NIODeadline.after(seconds: phaseSeconds)
+        let started = ContinuousClock.now
+        let tally = try await withThrowingTaskGroup(of: RequestTally.self) { tasks in
+            for (index, connection) in connections.enumerated() {
+                tasks.addTask { try await connection.loop(until: deadline) { request(index, $0, $1) } }
+            }
+            var total = RequestTally()
+            for try await tally in tasks { total.add(tally) }
+            return total
+        }
+        return (tally, (ContinuousClock.now - started).inSeconds)
+    }
+}
+
+/// Waits until a count has stopped moving (diffs of earlier changes still on their way).
+func settle(_ counter: Counter, quiet: Duration = .milliseconds(300), timeout: Duration = .seconds(30)) async throws {
+    let deadline = ContinuousClock.now + timeout
+    var last = counter.current
+    while ContinuousClock.now < deadline {
+        try await Task.sleep(for: quiet)
+        let now = counter.current
+        if now == last { return }
+        last = now
+    }
+    throw LoadConnectionError("messages kept arriving for \(timeout)")
+}

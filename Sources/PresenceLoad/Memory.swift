@@ -1,0 +1,143 @@
+import CMallocInfo
+import Foundation
+import NIOCore
+import PresenceCore
+import PresenceStore
+
+/// Scenario 4a: the server's resident memory per connected session. Every socket
+/// joins its own session, subscribes to its room and keeps heartbeating; the
+/// figure is the growth of the server's RSS over its idle, warmed-up size,
+/// divided by the sockets.
+public struct ServerMemory: Sendable {
+    public var sessions = 10_000
+    public var usersPerRoom = 20
+    /// How long the sockets heartbeat (each every 2 s, well inside the 10 s interval) while RSS is sampled.
+    public var steadySeconds = 10.0
+
+    public init() {}
+
+    public static let smoke: ServerMemory = {
+        var scenario = ServerMemory()
+        scenario.sessions = 200
+        scenario.steadySeconds = 1
+        return scenario
+    }()
+
+    static let name = "memory"
+    static let interval = 10_000
+
+    public func run(_ context: BenchmarkContext) async throws -> [Figure] {
+        let server = try await context.startServer()
+        let address = server.address
+        // Warm the server's paths (and its allocator's arenas) before the baseline.
+        let warmUp = try await context.openSockets(20, to: address) { index, socket in
+            _ = try await socket.request(Wire.heartbeat(room: "warm", user: "warm\(index)", session: "warm\(index)", interval: 1_000, id: 0))
+        }
+        await context.closeAll(warmUp)
+        try await Task.sleep(for: .seconds(3.5))
+        let baseline = try server.process.residentBytes()
+
+        context.progress("memory: opening \(sessions) subscribed, heartbeating sockets")
+        let rooms = max(1, sessions / usersPerRoom)
+        let roomTokens = Locked(Set<String>())
+        let sockets = try await context.openSockets(sessions, to: address) { index, socket in
+            let reply = try await socket.request(Self.heartbeat(index, rooms: rooms))
+            let token = try Wire.field("roomToken", of: reply)
+            _ = try await socket.request(Wire.subscribe(roomToken: token, id: 1))
+            roomTokens.withLock { _ = $0.insert(token) }
+        }
+
+        context.progress("memory: heartbeating for \(steadySeconds) s")
+        var peak = 0
+        let started = ContinuousClock.now
+        repeat {
+            let round = ContinuousClock.now
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                for lane in 0..<16 {
+                    tasks.addTask {
+                        for index in stride(from: lane, to: sockets.count, by: 16) {
+                            let due = round + .seconds(2 * Double(index) / Double(sockets.count))
+                            if due > .now { try await Task.sleep(until: due) }
+                            let reply = try await sockets[index].request(Self.heartbeat(index, rooms: rooms))
+                            guard reply.readableBytesView.starts(with: #"{"type":"heartbeat""#.utf8) else {
+                                throw LoadConnectionError("heartbeat refused: \(String(buffer: reply))")
+                            }
+                        }
+                    }
+                }
+                try await tasks.waitForAll()
+            }
+            peak = max(peak, try server.process.residentBytes())
+        } while (ContinuousClock.now - started).inSeconds < steadySeconds
+        let open = sockets.filter { $0.isActive }.count
+        let resident = try server.process.residentBytes()
+        await context.closeAll(sockets)
+        try await server.stop()
+        guard open == sessions else { throw LoadConnectionError("memory: only \(open) of \(sessions) sockets stayed open") }
+        let distinctRooms = roomTokens.withLock { $0.count }
+        guard distinctRooms == rooms else { throw LoadConnectionError("memory: \(distinctRooms) rooms, \(rooms) expected") }
+
+        let perSession = Double(max(resident, peak) - baseline) / Double(sessions) / 1024
+        let label = "\(Figure.format(Double(sessions))) sockets"
+        return [
+            Figure(scenario: Self.name, name: "server RSS, idle after warm-up", value: Double(baseline) / 1_048_576, unit: "MiB"),
+            Figure(scenario: Self.name, name: "server RSS, \(label)", value: Double(max(resident, peak)) / 1_048_576, unit: "MiB"),
+            .atMost(64, scenario: Self.name, name: "RSS per connected, subscribed, heartbeating session (\(label))", value: perSession, unit: "KiB"),
+        ]
+    }
+
+    static func heartbeat(_ index: Int, rooms: Int) -> String {
+        Wire.heartbeat(room: "mem-\(index % rooms)", user: "m\(index)", session: "m\(index)", interval: interval, id: index)
+    }
+}
+
+/// Scenario 4b: the store's own memory per session, in this process: heap bytes
+/// in use (glibc's `mallinfo2`) before and after `sessions` sessions join.
+public struct StoreMemory: Sendable {
+    public var sessions = 100_000
+    public var usersPerRoom = 100
+
+    public init() {}
+
+    public static let smoke: StoreMemory = {
+        var scenario = StoreMemory()
+        scenario.sessions = 2_000
+        return scenario
+    }()
+
+    /// Measures the store `make` creates; `close` releases it afterwards. Sessions
+    /// join from many tasks at once, so a durable store commits them in groups.
+    public func run<Store: PresenceStore>(
+        _ context: BenchmarkContext, name: String, make: () throws -> Store, close: (Store) throws -> Void
+    ) async throws -> Figure {
+        context.progress("memory: \(sessions) sessions in the \(name) store")
+        let before = heapInUse()
+        let store = try make()
+        let (sessions, rooms) = (self.sessions, max(1, self.sessions / usersPerRoom))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for lane in 0..<256 {
+                tasks.addTask {
+                    for index in stride(from: lane, to: sessions, by: 256) {
+                        let request = try HeartbeatRequest(
+                            roomId: "room-\(index % rooms)", userId: "user-\(index)", sessionId: "session-\(index)", interval: 10_000)
+                        _ = try await store.heartbeat(request)
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        let statistics = try await store.statistics()
+        let after = heapInUse()
+        try close(store)
+        guard statistics.sessions == sessions else {
+            throw LoadConnectionError("the \(name) store holds \(statistics.sessions) sessions, \(sessions) expected")
+        }
+        return .atMost(
+            2_048, scenario: ServerMemory.name, name: "\(name) store heap per session (\(Figure.format(Double(sessions))) sessions)",
+            value: Double(after - before) / Double(sessions), unit: "B")
+    }
+
+    private func heapInUse() -> Int {
+        Int(presence_heap_bytes_in_use())
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Blocking calls (sockets, processes) must not run on the cooperative thread pool, where servers' own tasks run.
+public func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result { try work() })
+        }
+    }
+}
+
+/// A real `presence-server` process, its output and its port.
+public final class ServerProcess: @unchecked Sendable {
+    public let process = Process()
+    public let output = Pipe()
+    public let errors = Pipe()
+    public var port = 0
+    public var banner = ""
+
+    /// - Parameter showErrors: pass the server's standard error through to ours
+    ///   (for long runs, where an unread pipe would fill and stall the server).
+    public init(executable: URL, arguments: [String], environment: [String: String] = [:], showErrors: Bool = false) throws {
+        process.executableURL = executable
+        process.arguments = arguments
+        var merged = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PRESENCE_") }
+        merged["PRESENCE_LOG_LEVEL"] = "warning"
+        merged.merge(environment) { $1 }
+        process.environment = merged
+        process.standardOutput = output
+        process.standardError = showErrors ? FileHandle.standardError : errors
+        try process.run()
+    }
+
+    /// The server's resident memory (`VmRSS`), in bytes.
+    public func residentBytes() throws -> Int {
+        let status = try String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+            let kib = Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "")
+        else { throw LoadConnectionError("no VmRSS for process \(process.processIdentifier)") }
+        return kib * 1024
+    }
+
+    /// Reads the start-up banner and the port it names.
+    public func waitUntilListening() async throws {
+        let handle = output.fileHandleForReading
+        banner = try await offThePool {
+            var text = ""
+            while !text.contains("listening on") || !text.hasSuffix("\n") {
+                let data = handle.availableData
+                if data.isEmpty { break }
+                text += String(decoding: data, as: UTF8.self)
+            }
+            return text
+        }
+        guard let range = banner.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression) else {
+            throw LoadConnectionError("no listening line in: \(banner)")
+        }
+        port = Int(banner[range].split(separator: ":")[1])!
+    }
+
+    public func waitForExit(timeout: Duration = .seconds(15)) async throws -> Int32 {
+        let process = self.process
+        return try await offThePool {
+            let deadline = Date().addingTimeInterval(Double(timeout.components.seconds))
+            while process.isRunning {
+                guard Date() < deadline else {
+                    process.terminate()
+                    throw LoadConnectionError("the server did not exit in time")
+                }
+                usleep(20_000)
+            }
+            return process.terminationStatus
+        }
+    }
+
+    public var errorOutput: String {
+        String(decoding: errors.fileHandleForReading.availableData, as: UTF8.self)
+    }
+}
+
+

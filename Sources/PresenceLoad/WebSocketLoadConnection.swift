@@ -1,0 +1,243 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOWebSocket
+
+/// One WebSocket to `/api/ws`. Replies come back in the order requests were sent
+/// (every request carries an `id`); diffs and other pushes go to `onPush` on the
+/// socket's event loop with the time they were read, so the receiving side of a
+/// latency measurement costs no thread hop.
+public final class WebSocketLoadConnection: Sendable {
+    public typealias PushHandler = @Sendable (_ message: ByteBuffer, _ received: NIODeadline) -> Void
+
+    private let channel: any Channel
+    private let handler: NIOLoopBound<WebSocketExchangeHandler>
+
+    private init(channel: any Channel, handler: NIOLoopBound<WebSocketExchangeHandler>) {
+        self.channel = channel
+        self.handler = handler
+    }
+
+    public static func connect(
+        to address: ServerAddress, group: any EventLoopGroup, onPush: @escaping PushHandler = { _, _ in }
+    ) async throws -> WebSocketLoadConnection {
+        let eventLoop = group.next()
+        let upgraded = eventLoop.makePromise(of: Void.self)
+        let channel = try await ClientBootstrap(group: eventLoop)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let handshake = WebSocketHandshakeHandler(host: address.host, promise: upgraded)
+                    try channel.pipeline.syncOperations.addHandlers([handshake, WebSocketExchangeHandler(onPush: onPush)])
+                }
+            }
+            .connect(host: address.host, port: address.port).get()
+        do {
+            try await upgraded.futureResult.get()
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+        let handler = try await channel.eventLoop.submit {
+            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: WebSocketExchangeHandler.self), eventLoop: channel.eventLoop)
+        }.get()
+        return WebSocketLoadConnection(channel: channel, handler: handler)
+    }
+
+    /// Sends one message and waits for its reply.
+    public func request(_ message: String) async throws -> ByteBuffer {
+        let handler = self.handler
+        let bytes = ByteBuffer(string: message)
+        return try await channel.eventLoop.flatSubmit { handler.value.send(bytes) }.get()
+    }
+
+    /// Sends messages back to back until `deadline`, each made by `next` from its index,
+    /// the next one when the previous one's reply arrives.
+    public func loop(until deadline: NIODeadline, next: @escaping @Sendable (_ index: Int) -> ByteBuffer) async throws -> RequestTally {
+        let handler = self.handler
+        let eventLoop = channel.eventLoop
+        return try await eventLoop.flatSubmit {
+            let promise = eventLoop.makePromise(of: RequestTally.self)
+            var tally = RequestTally()
+            func step(_ index: Int) {
+                guard NIODeadline.now() < deadline else { return promise.succeed(tally) }
+                handler.value.send(next(index)).assumeIsolated().whenComplete { result in
+                    switch result {
+                    case .success(let reply):
+                        tally.responses += 1
+                        if reply.readableBytesView.starts(with: #"{"type":"error""#.utf8) {
+                            tally.failures += 1
+                            tally.firstFailure = tally.firstFailure ?? String(buffer: reply)
+                        }
+                        step(index + 1)
+                    case .failure(let error):
+                        promise.fail(error)
+                    }
+                }
+            }
+            step(0)
+            return promise.futureResult
+        }.get()
+    }
+
+    public var isActive: Bool { channel.isActive }
+
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+/// Writes the upgrade request, reads the `101` answer, then puts the frame codec
+/// in its own place and leaves the pipeline.
+final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let promise: EventLoopPromise<Void>
+    private let host: String
+    private var received = ByteBuffer()
+    private var finished = false
+
+    init(host: String, promise: EventLoopPromise<Void>) {
+        self.host = host
+        self.promise = promise
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let key = (0..<16).map { _ in UInt8.random(in: 0...255) }
+        let request =
+            "GET /api/ws HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: \(Data(key).base64EncodedString())\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: request)), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        received.writeBuffer(&incoming)
+        guard let headEnd = received.readableBytesView.firstRange(of: "\r\n\r\n".utf8) else { return }
+        let headLength = headEnd.upperBound - received.readableBytesView.startIndex
+        let head = received.readString(length: headLength) ?? ""
+        guard head.hasPrefix("HTTP/1.1 101") else {
+            fail(LoadConnectionError("WebSocket upgrade refused: \(head.prefix(while: { $0 != "\r" }))"), context: context)
+            return
+        }
+        do {
+            try context.pipeline.syncOperations.addHandlers(
+                [
+                    ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 24)),
+                    WebSocketFrameEncoder(),
+                    NIOWebSocketFrameAggregator(
+                        minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: 1 << 24),
+                ],
+                position: .after(self))
+        } catch {
+            fail(error, context: context)
+            return
+        }
+        finished = true
+        let rest = received
+        received = ByteBuffer()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        promise.succeed()
+        if rest.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(rest)) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(LoadConnectionError("the server closed the connection during the WebSocket upgrade"), context: context)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail(error, context: context)
+    }
+
+    private func fail(_ error: any Error, context: ChannelHandlerContext) {
+        guard !finished else { return }
+        finished = true
+        promise.fail(error)
+        context.close(promise: nil)
+    }
+
+}
+
+/// Sends text frames (masked, as a client must) and sorts what comes back into
+/// replies and pushes.
+final class WebSocketExchangeHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let onPush: WebSocketLoadConnection.PushHandler
+    private var replies = CircularBuffer<EventLoopPromise<ByteBuffer>>()
+    private var context: ChannelHandlerContext?
+
+    init(onPush: @escaping WebSocketLoadConnection.PushHandler) {
+        self.onPush = onPush
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func send(_ message: ByteBuffer) -> EventLoopFuture<ByteBuffer> {
+        guard let context else { preconditionFailure("send before the handler was added") }
+        guard context.channel.isActive else {
+            return context.eventLoop.makeFailedFuture(LoadConnectionError("the socket is closed"))
+        }
+        let promise = context.eventLoop.makePromise(of: ByteBuffer.self)
+        replies.append(promise)
+        let frame = WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: message)
+        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        return promise.futureResult
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text:
+            let received = NIODeadline.now()
+            let message = frame.unmaskedData
+            if Self.isPush(message) {
+                onPush(message, received)
+            } else if let promise = replies.popFirst() {
+                promise.succeed(message)
+            } else {
+                onPush(message, received)
+            }
+        case .ping:
+            let pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData)
+            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+        case .connectionClose:
+            var data = frame.unmaskedData
+            let code = data.readInteger(as: UInt16.self).map(String.init) ?? "none"
+            failAll(LoadConnectionError("the server closed the socket with code \(code)"))
+            context.close(promise: nil)
+        default:
+            break
+        }
+    }
+
+    /// The server pushes diffs and the `unsubscribed` that ends a subscription
+    /// (without an `id`); everything else answers a request, and requests here
+    /// always carry an `id`.
+    static func isPush(_ message: ByteBuffer) -> Bool {
+        let view = message.readableBytesView
+        return view.starts(with: #"{"type":"diff""#.utf8)
+            || (view.starts(with: #"{"type":"unsubscribed","roomToken""#.utf8))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(LoadConnectionError("the socket closed"))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failAll(error)
+        context.close(promise: nil)
+    }
+
+    private func failAll(_ error: any Error) {
+        while let promise = replies.popFirst() { promise.fail(error) }
+    }
+}
