@@ -43,6 +43,7 @@ public enum PresenceServer {
         WebAssets.load().register(on: router)
 
         let connectionIds = Atomic<Int>(0)
+        let closeGrace = TimeAmount.milliseconds(configuration.closeGrace.milliseconds)
         let webSocketRouter = Router(context: PresenceRequestContext.self)
         webSocketRouter.middlewares.add(ErrorMiddleware(logger: logger, metrics: metrics))
         webSocketRouter.ws("/api/ws") { request, context in
@@ -74,9 +75,14 @@ public enum PresenceServer {
             let connection = WebSocketConnection(
                 store: store, hub: hub, metrics: metrics, configuration: configuration, addressLimits: addressLimits,
                 address: address, logger: context.logger)
-            await connection.run(
-                inbound: inbound, outbound: outbound, outbox: outbox, channel: context.requestContext.channel,
-                identity: identity)
+            let channel = context.requestContext.channel
+            await withGracefulShutdownHandler {
+                await connection.run(inbound: inbound, outbound: outbound, outbox: outbox, channel: channel, identity: identity)
+            } onGracefulShutdown: {
+                // swift-websocket sends the 1000 close; a client that never answers it must not hold up
+                // the shutdown (the reader would wait for it forever). A timer, not a task: free until it fires.
+                channel.eventLoop.scheduleTask(in: closeGrace) { channel.close(promise: nil) }
+            }
         }
 
         let webSocketResponder = webSocketRouter.buildResponder()
@@ -95,7 +101,9 @@ public enum PresenceServer {
                                     RequestTimeoutHandler(requestTimeout: requestTimeout, idleTimeout: idleTimeout, metrics: metrics)
                                 ],
                                 idleTimeout: idleTimeout),
-                            ws: .init(maxFrameSize: Limits.maxBodyBytes, autoPing: .enabled(timePeriod: .seconds(30))))),
+                            ws: .init(
+                                maxFrameSize: Limits.maxBodyBytes, autoPing: .enabled(timePeriod: .seconds(30)),
+                                closeTimeout: configuration.closeGrace))),
                     timeout: requestTimeout, metrics: metrics)
             },
             configuration: .init(

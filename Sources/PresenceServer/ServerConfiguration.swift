@@ -18,8 +18,9 @@ public struct PresenceServerConfiguration: Sendable {
     public var allowedOrigins: [String] = []
     /// Frames queued for one subscriber before it counts as too slow and is closed with 1013.
     public var outboxCapacity: Int = 512
-    /// How long a subscriber dropped for slowness gets to take its close frame before its connection is cut.
-    public var slowSubscriberCloseGrace: Duration = .seconds(5)
+    /// How long a client gets to take a close frame from the server and answer it before its
+    /// connection is cut: a subscriber dropped for slowness, every socket at shutdown, any other close.
+    public var closeGrace: Duration = .seconds(5)
     /// Messages one socket may send per second (sustained) before it is closed with 1008.
     public var socketMessagesPerSecond: Double = 50
     /// Messages one socket may send in a burst above the sustained rate.

@@ -99,7 +99,7 @@ struct WebSocketConnection {
                 return (try? await outbound.close(.init(codeNumber: Int(CloseCode.tryAgainLater)), reason: "subscriber too slow")) != nil
             }
             group.addTask {
-                try? await Task.sleep(for: configuration.slowSubscriberCloseGrace)
+                try? await Task.sleep(for: configuration.closeGrace)
                 return false
             }
             let first = await group.next() ?? false
@@ -108,7 +108,7 @@ struct WebSocketConnection {
         }
         if closed {
             // Cancelled when the client answers the close in time.
-            guard (try? await Task.sleep(for: configuration.slowSubscriberCloseGrace)) != nil else { return }
+            guard (try? await Task.sleep(for: configuration.closeGrace)) != nil else { return }
         }
         try? await channel.close()
     }

@@ -22,6 +22,19 @@ import PresenceServer
         #expect(try await server.waitForExit() == 0)
     }
 
+    /// A socket that takes the upgrade and then never reads or answers the close frame would
+    /// otherwise keep the server from exiting; it is cut after the close grace (5 s by default).
+    @Test func aClientThatNeverAnswersTheCloseDoesNotHoldUpShutdown() async throws {
+        let server = try ServerProcess(arguments: ["--port", "0", "--store", "memory", "--admin-key", "k"])
+        try await server.waitUntilListening()
+        let silent = try await offThePool { try RawWebSocket(port: server.port) }
+
+        kill(server.process.processIdentifier, SIGTERM)
+        #expect(try await server.waitForExit(timeout: .seconds(30)) == 0)
+        let frames = RawWebSocket.frames(in: try await offThePool { silent.readToEnd() })
+        #expect(frames.last?.closeCode == 1000, "the server still says goodbye: \(frames.map(\.opcode))")
+    }
+
     @Test func readsItsSettingsFromTheEnvironmentAndPrintsAGeneratedKey() async throws {
         let server = try ServerProcess(arguments: [], environment: ["PRESENCE_PORT": "0", "PRESENCE_HOST": "127.0.0.1", "PRESENCE_STORE": "memory"])
         try await server.waitUntilListening()

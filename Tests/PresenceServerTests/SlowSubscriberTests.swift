@@ -30,7 +30,7 @@ import PresenceStore
     @Test func aStuckSubscriberIsDroppedAndTheOthersKeepUp() async throws {
         try await withServer(configure: {
             $0.outboxCapacity = 8
-            $0.slowSubscriberCloseGrace = .seconds(20)
+            $0.closeGrace = .seconds(20)
         }) { http in
             let healthy = TestSocket(port: http.port)
             defer { healthy.close() }
@@ -58,7 +58,7 @@ import PresenceStore
     @Test func aClientThatNeverReadsIsCutOff() async throws {
         try await withServer(configure: {
             $0.outboxCapacity = 4
-            $0.slowSubscriberCloseGrace = .milliseconds(200)
+            $0.closeGrace = .milliseconds(200)
         }) { http in
             let (stuck, _, _) = try await floodUntilStuckSubscriberIsDropped(http)
             try await Task.sleep(for: .seconds(1))
