@@ -34,6 +34,38 @@ public struct RequestTally: Sendable {
         failures += other.failures
         firstFailure = firstFailure ?? other.firstFailure
     }
+
+    /// Sends a request, and the next one when its reply arrives, until `deadline`, all on
+    /// `eventLoop`: a closed loop with no thread hop per request. `failure` describes a
+    /// reply that is an error.
+    static func closedLoop<Reply>(
+        on eventLoop: any EventLoop, until deadline: NIODeadline,
+        send: @escaping @Sendable (_ previous: Reply?, _ index: Int) -> EventLoopFuture<Reply>,
+        failure: @escaping @Sendable (Reply) -> String?
+    ) async throws -> RequestTally {
+        try await eventLoop.flatSubmit {
+            let promise = eventLoop.makePromise(of: RequestTally.self)
+            var tally = RequestTally()
+            func step(_ previous: Reply?, _ index: Int) {
+                guard NIODeadline.now() < deadline else { return promise.succeed(tally) }
+                send(previous, index).assumeIsolated().whenComplete { result in
+                    switch result {
+                    case .success(let reply):
+                        tally.responses += 1
+                        if let description = failure(reply) {
+                            tally.failures += 1
+                            tally.firstFailure = tally.firstFailure ?? description
+                        }
+                        step(reply, index + 1)
+                    case .failure(let error):
+                        promise.fail(error)
+                    }
+                }
+            }
+            step(nil, 0)
+            return promise.futureResult
+        }.get()
+    }
 }
 
 /// Request bytes, written once; the load generator shares the CPU with the server,
@@ -88,29 +120,11 @@ public final class HTTPLoadConnection: Sendable {
         until deadline: NIODeadline, next: @escaping @Sendable (_ previous: HTTPResponse?, _ index: Int) -> ByteBuffer
     ) async throws -> RequestTally {
         let handler = self.handler
-        let eventLoop = channel.eventLoop
-        return try await eventLoop.flatSubmit {
-            let promise = eventLoop.makePromise(of: RequestTally.self)
-            var tally = RequestTally()
-            func step(_ previous: HTTPResponse?, _ index: Int) {
-                guard NIODeadline.now() < deadline else { return promise.succeed(tally) }
-                handler.value.send(next(previous, index)).assumeIsolated().whenComplete { result in
-                    switch result {
-                    case .success(let response):
-                        tally.responses += 1
-                        if !(200..<300).contains(response.status) {
-                            tally.failures += 1
-                            tally.firstFailure = tally.firstFailure ?? "\(response.status) \(response.text)"
-                        }
-                        step(response, index + 1)
-                    case .failure(let error):
-                        promise.fail(error)
-                    }
-                }
-            }
-            step(nil, 0)
-            return promise.futureResult
-        }.get()
+        return try await RequestTally.closedLoop(on: channel.eventLoop, until: deadline) { previous, index in
+            handler.value.send(next(previous, index))
+        } failure: { response in
+            (200..<300).contains(response.status) ? nil : "\(response.status) \(response.text)"
+        }
     }
 
     public func close() async {

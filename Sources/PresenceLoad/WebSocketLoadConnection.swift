@@ -55,29 +55,11 @@ public final class WebSocketLoadConnection: Sendable {
     /// the next one when the previous one's reply arrives.
     public func loop(until deadline: NIODeadline, next: @escaping @Sendable (_ index: Int) -> ByteBuffer) async throws -> RequestTally {
         let handler = self.handler
-        let eventLoop = channel.eventLoop
-        return try await eventLoop.flatSubmit {
-            let promise = eventLoop.makePromise(of: RequestTally.self)
-            var tally = RequestTally()
-            func step(_ index: Int) {
-                guard NIODeadline.now() < deadline else { return promise.succeed(tally) }
-                handler.value.send(next(index)).assumeIsolated().whenComplete { result in
-                    switch result {
-                    case .success(let reply):
-                        tally.responses += 1
-                        if reply.readableBytesView.starts(with: #"{"type":"error""#.utf8) {
-                            tally.failures += 1
-                            tally.firstFailure = tally.firstFailure ?? String(buffer: reply)
-                        }
-                        step(index + 1)
-                    case .failure(let error):
-                        promise.fail(error)
-                    }
-                }
-            }
-            step(0)
-            return promise.futureResult
-        }.get()
+        return try await RequestTally.closedLoop(on: channel.eventLoop, until: deadline) { _, index in
+            handler.value.send(next(index))
+        } failure: { reply in
+            reply.readableBytesView.starts(with: #"{"type":"error""#.utf8) ? String(buffer: reply) : nil
+        }
     }
 
     public var isActive: Bool { channel.isActive }
