@@ -116,7 +116,7 @@ extension PresenceState {
         for row in userRows {
             guard state.rooms[row.roomId] != nil else { continue }
             state.rooms[row.roomId]!.users[row.record.userId] = RoomUser(record: row.record)
-            state.roomIdsByUser[row.record.userId, default: []].insert(row.roomId)
+            if state.roomIdsByUser[row.record.userId, default: []].insert(row.roomId).inserted { state.userRecordCount += 1 }
         }
         for row in sessionRows {
             guard state.rooms[row.roomId]?.users[row.userId] != nil else { continue }

@@ -68,6 +68,8 @@ public struct PresenceState: Sendable {
     /// so versions never go backwards, even for a room that is removed and created again.
     var lastVersion: UInt64 = 0
     var onlineUserCount = 0
+    /// Kept as it changes, so `statistics` (read by every `/health` and `/metrics`) is O(1).
+    var userRecordCount = 0
     private let makeToken: @Sendable (String) -> String
     /// Keys whose durable state changed since the last `takeDurableChanges()`; nil when not tracked.
     var touched: TouchedKeys?
@@ -169,7 +171,7 @@ public struct PresenceState: Sendable {
         } else {
             let record = UserRecord(userId: request.userId, online: true, lastDisconnected: 0, onlineSince: now)
             rooms[request.roomId]!.users[request.userId] = RoomUser(record: record, sessionIds: [session.sessionId])
-            roomIdsByUser[request.userId, default: []].insert(request.roomId)
+            if roomIdsByUser[request.userId, default: []].insert(request.roomId).inserted { userRecordCount += 1 }
             onlineUserCount += 1
             changed = true
         }
@@ -397,7 +399,7 @@ public struct PresenceState: Sendable {
     }
 
     private mutating func forgetRoom(_ roomId: String, ofUser userId: String) {
-        roomIdsByUser[userId]?.remove(roomId)
+        if roomIdsByUser[userId]?.remove(roomId) != nil { userRecordCount -= 1 }
         if roomIdsByUser[userId]?.isEmpty == true { roomIdsByUser.removeValue(forKey: userId) }
     }
 
@@ -471,6 +473,6 @@ public struct PresenceState: Sendable {
     public var statistics: PresenceStatistics {
         PresenceStatistics(
             rooms: rooms.count, sessions: sessions.count, onlineUsers: onlineUserCount,
-            userRecords: roomIdsByUser.values.reduce(0) { $0 + $1.count })
+            userRecords: userRecordCount)
     }
 }

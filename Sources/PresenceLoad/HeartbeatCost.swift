@@ -62,6 +62,8 @@ public struct HeartbeatCost: Sendable {
         var heartbeats = RequestTally()
         var healthSeconds = 0.0
         var heartbeatSeconds = 0.0
+        var healthCPU = 0.0
+        var heartbeatCPU = 0.0
         let healthRequest = HTTPRequestBytes.get("/health")
         let heartbeatRequests = (0..<connections).map { index in
             (0..<sessionsPerConnection).map { session in
@@ -74,14 +76,18 @@ public struct HeartbeatCost: Sendable {
         }
         for round in 1...rounds {
             context.progress("heartbeat cost: round \(round) of \(rounds), GET /health")
+            var cpuBefore = try server.process.cpuSeconds()
             let (healthTally, healthElapsed) = try await phase(http) { _, _, _ in healthRequest }
+            healthCPU += try server.process.cpuSeconds() - cpuBefore
             health.add(healthTally)
             healthSeconds += healthElapsed
             context.progress("heartbeat cost: round \(round) of \(rounds), POST /api/heartbeat")
+            cpuBefore = try server.process.cpuSeconds()
             let (heartbeatTally, heartbeatElapsed) = try await phase(http) { connection, _, index in
                 let requests = heartbeatRequests[connection]
                 return requests[index % requests.count]
             }
+            heartbeatCPU += try server.process.cpuSeconds() - cpuBefore
             heartbeats.add(heartbeatTally)
             heartbeatSeconds += heartbeatElapsed
         }
@@ -121,6 +127,8 @@ public struct HeartbeatCost: Sendable {
             Figure(scenario: Self.name, name: "`GET /health`, \(connections) keep-alive connections", value: healthRate, unit: "req/s"),
             Figure(scenario: Self.name, name: "`POST /api/heartbeat` of online users", value: heartbeatRate, unit: "req/s"),
             .atLeast(0.8, scenario: Self.name, name: "heartbeat ÷ `/health` throughput", value: heartbeatRate / healthRate, unit: "×"),
+            Figure(scenario: Self.name, name: "server CPU per `GET /health`", value: healthCPU / Double(health.responses) * 1e6, unit: "µs"),
+            Figure(scenario: Self.name, name: "server CPU per heartbeat", value: heartbeatCPU / Double(heartbeats.responses) * 1e6, unit: "µs"),
             Figure(
                 scenario: Self.name, name: "WebSocket heartbeats, \(connections) sockets",
                 value: Double(webSocketTally.responses) / webSocketSeconds, unit: "msg/s"),

@@ -34,6 +34,19 @@ public final class ServerProcess: @unchecked Sendable {
         try process.run()
     }
 
+    /// CPU time the server has used so far (user + system), in seconds, at the kernel's tick resolution.
+    public func cpuSeconds() throws -> Double {
+        let stat = try String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8)
+        // Fields after the parenthesised command name, which may itself contain spaces.
+        guard let end = stat.lastIndex(of: ")") else { throw LoadConnectionError("unreadable /proc stat") }
+        let fields = stat[stat.index(after: end)...].split(separator: " ")
+        // utime and stime are fields 14 and 15 of the whole line, so 12 and 13 after the name.
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else {
+            throw LoadConnectionError("unreadable /proc stat")
+        }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
     /// The server's resident memory (`VmRSS`), in bytes.
     public func residentBytes() throws -> Int {
         let status = try String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)

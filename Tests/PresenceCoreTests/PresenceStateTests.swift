@@ -338,4 +338,41 @@ import PresenceTestSupport
             last = current
         }
     }
+
+    /// The counts behind `/health` and `/metrics` are kept as the state changes rather than
+    /// recounted; after every step of a random mix of operations they must equal a recount.
+    @Test func statisticsStayEqualToARecountThroughRandomOperations() throws {
+        var state = PresenceState()
+        var generator = SeededGenerator(seed: 7)
+        var now = t0
+        var sessionTokens: [String] = []
+        for step in 0..<3_000 {
+            now += Int64.random(in: 0...400, using: &generator)
+            let room = "r\(Int.random(in: 0..<4, using: &generator))"
+            let user = "u\(Int.random(in: 0..<8, using: &generator))"
+            switch Int.random(in: 0..<10, using: &generator) {
+            case 0..<4:
+                if let outcome = try? beat(&state, room: room, user: user, session: "\(user)-\(room)-\(step % 3)", interval: 1_000, at: now) {
+                    sessionTokens.append(outcome.tokens.sessionToken)
+                }
+            case 4, 5:
+                if let token = sessionTokens.randomElement(using: &generator) { _ = state.disconnect(sessionToken: token, now: now) }
+            case 6:
+                _ = state.expireDue(now: now, limit: 1_000)
+            case 7:
+                _ = state.removeRoomUser(roomId: room, userId: user)
+            case 8:
+                _ = state.forgetOfflineUsers(before: now - 1_000, limit: 3)
+            default:
+                if Int.random(in: 0..<5, using: &generator) == 0 { _ = state.removeRoom(roomId: room) }
+            }
+            let records = state.rooms.values.flatMap { $0.users.values }
+            let statistics = state.statistics
+            #expect(statistics.userRecords == records.count, "step \(step)")
+            #expect(statistics.userRecords == state.roomIdsByUser.values.reduce(0) { $0 + $1.count }, "step \(step)")
+            #expect(statistics.onlineUsers == records.filter { $0.record.online }.count, "step \(step)")
+            #expect(statistics.sessions == records.reduce(0) { $0 + $1.sessionIds.count }, "step \(step)")
+            #expect(statistics.rooms == state.rooms.count, "step \(step)")
+        }
+    }
 }

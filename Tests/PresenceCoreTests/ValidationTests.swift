@@ -12,6 +12,17 @@ import Testing
         #expect(throws: PresenceError.self) { try Validate.identifier("a\u{7F}", field: "roomId") }
     }
 
+    /// The control-character check is a range test; it must agree with Unicode's own category for every scalar.
+    @Test func theControlCharacterCheckMatchesUnicodesCategoryForEveryScalar() {
+        var disagreements: [UInt32] = []
+        for value in UInt32(0)...0x10FFFF {
+            guard let scalar = Unicode.Scalar(value) else { continue }
+            let isControl = scalar.properties.generalCategory == .control
+            if Validate.hasControlCharacters(String(Character(scalar))) != isControl { disagreements.append(value) }
+        }
+        #expect(disagreements.isEmpty, "\(disagreements.prefix(10))")
+    }
+
     @Test func errorsNameTheFieldAndCarryTheProtocolCode() {
         do {
             try Validate.identifier("", field: "userId")

@@ -24,6 +24,7 @@ import PresenceTestSupport
         try await store.removeRoom(roomId: "other")
         let before = try await store.list(roomToken: alice.roomToken, limit: 100)
         let userRooms = try await store.listUser(userId: "alice", onlineOnly: false, limit: 10)
+        let statistics = try await store.statistics()
         try store.close()
 
         clock.advance(by: 2_000)
@@ -31,7 +32,8 @@ import PresenceTestSupport
         #expect(try await store.list(roomToken: alice.roomToken, limit: 100) == before)
         #expect(try await store.listUser(userId: "alice", onlineOnly: false, limit: 10) == userRooms)
         #expect(try await store.list(roomToken: carol.roomToken, limit: 10) == .empty)
-        #expect(try await store.statistics().sessions == 2)
+        #expect(try await store.statistics() == statistics)
+        #expect(statistics.sessions == 2 && statistics.userRecords == 2)
         // The same session tokens still work; the room token is stable.
         try await store.update(sessionToken: alice.sessionToken, data: nil)
         #expect(try await store.heartbeat(request(user: "alice", session: "a1", interval: 4_000)).roomToken == alice.roomToken)
