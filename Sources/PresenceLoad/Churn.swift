@@ -7,19 +7,17 @@ import PresenceStore
 /// and leaves it again in a loop, in rooms a subscriber follows, so each change
 /// is also committed and fanned out.
 public struct ServerChurn: Sendable {
-    public var connections = 64
-    public var rooms = 50
-    public var seconds = 5.0
+    public var connections: Int
+    public var rooms: Int
+    public var seconds: Double
 
-    public init() {}
+    public init(connections: Int = 64, rooms: Int = 50, seconds: Double = 5) {
+        self.connections = connections
+        self.rooms = rooms
+        self.seconds = seconds
+    }
 
-    public static let smoke: ServerChurn = {
-        var scenario = ServerChurn()
-        scenario.connections = 8
-        scenario.rooms = 4
-        scenario.seconds = 0.5
-        return scenario
-    }()
+    public static let smoke = ServerChurn(connections: 8, rooms: 4, seconds: 0.5)
 
     static let name = "churn"
 
@@ -44,23 +42,16 @@ public struct ServerChurn: Sendable {
             let deadline = NIODeadline.after(seconds: seconds)
             let started = ContinuousClock.now
             let rooms = self.rooms
-            let tally = try await withThrowingTaskGroup(of: RequestTally.self) { tasks in
-                for (lane, connection) in http.enumerated() {
-                    tasks.addTask {
-                        try await connection.loop(until: deadline) { previous, index in
-                            if index.isMultiple(of: 2) {
-                                let json = Wire.heartbeat(
-                                    room: "churn-\(lane % rooms)", user: "c\(lane)", session: "c\(lane)-\(index / 2)", interval: 10_000)
-                                return HTTPRequestBytes.post("/api/heartbeat", json: json)
-                            }
-                            let token = previous.flatMap { try? Wire.field("sessionToken", of: $0.body) } ?? "missing"
-                            return HTTPRequestBytes.post("/api/disconnect", json: Wire.disconnect(sessionToken: token))
-                        }
+            let tally = try await RequestTally.concurrently(http) { lane, connection in
+                try await connection.loop(until: deadline) { previous, index in
+                    if index.isMultiple(of: 2) {
+                        let json = Wire.heartbeat(
+                            room: "churn-\(lane % rooms)", user: "c\(lane)", session: "c\(lane)-\(index / 2)", interval: 10_000)
+                        return HTTPRequestBytes.post("/api/heartbeat", json: json)
                     }
+                    let token = previous.flatMap { try? Wire.field("sessionToken", of: $0.body) } ?? "missing"
+                    return HTTPRequestBytes.post("/api/disconnect", json: Wire.disconnect(sessionToken: token))
                 }
-                var total = RequestTally()
-                for try await tally in tasks { total.add(tally) }
-                return total
             }
             let elapsed = (ContinuousClock.now - started).inSeconds
             try await settle(diffs)
@@ -88,8 +79,8 @@ public struct ServerChurn: Sendable {
 /// Joins and leaves per second a store sustains in this process, with many
 /// clients at once (so a durable store's group commit has something to group).
 public struct StoreChurn: Sendable {
-    public var clients = 256
-    public var seconds = 5.0
+    public var clients: Int
+    public var seconds: Double
 
     public init(clients: Int = 256, seconds: Double = 5) {
         self.clients = clients

@@ -13,20 +13,18 @@ import PresenceCore
 /// the second is later by the request's trip) but in whole milliseconds,
 /// rounded down (so the first is later by up to 1 ms).
 public struct ExpiryPrecision: Sendable {
-    public var sessions = 2_000
-    public var rooms = 20
+    public var sessions: Int
+    public var rooms: Int
     /// Heartbeats are spread over this long, so deadlines are too.
-    public var spreadSeconds = 1.0
+    public var spreadSeconds: Double
 
-    public init() {}
+    public init(sessions: Int = 2_000, rooms: Int = 20, spreadSeconds: Double = 1) {
+        self.sessions = sessions
+        self.rooms = rooms
+        self.spreadSeconds = spreadSeconds
+    }
 
-    public static let smoke: ExpiryPrecision = {
-        var scenario = ExpiryPrecision()
-        scenario.sessions = 40
-        scenario.rooms = 4
-        scenario.spreadSeconds = 0.2
-        return scenario
-    }()
+    public static let smoke = ExpiryPrecision(sessions: 40, rooms: 4, spreadSeconds: 0.2)
 
     static let name = "expiry"
     /// The protocol's shortest interval: sessions end 2.5 s after their heartbeat.

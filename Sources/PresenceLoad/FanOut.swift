@@ -7,17 +7,16 @@ import Synchronization
 /// subscriber has read the diff.
 public struct FanOut: Sendable {
     /// Subscriber counts, each with the number of joins and leaves timed at that size.
-    public var sizes: [(subscribers: Int, operations: Int)] = [(100, 400), (1_000, 200), (10_000, 60)]
+    public var sizes: [(subscribers: Int, operations: Int)]
     /// p99 targets by subscriber count, in milliseconds.
-    public var targets: [Int: Double] = [1_000: 50, 10_000: 500]
+    public var targets: [Int: Double]
 
-    public init() {}
+    public init(sizes: [(subscribers: Int, operations: Int)] = [(100, 400), (1_000, 200), (10_000, 60)], targets: [Int: Double] = [1_000: 50, 10_000: 500]) {
+        self.sizes = sizes
+        self.targets = targets
+    }
 
-    public static let smoke: FanOut = {
-        var scenario = FanOut()
-        scenario.sizes = [(20, 10), (100, 6)]
-        return scenario
-    }()
+    public static let smoke = FanOut(sizes: [(20, 10), (100, 6)])
 
     static let name = "fan-out"
 

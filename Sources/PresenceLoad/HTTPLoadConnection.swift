@@ -35,6 +35,21 @@ public struct RequestTally: Sendable {
         firstFailure = firstFailure ?? other.firstFailure
     }
 
+    /// Runs one closed loop per connection, all at once, and adds up what they counted;
+    /// `loop` gets each connection with its position.
+    static func concurrently<Connection: Sendable>(
+        _ connections: [Connection], _ loop: @escaping @Sendable (_ position: Int, Connection) async throws -> RequestTally
+    ) async throws -> RequestTally {
+        try await withThrowingTaskGroup(of: RequestTally.self) { tasks in
+            for (position, connection) in connections.enumerated() {
+                tasks.addTask { try await loop(position, connection) }
+            }
+            var total = RequestTally()
+            for try await tally in tasks { total.add(tally) }
+            return total
+        }
+    }
+
     /// Sends a request, and the next one when its reply arrives, until `deadline`, all on
     /// `eventLoop`: a closed loop with no thread hop per request. `failure` describes a
     /// reply that is an error.

@@ -7,23 +7,21 @@ import PresenceCore
 /// heartbeats per second; and the messages a subscriber of every room receives
 /// meanwhile, which must be none.
 public struct HeartbeatCost: Sendable {
-    public var connections = 32
-    public var sessionsPerConnection = 50
-    public var rooms = 8
-    public var phaseSeconds = 5.0
-    public var rounds = 2
+    public var connections: Int
+    public var sessionsPerConnection: Int
+    public var rooms: Int
+    public var phaseSeconds: Double
+    public var rounds: Int
 
-    public init() {}
+    public init(connections: Int = 32, sessionsPerConnection: Int = 50, rooms: Int = 8, phaseSeconds: Double = 5, rounds: Int = 2) {
+        self.connections = connections
+        self.sessionsPerConnection = sessionsPerConnection
+        self.rooms = rooms
+        self.phaseSeconds = phaseSeconds
+        self.rounds = rounds
+    }
 
-    public static let smoke: HeartbeatCost = {
-        var scenario = HeartbeatCost()
-        scenario.connections = 4
-        scenario.sessionsPerConnection = 5
-        scenario.rooms = 2
-        scenario.phaseSeconds = 0.4
-        scenario.rounds = 1
-        return scenario
-    }()
+    public static let smoke = HeartbeatCost(connections: 4, sessionsPerConnection: 5, rooms: 2, phaseSeconds: 0.4, rounds: 1)
 
     static let name = "heartbeat cost"
     static let interval = 300_000
@@ -95,16 +93,11 @@ public struct HeartbeatCost: Sendable {
         context.progress("heartbeat cost: WebSocket heartbeats")
         let deadline = NIODeadline.after(seconds: phaseSeconds)
         let started = ContinuousClock.now
-        let webSocketTally = try await withThrowingTaskGroup(of: RequestTally.self) { tasks in
-            for (index, socket) in sockets.enumerated() {
-                let messages = (0..<sessionsPerConnection).map {
-                    ByteBuffer(string: Self.webSocketHeartbeat(socket: index, session: $0, rooms: rooms, id: $0))
-                }
-                tasks.addTask { try await socket.loop(until: deadline) { messages[$0 % messages.count] } }
+        let webSocketTally = try await RequestTally.concurrently(sockets) { index, socket in
+            let messages = (0..<sessionsPerConnection).map {
+                ByteBuffer(string: Self.webSocketHeartbeat(socket: index, session: $0, rooms: rooms, id: $0))
             }
-            var total = RequestTally()
-            for try await tally in tasks { total.add(tally) }
-            return total
+            return try await socket.loop(until: deadline) { messages[$0 % messages.count] }
         }
         let webSocketSeconds = (ContinuousClock.now - started).inSeconds
         try await settle(subscriberMessages)
@@ -148,13 +141,8 @@ public struct HeartbeatCost: Sendable {
     ) async throws -> (RequestTally, Double) {
         let deadline = NIODeadline.after(seconds: phaseSeconds)
         let started = ContinuousClock.now
-        let tally = try await withThrowingTaskGroup(of: RequestTally.self) { tasks in
-            for (index, connection) in connections.enumerated() {
-                tasks.addTask { try await connection.loop(until: deadline) { request(index, $0, $1) } }
-            }
-            var total = RequestTally()
-            for try await tally in tasks { total.add(tally) }
-            return total
+        let tally = try await RequestTally.concurrently(connections) { index, connection in
+            try await connection.loop(until: deadline) { request(index, $0, $1) }
         }
         return (tally, (ContinuousClock.now - started).inSeconds)
     }

@@ -9,19 +9,18 @@ import PresenceStore
 /// figure is the growth of the server's RSS over its idle, warmed-up size,
 /// divided by the sockets.
 public struct ServerMemory: Sendable {
-    public var sessions = 10_000
-    public var usersPerRoom = 20
+    public var sessions: Int
+    public var usersPerRoom: Int
     /// How long the sockets heartbeat (each every 2 s, well inside the 10 s interval) while RSS is sampled.
-    public var steadySeconds = 10.0
+    public var steadySeconds: Double
 
-    public init() {}
+    public init(sessions: Int = 10_000, usersPerRoom: Int = 20, steadySeconds: Double = 10) {
+        self.sessions = sessions
+        self.usersPerRoom = usersPerRoom
+        self.steadySeconds = steadySeconds
+    }
 
-    public static let smoke: ServerMemory = {
-        var scenario = ServerMemory()
-        scenario.sessions = 200
-        scenario.steadySeconds = 1
-        return scenario
-    }()
+    public static let smoke = ServerMemory(sessions: 200, steadySeconds: 1)
 
     static let name = "memory"
     static let interval = 10_000
@@ -111,16 +110,15 @@ public struct ServerMemory: Sendable {
 /// Scenario 4b: the store's own memory per session, in this process: heap bytes
 /// in use (glibc's `mallinfo2`) before and after `sessions` sessions join.
 public struct StoreMemory: Sendable {
-    public var sessions = 100_000
-    public var usersPerRoom = 100
+    public var sessions: Int
+    public var usersPerRoom: Int
 
-    public init() {}
+    public init(sessions: Int = 100_000, usersPerRoom: Int = 100) {
+        self.sessions = sessions
+        self.usersPerRoom = usersPerRoom
+    }
 
-    public static let smoke: StoreMemory = {
-        var scenario = StoreMemory()
-        scenario.sessions = 2_000
-        return scenario
-    }()
+    public static let smoke = StoreMemory(sessions: 2_000)
 
     /// Measures the store `make` creates; `close` releases it afterwards. Sessions
     /// join from many tasks at once, so a durable store commits them in groups.
