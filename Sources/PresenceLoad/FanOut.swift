@@ -28,14 +28,14 @@ public struct FanOut: Sendable {
         for (subscribers, operations) in sizes {
             let room = "fan-\(subscribers)"
             let (roomToken, _) = try await control.heartbeat(room: room, user: "host", session: "host-\(subscribers)", interval: 300_000)
-            let arrivals = ArrivalTracker()
+            let arrivals = ArrivalTracker(subscribers: subscribers)
             context.progress("fan-out: opening \(subscribers) subscribers")
             let sockets = try await context.openSockets(
                 subscribers, to: address,
                 prepare: { _, socket in _ = try await socket.request(Wire.subscribe(roomToken: roomToken, id: 1)) },
-                onPush: { _ in
+                onPush: { subscriber in
                     { message, received in
-                        if Wire.isDiff(message) { arrivals.arrive(at: received) }
+                        if Wire.isDiff(message) { arrivals.arrive(from: subscriber, at: received) }
                     }
                 })
 
@@ -58,10 +58,12 @@ public struct FanOut: Sendable {
                 latencies.append(Double((lastArrival - started).nanoseconds) / 1e6)
             }
             try await Task.sleep(for: .milliseconds(200))
-            let received = arrivals.total
+            let counts = arrivals.countsBySubscriber
             await context.closeAll(sockets)
-            guard received == subscribers * operations else {
-                throw LoadConnectionError("fan-out to \(subscribers): \(received) diffs arrived, \(subscribers * operations) expected")
+            guard counts.allSatisfy({ $0 == operations }) else {
+                let wrong = counts.enumerated().filter { $0.element != operations }
+                throw LoadConnectionError(
+                    "fan-out to \(subscribers): \(wrong.count) subscribers did not read exactly \(operations) diffs, e.g. #\(wrong[0].offset): \(wrong[0].element)")
             }
             let percentiles = Percentiles(latencies)
             let label = "\(Figure.format(Double(subscribers))) subscribers, \(operations) joins and leaves"
@@ -84,10 +86,14 @@ final class ArrivalTracker: Sendable {
     private struct State {
         var remaining = 0
         var last = NIODeadline.uptimeNanoseconds(0)
-        var total = 0
+        var countsBySubscriber: [Int]
         var promise: EventLoopPromise<NIODeadline>?
     }
-    private let state = Mutex(State())
+    private let state: Mutex<State>
+
+    init(subscribers: Int) {
+        state = Mutex(State(countsBySubscriber: Array(repeating: 0, count: subscribers)))
+    }
 
     /// Starts waiting for `count` arrivals; call before the change is made.
     func expect(_ count: Int, on eventLoop: any EventLoop) -> EventLoopFuture<NIODeadline> {
@@ -100,9 +106,9 @@ final class ArrivalTracker: Sendable {
         return promise.futureResult
     }
 
-    func arrive(at time: NIODeadline) {
+    func arrive(from subscriber: Int, at time: NIODeadline) {
         let finished: (EventLoopPromise<NIODeadline>, NIODeadline)? = state.withLock {
-            $0.total += 1
+            $0.countsBySubscriber[subscriber] += 1
             $0.remaining -= 1
             $0.last = max($0.last, time)
             guard $0.remaining == 0, let promise = $0.promise else { return nil }
@@ -112,7 +118,8 @@ final class ArrivalTracker: Sendable {
         if let (promise, last) = finished { promise.succeed(last) }
     }
 
-    var total: Int { state.withLock { $0.total } }
+    /// How many diffs each subscriber has read in all.
+    var countsBySubscriber: [Int] { state.withLock { $0.countsBySubscriber } }
 
     func wait(_ future: EventLoopFuture<NIODeadline>, timeout: Duration) async throws -> NIODeadline {
         let timer = future.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.inSeconds * 1e9))) { [self] in
