@@ -11,6 +11,4 @@ cd "$(dirname "$0")/.."
 
 swift build -c release --product presence-server
 swift build -c release --product presence-bench
-# Ten thousand sockets each side: lift the soft descriptor limit to the hard one.
-ulimit -n "$(ulimit -Hn)"
 exec .build/release/presence-bench run --server .build/release/presence-server "$@"

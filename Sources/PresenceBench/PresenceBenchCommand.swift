@@ -65,7 +65,7 @@ struct Run: AsyncParsableCommand {
                 measurements += try await (smoke ? ServerMemory.smoke : ServerMemory()).run(context)
                 let storeMemory = smoke ? StoreMemory.smoke : StoreMemory()
                 measurements.append(try await storeMemory.run(context, name: "memory", make: { MemoryStore() }, close: { _ in }))
-                let directory = FileManager.default.temporaryDirectory.appendingPathComponent("presence-bench-\(UUID().uuidString)").path
+                let directory = temporaryDirectory(named: "presence-bench")
                 measurements.append(
                     try await storeMemory.run(
                         context, name: "sqlite", make: { try SQLiteStore(directory: directory) },
@@ -107,7 +107,7 @@ struct StoreChurnCommand: AsyncParsableCommand {
 
     func run() async throws {
         let churn = StoreChurn(clients: clients, seconds: seconds)
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("presence-bench-\(UUID().uuidString)").path
+        let directory = temporaryDirectory(named: "presence-bench")
         let sqlite = try SQLiteStore(directory: directory)
         var measurements = try await churn.run(MemoryStore(), name: "memory")
         measurements += try await churn.run(sqlite, name: "sqlite")

@@ -98,7 +98,7 @@ public struct BenchmarkContext: Sendable {
         ]
         var dataDirectory: String?
         if store == "sqlite" {
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("presence-bench-\(UUID().uuidString)").path
+            let directory = temporaryDirectory(named: "presence-bench")
             arguments += ["--data-dir", directory]
             dataDirectory = directory
         }
@@ -118,7 +118,7 @@ public struct RunningServer: Sendable {
         process.process.terminate()
         let status = try await process.waitForExit(timeout: .seconds(30))
         if let dataDirectory { try? FileManager.default.removeItem(atPath: dataDirectory) }
-        guard status == 0 else { throw LoadConnectionError("the server exited with status \(status)") }
+        guard status == 0 else { throw BenchmarkError("the server exited with status \(status)") }
     }
 }
 
@@ -140,11 +140,18 @@ enum Wire {
 
     /// A string field of a JSON object reply.
     static func field(_ name: String, of message: ByteBuffer) throws -> String {
-        let value = try JSONParser.parse(message.readableBytesView)
-        guard case .object(let object) = value, case .string(let field)? = object[name] else {
-            throw LoadConnectionError("no \(name) in \(String(buffer: message))")
+        try strings([name], of: message)[0]
+    }
+
+    /// String fields of a JSON object reply, in the order asked, from one parse.
+    static func strings(_ names: [String], of message: ByteBuffer) throws -> [String] {
+        guard case .object(let object) = try JSONParser.parse(message.readableBytesView) else {
+            throw BenchmarkError("not a JSON object: \(String(buffer: message))")
         }
-        return field
+        return try names.map { name in
+            guard case .string(let field)? = object[name] else { throw BenchmarkError("no \(name) in \(String(buffer: message))") }
+            return field
+        }
     }
 
     static func isDiff(_ message: ByteBuffer) -> Bool {
@@ -157,8 +164,9 @@ extension HTTPLoadConnection {
     func heartbeat(room: String, user: String, session: String, interval: Int) async throws -> (roomToken: String, sessionToken: String) {
         let response = try await send(
             HTTPRequestBytes.post("/api/heartbeat", json: Wire.heartbeat(room: room, user: user, session: session, interval: interval)))
-        guard response.status == 200 else { throw LoadConnectionError("heartbeat: \(response.status) \(response.text)") }
-        return (try Wire.field("roomToken", of: response.body), try Wire.field("sessionToken", of: response.body))
+        guard response.status == 200 else { throw BenchmarkError("heartbeat: \(response.status) \(response.text)") }
+        let tokens = try Wire.strings(["roomToken", "sessionToken"], of: response.body)
+        return (tokens[0], tokens[1])
     }
 }
 

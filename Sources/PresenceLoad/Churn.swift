@@ -60,13 +60,13 @@ public struct ServerChurn: Sendable {
             for connection in http { await connection.close() }
             try await server.stop()
             guard tally.failures == 0 else {
-                throw LoadConnectionError("churn: \(tally.failures) of \(tally.responses) requests failed, first: \(tally.firstFailure ?? "")")
+                throw BenchmarkError("churn: \(tally.failures) of \(tally.responses) requests failed, first: \(tally.firstFailure ?? "")")
             }
             let joins = (tally.responses + 1) / 2
             let leaves = tally.responses / 2
             // Changes that land while the hub is reading the room share one diff, so fewer diffs than changes is fine; none is not.
             guard delivered > 0 else {
-                throw LoadConnectionError("churn: the watcher read \(delivered) diffs for \(joins) joins and \(leaves) leaves")
+                throw BenchmarkError("churn: the watcher read \(delivered) diffs for \(joins) joins and \(leaves) leaves")
             }
             measurements.append(Figure(scenario: Self.name, name: "joins/s through the server, \(store) store", value: Double(joins) / elapsed, unit: "/s"))
             measurements.append(Figure(scenario: Self.name, name: "leaves/s through the server, \(store) store", value: Double(leaves) / elapsed, unit: "/s"))

@@ -90,7 +90,7 @@ public struct ExpiryPrecision: Sendable {
         for connection in http { await connection.close() }
         try await server.stop()
         guard samples.count == sessions else {
-            throw LoadConnectionError("expiry: \(samples.count) of \(sessions) sessions were reported offline")
+            throw BenchmarkError("expiry: \(samples.count) of \(sessions) sessions were reported offline")
         }
         let percentiles = Percentiles(samples)
         let bounds = Percentiles(upperBounds)

@@ -52,7 +52,7 @@ public struct FanOut: Sendable {
                 } else {
                     let response = try await control.send(
                         HTTPRequestBytes.post("/api/disconnect", json: Wire.disconnect(sessionToken: sessionToken)))
-                    guard response.status == 200 else { throw LoadConnectionError("disconnect: \(response.status) \(response.text)") }
+                    guard response.status == 200 else { throw BenchmarkError("disconnect: \(response.status) \(response.text)") }
                 }
                 let lastArrival = try await arrivals.wait(wait, timeout: .seconds(60))
                 latencies.append(Double((lastArrival - started).nanoseconds) / 1e6)
@@ -62,7 +62,7 @@ public struct FanOut: Sendable {
             await context.closeAll(sockets)
             guard counts.allSatisfy({ $0 == operations }) else {
                 let wrong = counts.enumerated().filter { $0.element != operations }
-                throw LoadConnectionError(
+                throw BenchmarkError(
                     "fan-out to \(subscribers): \(wrong.count) subscribers did not read exactly \(operations) diffs, e.g. #\(wrong[0].offset): \(wrong[0].element)")
             }
             let percentiles = Percentiles(latencies)
@@ -127,7 +127,7 @@ final class ArrivalTracker: Sendable {
                 defer { state.promise = nil }
                 return state.promise
             }
-            promise?.fail(LoadConnectionError("diffs still missing after \(timeout)"))
+            promise?.fail(BenchmarkError("diffs still missing after \(timeout)"))
         }
         defer { timer.cancel() }
         return try await future.get()

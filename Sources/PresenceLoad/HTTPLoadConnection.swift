@@ -18,7 +18,8 @@ public struct HTTPResponse: Sendable {
     public var text: String { String(buffer: body) }
 }
 
-public struct LoadConnectionError: Error, CustomStringConvertible {
+/// A failed connection, an unexpected reply, or a scenario whose run broke one of its own checks.
+public struct BenchmarkError: Error, CustomStringConvertible {
     public let description: String
     init(_ description: String) { self.description = description }
 }
@@ -163,10 +164,10 @@ final class HTTPExchangeHandler: ChannelInboundHandler {
     func send(_ request: ByteBuffer) -> EventLoopFuture<HTTPResponse> {
         guard let context else { preconditionFailure("send before the handler was added") }
         guard pending == nil else {
-            return context.eventLoop.makeFailedFuture(LoadConnectionError("a request is already in flight"))
+            return context.eventLoop.makeFailedFuture(BenchmarkError("a request is already in flight"))
         }
         guard context.channel.isActive else {
-            return context.eventLoop.makeFailedFuture(LoadConnectionError("the connection is closed"))
+            return context.eventLoop.makeFailedFuture(BenchmarkError("the connection is closed"))
         }
         let promise = context.eventLoop.makePromise(of: HTTPResponse.self)
         pending = promise
@@ -179,7 +180,7 @@ final class HTTPExchangeHandler: ChannelInboundHandler {
         received.writeBuffer(&incoming)
         do {
             while let response = try Self.parse(&received) {
-                guard let promise = pending else { throw LoadConnectionError("a response nobody asked for") }
+                guard let promise = pending else { throw BenchmarkError("a response nobody asked for") }
                 pending = nil
                 promise.succeed(response)
             }
@@ -190,7 +191,7 @@ final class HTTPExchangeHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        fail(LoadConnectionError("the server closed the connection"))
+        fail(BenchmarkError("the server closed the connection"))
         context.fireChannelInactive()
     }
 
@@ -212,8 +213,8 @@ final class HTTPExchangeHandler: ChannelInboundHandler {
         let head = view[view.startIndex..<headEnd]
         guard head.count > 12, head.starts(with: "HTTP/1.1 ".utf8),
             let status = Int(String(decoding: head.dropFirst(9).prefix(3), as: UTF8.self))
-        else { throw LoadConnectionError("not an HTTP/1.1 response: \(String(decoding: head.prefix(64), as: UTF8.self))") }
-        guard let length = contentLength(head) else { throw LoadConnectionError("a response without Content-Length") }
+        else { throw BenchmarkError("not an HTTP/1.1 response: \(String(decoding: head.prefix(64), as: UTF8.self))") }
+        guard let length = contentLength(head) else { throw BenchmarkError("a response without Content-Length") }
         let bodyStart = headEnd + 4 - view.startIndex
         guard buffer.readableBytes >= bodyStart + length else { return nil }
         buffer.moveReaderIndex(forwardBy: bodyStart)

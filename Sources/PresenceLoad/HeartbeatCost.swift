@@ -36,10 +36,8 @@ public struct HeartbeatCost: Sendable {
         let rooms = self.rooms
         for (index, connection) in http.enumerated() {
             for session in 0..<sessionsPerConnection {
-                let room = "hb-\((index + session) % rooms)"
-                let tokens = try await connection.heartbeat(
-                    room: room, user: "h\(index)-\(session)", session: "h\(index)-\(session)", interval: Self.interval)
-                roomTokens[room] = tokens.roomToken
+                let (room, user) = Self.member("h", connection: index, session: session, rooms: rooms)
+                roomTokens[room] = try await connection.heartbeat(room: room, user: user, session: user, interval: Self.interval).roomToken
             }
         }
         let subscriberMessages = Counter()
@@ -65,11 +63,9 @@ public struct HeartbeatCost: Sendable {
         let healthRequest = HTTPRequestBytes.get("/health")
         let heartbeatRequests = (0..<connections).map { index in
             (0..<sessionsPerConnection).map { session in
-                HTTPRequestBytes.post(
-                    "/api/heartbeat",
-                    json: Wire.heartbeat(
-                        room: "hb-\((index + session) % rooms)", user: "h\(index)-\(session)", session: "h\(index)-\(session)",
-                        interval: Self.interval))
+                let (room, user) = Self.member("h", connection: index, session: session, rooms: rooms)
+                return HTTPRequestBytes.post(
+                    "/api/heartbeat", json: Wire.heartbeat(room: room, user: user, session: user, interval: Self.interval))
             }
         }
         for round in 1...rounds {
@@ -109,9 +105,9 @@ public struct HeartbeatCost: Sendable {
 
         for (what, tally) in [("HTTP heartbeats", heartbeats), ("GET /health", health), ("WebSocket heartbeats", webSocketTally)]
         where tally.failures > 0 || tally.responses == 0 {
-            throw LoadConnectionError("\(what): \(tally.failures) of \(tally.responses) failed, first: \(tally.firstFailure ?? "none")")
+            throw BenchmarkError("\(what): \(tally.failures) of \(tally.responses) failed, first: \(tally.firstFailure ?? "none")")
         }
-        guard joinDiffs > 0 else { throw LoadConnectionError("the subscriber saw no joins: it cannot have seen heartbeats either") }
+        guard joinDiffs > 0 else { throw BenchmarkError("the subscriber saw no joins: it cannot have seen heartbeats either") }
 
         let healthRate = Double(health.responses) / healthSeconds
         let heartbeatRate = Double(heartbeats.responses) / heartbeatSeconds
@@ -131,8 +127,15 @@ public struct HeartbeatCost: Sendable {
         ]
     }
 
+    /// The room and user (also the session id) of a connection's session: HTTP sessions are
+    /// `h…`, WebSocket ones `w…`, spread over the rooms the subscriber follows.
+    static func member(_ kind: String, connection: Int, session: Int, rooms: Int) -> (room: String, user: String) {
+        ("hb-\((connection + session) % rooms)", "\(kind)\(connection)-\(session)")
+    }
+
     static func webSocketHeartbeat(socket: Int, session: Int, rooms: Int, id: Int) -> String {
-        Wire.heartbeat(room: "hb-\((socket + session) % rooms)", user: "w\(socket)-\(session)", session: "w\(socket)-\(session)", interval: interval, id: id)
+        let (room, user) = member("w", connection: socket, session: session, rooms: rooms)
+        return Wire.heartbeat(room: room, user: user, session: user, interval: interval, id: id)
     }
 
     /// Every connection sends back to back for one phase.
@@ -158,5 +161,5 @@ func settle(_ counter: Counter, quiet: Duration = .milliseconds(300), timeout: D
         if now == last { return }
         last = now
     }
-    throw LoadConnectionError("messages kept arriving for \(timeout)")
+    throw BenchmarkError("messages kept arriving for \(timeout)")
 }

@@ -73,7 +73,7 @@ public struct ServerMemory: Sendable {
                             if due > .now { try await Task.sleep(until: due) }
                             let reply = try await sockets[index].request(Self.heartbeat(index, rooms: rooms))
                             guard reply.readableBytesView.starts(with: #"{"type":"heartbeat""#.utf8) else {
-                                throw LoadConnectionError("heartbeat refused: \(String(buffer: reply))")
+                                throw BenchmarkError("heartbeat refused: \(String(buffer: reply))")
                             }
                         }
                     }
@@ -86,9 +86,9 @@ public struct ServerMemory: Sendable {
         let resident = try server.process.residentBytes()
         await context.closeAll(sockets)
         try await server.stop()
-        guard open == sessions else { throw LoadConnectionError("memory: only \(open) of \(sessions) sockets stayed open") }
+        guard open == sessions else { throw BenchmarkError("memory: only \(open) of \(sessions) sockets stayed open") }
         let distinctRooms = roomTokens.withLock { $0.count }
-        guard distinctRooms == rooms else { throw LoadConnectionError("memory: \(distinctRooms) rooms, \(rooms) expected") }
+        guard distinctRooms == rooms else { throw BenchmarkError("memory: \(distinctRooms) rooms, \(rooms) expected") }
 
         let highest = max(resident, peak)
         let kibPerSocket = { (bytes: Int) in Double(bytes) / Double(sessions) / 1024 }
@@ -145,7 +145,7 @@ public struct StoreMemory: Sendable {
         let after = heapInUse()
         try close(store)
         guard statistics.sessions == sessions else {
-            throw LoadConnectionError("the \(name) store holds \(statistics.sessions) sessions, \(sessions) expected")
+            throw BenchmarkError("the \(name) store holds \(statistics.sessions) sessions, \(sessions) expected")
         }
         return .atMost(
             2_048, scenario: ServerMemory.name, name: "\(name) store heap per session (\(Figure.format(Double(sessions))) sessions)",

@@ -1,4 +1,5 @@
 import Foundation
+import PresenceCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -10,6 +11,13 @@ public func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) 
             continuation.resume(with: Result { try work() })
         }
     }
+}
+
+/// A fresh folder under the system's temporary directory, named `prefix-<UUID>`.
+public func temporaryDirectory(named prefix: String = "presence-test") -> String {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url.path
 }
 
 /// A real `presence-server` process, its output and its port.
@@ -38,11 +46,11 @@ public final class ServerProcess: @unchecked Sendable {
     public func cpuSeconds() throws -> Double {
         let stat = try String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8)
         // Fields after the parenthesised command name, which may itself contain spaces.
-        guard let end = stat.lastIndex(of: ")") else { throw LoadConnectionError("unreadable /proc stat") }
+        guard let end = stat.lastIndex(of: ")") else { throw BenchmarkError("unreadable /proc stat") }
         let fields = stat[stat.index(after: end)...].split(separator: " ")
         // utime and stime are fields 14 and 15 of the whole line, so 12 and 13 after the name.
         guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else {
-            throw LoadConnectionError("unreadable /proc stat")
+            throw BenchmarkError("unreadable /proc stat")
         }
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
@@ -52,7 +60,7 @@ public final class ServerProcess: @unchecked Sendable {
         let status = try String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)
         guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
             let kib = Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "")
-        else { throw LoadConnectionError("no VmRSS for process \(process.processIdentifier)") }
+        else { throw BenchmarkError("no VmRSS for process \(process.processIdentifier)") }
         return kib * 1024
     }
 
@@ -69,7 +77,7 @@ public final class ServerProcess: @unchecked Sendable {
             return text
         }
         guard let range = banner.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression) else {
-            throw LoadConnectionError("no listening line in: \(banner)")
+            throw BenchmarkError("no listening line in: \(banner)")
         }
         port = Int(banner[range].split(separator: ":")[1])!
     }
@@ -77,11 +85,11 @@ public final class ServerProcess: @unchecked Sendable {
     public func waitForExit(timeout: Duration = .seconds(15)) async throws -> Int32 {
         let process = self.process
         return try await offThePool {
-            let deadline = Date().addingTimeInterval(Double(timeout.components.seconds))
+            let deadline = Date().addingTimeInterval(timeout.inSeconds)
             while process.isRunning {
                 guard Date() < deadline else {
                     process.terminate()
-                    throw LoadConnectionError("the server did not exit in time")
+                    throw BenchmarkError("the server did not exit in time")
                 }
                 usleep(20_000)
             }

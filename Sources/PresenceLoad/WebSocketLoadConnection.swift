@@ -102,7 +102,7 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
         let headLength = headEnd.upperBound - received.readableBytesView.startIndex
         let head = received.readString(length: headLength) ?? ""
         guard head.hasPrefix("HTTP/1.1 101") else {
-            fail(LoadConnectionError("WebSocket upgrade refused: \(head.prefix(while: { $0 != "\r" }))"), context: context)
+            fail(BenchmarkError("WebSocket upgrade refused: \(head.prefix(while: { $0 != "\r" }))"), context: context)
             return
         }
         do {
@@ -127,7 +127,7 @@ final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        fail(LoadConnectionError("the server closed the connection during the WebSocket upgrade"), context: context)
+        fail(BenchmarkError("the server closed the connection during the WebSocket upgrade"), context: context)
         context.fireChannelInactive()
     }
 
@@ -165,7 +165,7 @@ final class WebSocketExchangeHandler: ChannelInboundHandler {
     func send(_ message: ByteBuffer) -> EventLoopFuture<ByteBuffer> {
         guard let context else { preconditionFailure("send before the handler was added") }
         guard context.channel.isActive else {
-            return context.eventLoop.makeFailedFuture(LoadConnectionError("the socket is closed"))
+            return context.eventLoop.makeFailedFuture(BenchmarkError("the socket is closed"))
         }
         let promise = context.eventLoop.makePromise(of: ByteBuffer.self)
         replies.append(promise)
@@ -193,7 +193,7 @@ final class WebSocketExchangeHandler: ChannelInboundHandler {
         case .connectionClose:
             var data = frame.unmaskedData
             let code = data.readInteger(as: UInt16.self).map(String.init) ?? "none"
-            failAll(LoadConnectionError("the server closed the socket with code \(code)"))
+            failAll(BenchmarkError("the server closed the socket with code \(code)"))
             context.close(promise: nil)
         default:
             break
@@ -210,7 +210,7 @@ final class WebSocketExchangeHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        failAll(LoadConnectionError("the socket closed"))
+        failAll(BenchmarkError("the socket closed"))
         context.fireChannelInactive()
     }
 

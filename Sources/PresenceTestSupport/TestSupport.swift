@@ -25,13 +25,6 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     }
 }
 
-/// A fresh folder under the system's temporary directory.
-public func temporaryDirectory() -> String {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("presence-test-\(UUID().uuidString)")
-    try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url.path
-}
-
 /// The built `presence-server` beside the test bundle.
 public var presenceServerExecutable: URL {
     // Tests run from the build folder that also holds the executable.
