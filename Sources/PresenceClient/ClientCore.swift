@@ -77,7 +77,7 @@ actor ClientCore {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let id = makeId()
             pending[id] = .reply(continuation)
-            outgoing.yield(ClientMessage.request(type: "update", id: id) { object in
+            outgoing.yield(OutgoingMessage.request(type: "update", id: id) { object in
                 object.field("sessionToken", sessionToken)
                 object.field("data") { $0.raw(rawData) }
             })
@@ -93,7 +93,7 @@ actor ClientCore {
             try? await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let id = makeId()
                 pending[id] = .reply(continuation)
-                outgoing.yield(ClientMessage.request(type: "disconnect", id: id) { $0.field("sessionToken", sessionToken) })
+                outgoing.yield(OutgoingMessage.request(type: "disconnect", id: id) { $0.field("sessionToken", sessionToken) })
             }
         }
         if rooms.isEmpty { stopConnection() }
@@ -209,7 +209,7 @@ actor ClientCore {
         let id = makeId()
         pending[id] = .heartbeat(key)
         rooms[key]!.heartbeatInFlight = true
-        outgoing.yield(ClientMessage.heartbeat(id: id, room: key, interval: room.interval, name: room.name, image: room.image))
+        outgoing.yield(OutgoingMessage.heartbeat(id: id, room: key, interval: room.interval, name: room.name, image: room.image))
     }
 
     private func subscribe(_ key: RoomKey, token: String) {
@@ -217,14 +217,14 @@ actor ClientCore {
         let id = makeId()
         pending[id] = .subscribe(key, token: token)
         rooms[key]!.subscribedToken = token
-        outgoing.yield(ClientMessage.request(type: "subscribe", id: id) { object in
+        outgoing.yield(OutgoingMessage.request(type: "subscribe", id: id) { object in
             object.field("roomToken", token)
             object.field("limit", Int64(configuration.limit))
         })
     }
 
     private func received(_ text: String) {
-        guard let message = try? JSONDecoder().decode(ServerMessage.self, from: Data(text.utf8)) else {
+        guard let message = try? JSONDecoder().decode(IncomingMessage.self, from: Data(text.utf8)) else {
             configuration.logger.warning("unreadable message from the server")
             return
         }
@@ -310,7 +310,7 @@ actor ClientCore {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let id = makeId()
                 pending[id] = .reply(continuation)
-                outgoing.yield(ClientMessage.request(type: "auth", id: id) { $0.field("token", token) })
+                outgoing.yield(OutgoingMessage.request(type: "auth", id: id) { $0.field("token", token) })
             }
             for key in rooms.keys { sendHeartbeat(key) }
         } catch {

@@ -20,7 +20,7 @@ public final class PresenceClient: Sendable {
         /// Returns an identity token for servers that require user authentication (sent as a bearer token).
         public var token: (@Sendable () async throws -> String?)?
         /// How many users each room's list holds.
-        public var limit: Int = Limits.defaultLimit
+        public var limit: Int = ProtocolLimits.defaultLimit
         /// The first reconnect waits about this long; each failure doubles it, up to `maximumBackoff`.
         public var initialBackoff: Duration = .milliseconds(250)
         public var maximumBackoff: Duration = .seconds(30)

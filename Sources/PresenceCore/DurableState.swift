@@ -104,9 +104,9 @@ extension PresenceState {
     public static func restoring(
         rooms roomRows: [DurableChanges.RoomRow], users userRows: [DurableChanges.UserRow],
         sessions sessionRows: [DurableChanges.SessionRow], lastVersion: UInt64, aliveAt: Int64?, now: Int64,
-        limits: UserLimits = UserLimits(), makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)
+        quotas: UserQuotas = UserQuotas(), makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)
     ) -> PresenceState {
-        var state = PresenceState(tracksDurableChanges: true, limits: limits, makeToken: makeToken)
+        var state = PresenceState(tracksDurableChanges: true, quotas: quotas, makeToken: makeToken)
         state.lastVersion = lastVersion
         for row in roomRows {
             state.rooms[row.roomId] = Room(roomId: row.roomId, token: row.token, version: row.version)
@@ -120,9 +120,9 @@ extension PresenceState {
         }
         for row in sessionRows {
             guard state.rooms[row.roomId]?.users[row.userId] != nil else { continue }
-            var deadline = Limits.deadline(now: now, interval: row.interval)
-            if let aliveAt, Limits.deadline(now: aliveAt, interval: row.interval) < now {
-                deadline = Limits.deadline(now: aliveAt, interval: row.interval)
+            var deadline = ProtocolLimits.deadline(now: now, interval: row.interval)
+            if let aliveAt, ProtocolLimits.deadline(now: aliveAt, interval: row.interval) < now {
+                deadline = ProtocolLimits.deadline(now: aliveAt, interval: row.interval)
             }
             let session = Session(
                 sessionId: row.sessionId, roomId: row.roomId, userId: row.userId, token: row.token,
@@ -160,7 +160,7 @@ extension PresenceState {
     /// A heartbeat that only moves the deadline of a live, stored session: nil when the
     /// heartbeat would change anything durable (new session, interval, profile) and must
     /// go through the store's write path instead.
-    public mutating func heartbeatIfUnchanged(_ request: HeartbeatRequest, now: Int64) -> HeartbeatOutcome? {
+    public mutating func extendLiveSession(_ request: HeartbeatRequest, now: Int64) -> HeartbeatOutcome? {
         guard let session = sessions[request.sessionId], session.roomId == request.roomId,
             session.userId == request.userId, session.interval == request.interval,
             touched?.sessions.contains(request.sessionId) != true,

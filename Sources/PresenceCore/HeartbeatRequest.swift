@@ -60,6 +60,12 @@ public struct SessionTokens: Sendable, Hashable, Codable {
         self.roomToken = roomToken
         self.sessionToken = sessionToken
     }
+
+    /// The two fields of a heartbeat's answer, over HTTP and WebSocket alike.
+    public func writeFields(into object: inout JSONWriter) {
+        object.field("roomToken", roomToken)
+        object.field("sessionToken", sessionToken)
+    }
 }
 
 /// A room whose records changed (or that was removed), published after the change is stored.

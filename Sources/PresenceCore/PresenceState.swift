@@ -73,11 +73,11 @@ public struct PresenceState: Sendable {
     private let makeToken: @Sendable (String) -> String
     /// Keys whose durable state changed since the last `takeDurableChanges()`; nil when not tracked.
     var touched: TouchedKeys?
-    public var limits: UserLimits
+    public var quotas: UserQuotas
     var sessionCountByUser: [String: Int] = [:]
 
     /// Per-user caps that keep one user (or a leaked token) from filling the server.
-    public struct UserLimits: Sendable, Hashable {
+    public struct UserQuotas: Sendable, Hashable {
         /// Live sessions one user may hold across all rooms.
         public var sessionsPerUser: Int
         /// Rooms one user may be online in at once.
@@ -90,11 +90,11 @@ public struct PresenceState: Sendable {
 
     /// - Parameter tracksDurableChanges: durable stores set this and drain `takeDurableChanges()` after each batch.
     public init(
-        tracksDurableChanges: Bool = false, limits: UserLimits = UserLimits(),
+        tracksDurableChanges: Bool = false, quotas: UserQuotas = UserQuotas(),
         makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)
     ) {
         self.makeToken = makeToken
-        self.limits = limits
+        self.quotas = quotas
         self.touched = tracksDurableChanges ? TouchedKeys() : nil
     }
 
@@ -116,7 +116,7 @@ public struct PresenceState: Sendable {
     // MARK: - Heartbeat, disconnect, expiry
 
     public mutating func heartbeat(_ request: HeartbeatRequest, now: Int64) throws(PresenceError) -> HeartbeatOutcome {
-        let deadline = Limits.deadline(now: now, interval: request.interval)
+        let deadline = ProtocolLimits.deadline(now: now, interval: request.interval)
         if var session = sessions[request.sessionId] {
             guard session.roomId == request.roomId, session.userId == request.userId else {
                 throw .sessionConflict("sessionId \(request.sessionId) belongs to another room or user")
@@ -185,16 +185,16 @@ public struct PresenceState: Sendable {
 
     /// A new session must fit the user's caps; refusing it changes nothing.
     private func checkLimits(for request: HeartbeatRequest) throws(PresenceError) {
-        if sessionCountByUser[request.userId, default: 0] >= limits.sessionsPerUser {
-            throw .rateLimited("user \(request.userId) already has \(limits.sessionsPerUser) live sessions")
+        if sessionCountByUser[request.userId, default: 0] >= quotas.sessionsPerUser {
+            throw .rateLimited("user \(request.userId) already has \(quotas.sessionsPerUser) live sessions")
         }
         let alreadyOnlineHere = rooms[request.roomId]?.users[request.userId]?.sessionIds.isEmpty == false
         if !alreadyOnlineHere {
             let onlineRooms = roomIdsByUser[request.userId, default: []].count { roomId in
                 rooms[roomId]?.users[request.userId]?.sessionIds.isEmpty == false
             }
-            if onlineRooms >= limits.roomsPerUser {
-                throw .rateLimited("user \(request.userId) is already online in \(limits.roomsPerUser) rooms")
+            if onlineRooms >= quotas.roomsPerUser {
+                throw .rateLimited("user \(request.userId) is already online in \(quotas.roomsPerUser) rooms")
             }
         }
     }
@@ -409,12 +409,12 @@ public struct PresenceState: Sendable {
         roomIdByToken[token]
     }
 
-    public func list(roomToken: String, limit: Int) -> RoomSnapshot {
+    public func snapshot(roomToken: String, limit: Int) -> RoomSnapshot {
         guard let roomId = roomIdByToken[roomToken] else { return .empty }
-        return listRoom(roomId: roomId, onlineOnly: false, limit: limit)
+        return roomUsers(roomId: roomId, onlineOnly: false, limit: limit)
     }
 
-    public func listRoom(roomId: String, onlineOnly: Bool, limit: Int) -> RoomSnapshot {
+    public func roomUsers(roomId: String, onlineOnly: Bool, limit: Int) -> RoomSnapshot {
         guard let room = rooms[roomId] else { return .empty }
         var records: [UserRecord] = []
         records.reserveCapacity(room.users.count)
@@ -448,7 +448,7 @@ public struct PresenceState: Sendable {
         static func == (a: ReversedOrder, b: ReversedOrder) -> Bool { a.record.userId == b.record.userId }
     }
 
-    public func listUser(userId: String, onlineOnly: Bool, limit: Int) -> [UserRoomStatus] {
+    public func userRooms(userId: String, onlineOnly: Bool, limit: Int) -> [UserRoomStatus] {
         guard let roomIds = roomIdsByUser[userId] else { return [] }
         var statuses: [UserRoomStatus] = []
         for roomId in roomIds {

@@ -1,5 +1,5 @@
 /// The limits of PROTOCOL.md, in one place.
-public enum Limits {
+public enum ProtocolLimits {
     public static let maxIdentifierBytes = 256
     public static let intervalRange: ClosedRange<Int64> = 1_000...300_000
     public static let defaultInterval: Int64 = 10_000
@@ -29,8 +29,8 @@ public enum Validate {
     /// `roomId`, `userId`, `sessionId`: 1 to 256 UTF-8 bytes, no control characters.
     public static func identifier(_ value: String, field: String) throws(PresenceError) {
         let bytes = value.utf8.count
-        guard bytes >= 1, bytes <= Limits.maxIdentifierBytes else {
-            throw .invalidArgument("\(field) must be 1 to \(Limits.maxIdentifierBytes) UTF-8 bytes, got \(bytes)")
+        guard bytes >= 1, bytes <= ProtocolLimits.maxIdentifierBytes else {
+            throw .invalidArgument("\(field) must be 1 to \(ProtocolLimits.maxIdentifierBytes) UTF-8 bytes, got \(bytes)")
         }
         guard !hasControlCharacters(value) else {
             throw .invalidArgument("\(field) must not contain control characters")
@@ -38,18 +38,18 @@ public enum Validate {
     }
 
     public static func interval(_ value: Int64?) throws(PresenceError) -> Int64 {
-        guard let value else { return Limits.defaultInterval }
-        guard Limits.intervalRange.contains(value) else {
+        guard let value else { return ProtocolLimits.defaultInterval }
+        guard ProtocolLimits.intervalRange.contains(value) else {
             throw .invalidArgument(
-                "interval must be between \(Limits.intervalRange.lowerBound) and \(Limits.intervalRange.upperBound) milliseconds, got \(value)")
+                "interval must be between \(ProtocolLimits.intervalRange.lowerBound) and \(ProtocolLimits.intervalRange.upperBound) milliseconds, got \(value)")
         }
         return value
     }
 
     public static func limit(_ value: Int?) throws(PresenceError) -> Int {
-        guard let value else { return Limits.defaultLimit }
-        guard Limits.limitRange.contains(value) else {
-            throw .invalidArgument("limit must be between \(Limits.limitRange.lowerBound) and \(Limits.limitRange.upperBound), got \(value)")
+        guard let value else { return ProtocolLimits.defaultLimit }
+        guard ProtocolLimits.limitRange.contains(value) else {
+            throw .invalidArgument("limit must be between \(ProtocolLimits.limitRange.lowerBound) and \(ProtocolLimits.limitRange.upperBound), got \(value)")
         }
         return value
     }
@@ -58,16 +58,16 @@ public enum Validate {
     public static func data(_ value: JSONValue) throws(PresenceError) -> JSONValue? {
         if value == .null { return nil }
         let size = value.compactJSON.utf8.count
-        guard size <= Limits.maxDataBytes else {
-            throw .dataTooLarge("data must be at most \(Limits.maxDataBytes) bytes as compact JSON, got \(size)")
+        guard size <= ProtocolLimits.maxDataBytes else {
+            throw .dataTooLarge("data must be at most \(ProtocolLimits.maxDataBytes) bytes as compact JSON, got \(size)")
         }
         return value
     }
 
     public static func name(_ value: String?) throws(PresenceError) {
         guard let value else { return }
-        guard value.utf8.count <= Limits.maxNameBytes else {
-            throw .invalidArgument("name must be at most \(Limits.maxNameBytes) UTF-8 bytes")
+        guard value.utf8.count <= ProtocolLimits.maxNameBytes else {
+            throw .invalidArgument("name must be at most \(ProtocolLimits.maxNameBytes) UTF-8 bytes")
         }
         guard !hasControlCharacters(value) else {
             throw .invalidArgument("name must not contain control characters")
@@ -76,8 +76,8 @@ public enum Validate {
 
     public static func image(_ value: String?) throws(PresenceError) {
         guard let value else { return }
-        guard value.utf8.count <= Limits.maxImageBytes else {
-            throw .invalidArgument("image must be a URL of at most \(Limits.maxImageBytes) bytes")
+        guard value.utf8.count <= ProtocolLimits.maxImageBytes else {
+            throw .invalidArgument("image must be a URL of at most \(ProtocolLimits.maxImageBytes) bytes")
         }
         let lower = value.lowercased()
         let scheme = lower.hasPrefix("https://") ? "https://" : (lower.hasPrefix("http://") ? "http://" : nil)

@@ -91,7 +91,7 @@ public struct StoreChurn: Sendable {
         let started = ContinuousClock.now
         let deadline = started + .seconds(seconds)
         let clients = self.clients
-        let (joins, leaves) = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+        let (joins, leaves) = try await store.whileRunning { try await withThrowingTaskGroup(of: (Int, Int).self) { group in
             for client in 0..<clients {
                 group.addTask {
                     var joins = 0
@@ -115,7 +115,7 @@ public struct StoreChurn: Sendable {
                 total.1 += leaves
             }
             return total
-        }
+        } }
         let elapsed = (ContinuousClock.now - started).inSeconds
         let label = "\(name) store in-process, \(clients) clients"
         return [

@@ -129,7 +129,8 @@ public struct StoreMemory: Sendable {
         let before = heapInUse()
         let store = try make()
         let (sessions, rooms) = (self.sessions, max(1, self.sessions / usersPerRoom))
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
+        let statistics = try await store.whileRunning {
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
             for lane in 0..<256 {
                 tasks.addTask {
                     for index in stride(from: lane, to: sessions, by: 256) {
@@ -140,8 +141,9 @@ public struct StoreMemory: Sendable {
                 }
             }
             try await tasks.waitForAll()
+            }
+            return try await store.statistics()
         }
-        let statistics = try await store.statistics()
         let after = heapInUse()
         try close(store)
         guard statistics.sessions == sessions else {

@@ -27,13 +27,16 @@ public struct SQLiteStoreError: Error, CustomStringConvertible {
 /// `MemoryStore`) and every durable change is written to SQLite (WAL) before it is
 /// acknowledged or published.
 ///
-/// Writes are group-committed: operations queue up while a transaction is being
-/// written, and the next transaction takes all of them, so a burst of thousands of
-/// joins costs a handful of fsyncs. Reads never see a change that is not yet stored.
+/// Writes are group-committed by one writer that `run()` owns: operations queue up while
+/// a transaction is being written, and the next transaction takes all of them, so a burst
+/// of thousands of joins costs a handful of fsyncs. Operations wait for `run()`. Reads never see a change that is not yet stored.
 /// A heartbeat of a live session only moves its deadline in memory and writes nothing.
 ///
 /// ```swift
 /// let store = try SQLiteStore(directory: "./presence-data")
+/// try await store.whileRunning {
+///     _ = try await store.heartbeat(HeartbeatRequest(roomId: "doc", userId: "alice", sessionId: "tab-1"))
+/// }
 /// ```
 public final class SQLiteStore: PresenceStore {
     public static let fileName = "presence.sqlite"
@@ -46,14 +49,20 @@ public final class SQLiteStore: PresenceStore {
     private let lockDescriptor: Int32
     private let feed = ChangeFeed()
     private let inner: Mutex<Inner>
+    /// Wakes the writer in `run()`; one pending wake stands for any number of queued operations.
+    private let writerWake: AsyncStream<Void>.Continuation
+    private let writerWakes: AsyncStream<Void>
     private let logger: Logger
     private let aliveMarkInterval: Duration
-    private let limits: PresenceState.UserLimits
+    private let quotas: PresenceState.UserQuotas
+
+    private enum WriterStatus { case notStarted, running, stopped }
 
     private struct Inner {
         var state: PresenceState
         var queue: [PendingOperation] = []
-        var leaderActive = false
+        var writer = WriterStatus.notStarted
+        var aliveMarkDue = false
         /// True while a batch applied to `state` is being written: reads wait for it.
         var committing = false
         var waitingReads: [@Sendable (PresenceState) -> Void] = []
@@ -64,13 +73,13 @@ public final class SQLiteStore: PresenceStore {
     /// Opens (creating if needed) `directory/presence.sqlite`, refusing a directory that another
     /// running server holds, a file that is not a presence database, and an unwritable place.
     public init(
-        directory: String, clock: any WallClock = SystemWallClock(), limits: PresenceState.UserLimits = .init(),
+        directory: String, clock: any WallClock = SystemWallClock(), quotas: PresenceState.UserQuotas = .init(),
         logger: Logger = Logger(label: "presence.sqlite"), aliveMarkInterval: Duration = .seconds(5)
     ) throws {
         self.clock = clock
         self.logger = logger
         self.aliveMarkInterval = aliveMarkInterval
-        self.limits = limits
+        self.quotas = quotas
         let directoryURL = URL(fileURLWithPath: directory, isDirectory: true)
         do {
             try FileManager.default.createDirectory(at: directoryURL, withIntermediateDirectories: true)
@@ -105,8 +114,9 @@ public final class SQLiteStore: PresenceStore {
             closeDescriptor(lockDescriptor)
             throw SQLiteStoreError(description: "cannot open \(path): \(error)")
         }
-        let state = try Self.load(database, now: clock.nowMillis(), limits: limits)
+        let state = try Self.load(database, now: clock.nowMillis(), quotas: quotas)
         inner = Mutex(Inner(state: state))
+        (writerWakes, writerWake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         logger.info("opened \(path)", metadata: ["sessions": "\(state.statistics.sessions)", "rooms": "\(state.statistics.rooms)"])
     }
 
@@ -114,11 +124,9 @@ public final class SQLiteStore: PresenceStore {
         closeDescriptor(lockDescriptor)
     }
 
-    /// Writes a last "alive at" mark and closes the file; the data directory is free for another
-    /// process afterwards. The store must not be used after this.
+    /// Closes the file once `run()` has returned (its last act is the final "alive at" mark); the
+    /// data directory is free for another process afterwards. The store must not be used after this.
     public func close() throws {
-        let now = clock.nowMillis()
-        try database.write { db in try Self.writeAliveMark(now, to: db) }
         try database.close()
         flock(lockDescriptor, LOCK_UN)
     }
@@ -146,7 +154,7 @@ public final class SQLiteStore: PresenceStore {
     }
 
     /// Reads the saved state; sessions get their grace deadlines (see `PresenceState.restoring`).
-    private static func load(_ database: DatabaseQueue, now: Int64, limits: PresenceState.UserLimits) throws -> PresenceState {
+    private static func load(_ database: DatabaseQueue, now: Int64, quotas: PresenceState.UserQuotas) throws -> PresenceState {
         try database.read { db in
             let rooms = try Row.fetchAll(db, sql: "SELECT room_id, token, version FROM rooms").map {
                 DurableChanges.RoomRow(roomId: $0["room_id"], token: $0["token"], version: UInt64($0["version"] as Int64))
@@ -170,7 +178,7 @@ public final class SQLiteStore: PresenceStore {
             let aliveAt = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'alive_at'")
             return PresenceState.restoring(
                 rooms: rooms, users: users, sessions: sessions, lastVersion: UInt64(lastVersion), aliveAt: aliveAt, now: now,
-                limits: limits)
+                quotas: quotas)
         }
     }
 
@@ -215,39 +223,39 @@ public final class SQLiteStore: PresenceStore {
         }
     }
 
-    /// A one-shot result an operation's caller awaits.
+    /// A one-shot value a caller awaits. Not cancellable on purpose: an operation that was queued
+    /// is committed whatever happens to its caller, and the caller learns how it went.
     private final class Promise<Value: Sendable>: Sendable {
-        private let state = Mutex<(Result<Value, any Error>?, CheckedContinuation<Value, any Error>?)>((nil, nil))
+        private let state = Mutex<(value: Value?, waiter: CheckedContinuation<Value, Never>?)>((nil, nil))
 
-        func fulfil(_ result: Result<Value, any Error>) {
-            let continuation = state.withLock { state -> CheckedContinuation<Value, any Error>? in
-                state.0 = result
-                defer { state.1 = nil }
-                return state.1
+        func fulfil(_ value: Value) {
+            let waiter = state.withLock { state -> CheckedContinuation<Value, Never>? in
+                state.value = value
+                defer { state.waiter = nil }
+                return state.waiter
             }
-            continuation?.resume(with: result)
+            waiter?.resume(returning: value)
         }
 
         var value: Value {
-            get async throws {
-                try await withCheckedThrowingContinuation { continuation in
-                    let ready = state.withLock { state -> Result<Value, any Error>? in
-                        if let result = state.0 { return result }
-                        state.1 = continuation
+            get async {
+                await withCheckedContinuation { continuation in
+                    let ready = state.withLock { state -> Value? in
+                        if let value = state.value { return value }
+                        state.waiter = continuation
                         return nil
                     }
-                    if let ready { continuation.resume(with: ready) }
+                    if let ready { continuation.resume(returning: ready) }
                 }
             }
         }
     }
 
-    /// Queues a mutation, leads the commit of queued batches if nobody else is, and returns
-    /// once the mutation's effects are stored.
+    /// Queues a mutation for the writer that `run()` owns and returns once its effects are stored.
     private func perform<Value: Sendable>(
         _ body: @escaping @Sendable (inout PresenceState, Int64) throws(PresenceError) -> (Value, [RoomChange])
     ) async throws -> Value {
-        let promise = Promise<Value>()
+        let promise = Promise<Result<Value, any Error>>()
         let outcome = Mutex<Result<Value, any Error>?>(nil)
         let operation = PendingOperation(
             apply: { state, now in
@@ -267,51 +275,42 @@ public final class SQLiteStore: PresenceStore {
                     promise.fulfil(outcome.withLock { $0 } ?? .failure(PresenceError.unavailable("operation was not applied")))
                 }
             })
-        let leads = inner.withLock { inner -> Bool in
+        let accepted = inner.withLock { inner -> Bool in
+            guard inner.writer != .stopped else { return false }
             inner.queue.append(operation)
-            if inner.leaderActive { return false }
-            inner.leaderActive = true
             return true
         }
-        if leads { await commitQueuedBatches() }
-        return try await promise.value
+        guard accepted else { throw PresenceError.unavailable("the store has stopped") }
+        writerWake.yield()
+        return try await promise.value.get()
     }
 
-    /// Commits everything queued as one transaction. If more arrived meanwhile, a new task leads
-    /// the next batch, so the caller that led this one gets its answer without waiting for others.
+    /// Commits everything queued, batch after batch, until the queue is empty. Only the writer
+    /// in `run()` calls this, so commits never overlap and no caller's task does the writing.
     private func commitQueuedBatches() async {
-        let now = clock.nowMillis()
-        let batch = inner.withLock { inner -> (operations: [PendingOperation], changes: [RoomChange], rows: DurableChanges)? in
-            guard !inner.queue.isEmpty else {
-                inner.leaderActive = false
-                return nil
+        while true {
+            let now = clock.nowMillis()
+            let batch = inner.withLock { inner -> (operations: [PendingOperation], changes: [RoomChange], rows: DurableChanges)? in
+                guard !inner.queue.isEmpty else { return nil }
+                let operations = inner.queue
+                inner.queue.removeAll(keepingCapacity: true)
+                var changes: [RoomChange] = []
+                for operation in operations { changes.append(contentsOf: operation.apply(&inner.state, now)) }
+                inner.committing = true
+                let rows = inner.state.takeDurableChanges()
+                inner.unstoredSessions = Set(rows.sessions.map(\.sessionId)).union(rows.deletedSessions)
+                return (operations, changes, rows)
             }
-            let operations = inner.queue
-            inner.queue.removeAll(keepingCapacity: true)
-            var changes: [RoomChange] = []
-            for operation in operations { changes.append(contentsOf: operation.apply(&inner.state, now)) }
-            inner.committing = true
-            let rows = inner.state.takeDurableChanges()
-            inner.unstoredSessions = Set(rows.sessions.map(\.sessionId)).union(rows.deletedSessions)
-            return (operations, changes, rows)
+            guard let batch else { return }
+            await commit(batch.operations, changes: batch.changes, rows: batch.rows, now: now)
         }
-        guard let batch else { return }
-        defer {
-            let more = inner.withLock { inner -> Bool in
-                if inner.queue.isEmpty {
-                    inner.leaderActive = false
-                    return false
-                }
-                return true
-            }
-            if more { Task { await self.commitQueuedBatches() } }
-        }
+    }
 
+    private func commit(_ operations: [PendingOperation], changes: [RoomChange], rows: DurableChanges, now: Int64) async {
         var failure: (any Error)?
-        if !batch.rows.isEmpty {
+        if !rows.isEmpty {
             do {
-                let rows = batch.rows
-                try await database.write { db in try Self.write(rows, aliveAt: now, to: db) }
+                try await write { db in try Self.write(rows, aliveAt: now, to: db) }
             } catch {
                 failure = error
             }
@@ -319,9 +318,11 @@ public final class SQLiteStore: PresenceStore {
         if let failure {
             logger.error("commit failed; reloading the stored state", metadata: ["error": "\(failure)"])
             // Memory ran ahead of the file: go back to what is stored.
-            let reloaded = try? Self.load(database, now: clock.nowMillis(), limits: limits)
-            inner.withLock { inner in
-                if let reloaded { inner.state = reloaded }
+            do {
+                let reloaded = try Self.load(database, now: clock.nowMillis(), quotas: quotas)
+                inner.withLock { $0.state = reloaded }
+            } catch {
+                logger.error("could not reload the stored state", metadata: ["error": "\(error)"])
             }
         }
         inner.withLock { inner in
@@ -332,9 +333,18 @@ public final class SQLiteStore: PresenceStore {
             // Reads that waited see exactly the state just stored, before the next batch applies.
             for read in reads { read(inner.state) }
         }
-        if failure == nil { feed.publish(batch.changes) }
+        if failure == nil { feed.publish(changes) }
         let storeError = failure.map { _ in PresenceError.unavailable("the change could not be stored") }
-        for operation in batch.operations { operation.finish(storeError) }
+        for operation in operations { operation.finish(storeError) }
+    }
+
+    /// A write transaction that no task cancellation can interrupt: once the writer has taken a
+    /// batch, it is stored or fails for a reason of the disk's, never because somebody gave up.
+    private func write(_ updates: @escaping @Sendable (Database) throws -> Void) async throws {
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<Void, any Error>, Never>) in
+            database.asyncWrite(updates) { _, result in continuation.resume(returning: result) }
+        }
+        try result.get()
     }
 
     /// Reads stored state: waits while a batch is being written, so it never shows an unstored change.
@@ -342,11 +352,11 @@ public final class SQLiteStore: PresenceStore {
         let promise = Promise<Value>()
         let immediate = inner.withLock { inner -> Value? in
             if !inner.committing { return body(inner.state) }
-            inner.waitingReads.append { state in promise.fulfil(.success(body(state))) }
+            inner.waitingReads.append { state in promise.fulfil(body(state)) }
             return nil
         }
         if let immediate { return immediate }
-        return (try? await promise.value)!
+        return await promise.value
     }
 
     // MARK: - PresenceStore
@@ -355,7 +365,7 @@ public final class SQLiteStore: PresenceStore {
         let now = clock.nowMillis()
         let fastPath = inner.withLock { inner -> PresenceState.HeartbeatOutcome? in
             guard !inner.unstoredSessions.contains(request.sessionId) else { return nil }
-            return inner.state.heartbeatIfUnchanged(request, now: now)
+            return inner.state.extendLiveSession(request, now: now)
         }
         if let fast = fastPath {
             if let deadline = fast.queuedDeadline { deadlineAlarm.note(deadline: deadline) }
@@ -383,16 +393,16 @@ public final class SQLiteStore: PresenceStore {
         }
     }
 
-    public func list(roomToken: String, limit: Int) async throws -> RoomSnapshot {
-        await read { $0.list(roomToken: roomToken, limit: limit) }
+    public func snapshot(roomToken: String, limit: Int) async throws -> RoomSnapshot {
+        await read { $0.snapshot(roomToken: roomToken, limit: limit) }
     }
 
-    public func listRoom(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot {
-        await read { $0.listRoom(roomId: roomId, onlineOnly: onlineOnly, limit: limit) }
+    public func roomUsers(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot {
+        await read { $0.roomUsers(roomId: roomId, onlineOnly: onlineOnly, limit: limit) }
     }
 
-    public func listUser(userId: String, onlineOnly: Bool, limit: Int) async throws -> [UserRoomStatus] {
-        await read { $0.listUser(userId: userId, onlineOnly: onlineOnly, limit: limit) }
+    public func userRooms(userId: String, onlineOnly: Bool, limit: Int) async throws -> [UserRoomStatus] {
+        await read { $0.userRooms(userId: userId, onlineOnly: onlineOnly, limit: limit) }
     }
 
     public func removeRoomUser(roomId: String, userId: String) async throws {
@@ -446,24 +456,50 @@ public final class SQLiteStore: PresenceStore {
         await read { $0.statistics }
     }
 
-    /// Keeps the "alive at" mark fresh (every few seconds, not per heartbeat) until cancelled,
-    /// then writes a final one: after a long outage, sessions that would have expired meanwhile
-    /// are expired at start instead of all showing online.
+    /// The store's writer: commits queued operations as they come (group commit: whatever queued
+    /// up while a transaction was written goes into the next one) and keeps the "alive at" mark
+    /// fresh (every few seconds, not per heartbeat), so that after a long outage sessions that
+    /// would have expired meanwhile are expired at start instead of all showing online.
+    ///
+    /// Operations wait until this runs. When it is cancelled it stops taking operations, commits
+    /// those already queued, writes a last mark and returns.
     public func run() async throws {
-        while !Task.isCancelled {
-            do {
-                try await Task.sleep(for: aliveMarkInterval)
-            } catch {
-                break
-            }
-            try? await writeAliveMark()
+        let starts = inner.withLock { inner -> Bool in
+            guard inner.writer == .notStarted else { return false }
+            inner.writer = .running
+            return true
         }
-        try? await writeAliveMark()
+        guard starts else { throw SQLiteStoreError(description: "the store's writer runs once") }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { [self] in
+                while (try? await Task.sleep(for: aliveMarkInterval)) != nil {
+                    inner.withLock { $0.aliveMarkDue = true }
+                    writerWake.yield()
+                }
+            }
+            // Ends when this task is cancelled.
+            for await _ in writerWakes {
+                await commitQueuedBatches()
+                let markDue = inner.withLock { inner in
+                    defer { inner.aliveMarkDue = false }
+                    return inner.aliveMarkDue
+                }
+                if markDue { await writeAliveMark() }
+            }
+            group.cancelAll()
+        }
+        inner.withLock { $0.writer = .stopped }
+        await commitQueuedBatches()
+        await writeAliveMark()
     }
 
-    private func writeAliveMark() async throws {
+    private func writeAliveMark() async {
         let now = clock.nowMillis()
-        try await database.write { db in try Self.writeAliveMark(now, to: db) }
+        do {
+            try await write { db in try Self.writeAliveMark(now, to: db) }
+        } catch {
+            logger.error("could not write the alive mark", metadata: ["error": "\(error)"])
+        }
     }
 
     private static func writeAliveMark(_ now: Int64, to db: Database) throws {

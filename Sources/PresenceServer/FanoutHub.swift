@@ -108,7 +108,7 @@ final class FanoutHub: Service, Sendable {
             await subscribe(outbox, roomToken: roomToken, limit: limit, requestId: requestId, state: &state)
         case .unsubscribe(let outbox, let roomToken, let requestId):
             state.detach(outbox.id, from: roomToken)
-            deliver(ServerMessage.unsubscribed(id: requestId, roomToken: roomToken), to: outbox, state: &state)
+            deliver(ServerFrame.unsubscribed(id: requestId, roomToken: roomToken), to: outbox, state: &state)
         case .removeSubscriber(let outbox):
             for roomToken in state.subscriptions[outbox.id]?.keys.map({ $0 }) ?? [] {
                 state.detach(outbox.id, from: roomToken)
@@ -124,7 +124,7 @@ final class FanoutHub: Service, Sendable {
         if state.subscriptions[outbox.id, default: [:]].count >= subscriptionsPerSocket {
             metrics.rateLimited.increment()
             let error = PresenceError.rateLimited("a socket may follow at most \(subscriptionsPerSocket) rooms")
-            deliver(ServerMessage.error(id: requestId, error), to: outbox, state: &state)
+            deliver(ServerFrame.error(id: requestId, error), to: outbox, state: &state)
             return
         }
         let key = ViewKey(roomToken: roomToken, limit: limit)
@@ -137,16 +137,16 @@ final class FanoutHub: Service, Sendable {
             let readLimit = max(limit, state.limitsByToken[roomToken]?.max() ?? 0)
             let snapshot: RoomSnapshot
             do {
-                snapshot = try await store.list(roomToken: roomToken, limit: readLimit)
+                snapshot = try await store.snapshot(roomToken: roomToken, limit: readLimit)
             } catch {
                 logger.error("subscribe could not read the room", metadata: ["error": "\(error)"])
-                deliver(ServerMessage.error(id: requestId, .unavailable("the store could not be read")), to: outbox, state: &state)
+                deliver(ServerFrame.error(id: requestId, .unavailable("the store could not be read")), to: outbox, state: &state)
                 return
             }
             refreshViews(of: roomToken, with: snapshot, state: &state)
             view = View(version: snapshot.roomVersion, users: Array(snapshot.users.prefix(limit)))
         }
-        let message = ServerMessage.snapshot(id: requestId, roomToken: roomToken, version: view.version, users: view.users)
+        let message = ServerFrame.snapshot(id: requestId, roomToken: roomToken, version: view.version, users: view.users)
         guard deliver(message, to: outbox, state: &state) else { return }
         // An unknown token (version 0) stays empty forever: tokens are never reissued, so nothing to follow.
         guard view.version > 0 else { return }
@@ -163,7 +163,7 @@ final class FanoutHub: Service, Sendable {
         guard let limits = state.limitsByToken[change.roomToken], let maxLimit = limits.max() else { return }
         if change.kind == .tokenRotated {
             // The old token reads nothing any more: its subscribers heartbeat for the new one.
-            let ended = ServerMessage.unsubscribed(id: nil, roomToken: change.roomToken, reason: "token_rotated")
+            let ended = ServerFrame.unsubscribed(id: nil, roomToken: change.roomToken, reason: "token_rotated")
             for limit in limits {
                 for subscriber in state.views[ViewKey(roomToken: change.roomToken, limit: limit)]?.subscribers.values ?? [:].values {
                     deliver(ended, to: subscriber, state: &state)
@@ -180,8 +180,8 @@ final class FanoutHub: Service, Sendable {
                 let key = ViewKey(roomToken: change.roomToken, limit: limit)
                 guard let view = state.views[key] else { continue }
                 let diff = RoomDiff(from: view.users, to: [])
-                let final = ServerMessage.diff(roomToken: change.roomToken, from: view.version, to: change.roomVersion, diff: diff)
-                let ended = ServerMessage.unsubscribed(id: nil, roomToken: change.roomToken, reason: "room_removed")
+                let final = ServerFrame.diff(roomToken: change.roomToken, from: view.version, to: change.roomVersion, diff: diff)
+                let ended = ServerFrame.unsubscribed(id: nil, roomToken: change.roomToken, reason: "room_removed")
                 for subscriber in view.subscribers.values {
                     if !diff.isEmpty { deliver(final, to: subscriber, state: &state) }
                     deliver(ended, to: subscriber, state: &state)
@@ -193,7 +193,7 @@ final class FanoutHub: Service, Sendable {
 
         let snapshot: RoomSnapshot
         do {
-            snapshot = try await store.list(roomToken: change.roomToken, limit: maxLimit)
+            snapshot = try await store.snapshot(roomToken: change.roomToken, limit: maxLimit)
         } catch {
             logger.error("could not read a changed room", metadata: ["error": "\(error)"])
             return
@@ -212,7 +212,7 @@ final class FanoutHub: Service, Sendable {
             let diff = RoomDiff(from: view.users, to: shown)
             // A change outside this view's window sends nothing; the view's version trails the room's.
             guard !diff.isEmpty else { continue }
-            let message = ServerMessage.diff(roomToken: roomToken, from: view.version, to: snapshot.roomVersion, diff: diff)
+            let message = ServerFrame.diff(roomToken: roomToken, from: view.version, to: snapshot.roomVersion, diff: diff)
             view.version = snapshot.roomVersion
             view.users = shown
             state.views[key] = view

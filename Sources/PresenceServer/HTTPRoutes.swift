@@ -11,12 +11,10 @@ extension Request {
     }
 }
 
-/// The HTTP API of PROTOCOL.md.
+/// The HTTP API of PROTOCOL.md: a codec from requests to `PresenceOperations` and back.
 struct HTTPRoutes<Context: RequestContext> {
-    let store: any PresenceStore
+    let operations: PresenceOperations
     let metrics: PresenceMetrics
-    let configuration: PresenceServerConfiguration
-    var authorizer: any PresenceAuthorizer { configuration.authorizer }
 
     func register(on router: Router<Context>) {
         var methodsByPath: [(path: RouterPath, methods: Set<HTTPRequest.Method>)] = []
@@ -28,20 +26,14 @@ struct HTTPRoutes<Context: RequestContext> {
                 methodsByPath.append((path, [method]))
             }
         }
+        let operations = operations
 
         route("/api/heartbeat", .post) { request, _ in
-            let identity = try await authorizer.authenticate(token: request.bearerToken)
-            let body = try await Self.body(of: request)
-            var heartbeat = try JSONObject(parsing: body.readableBytesView).heartbeatRequest()
-            try await authorizer.authorize(identity, .join(roomId: heartbeat.roomId, userId: heartbeat.userId))
-            heartbeat = heartbeat.withProfile(name: identity?.name, image: identity?.image)
-            let tokens = try await store.heartbeat(heartbeat)
-            metrics.heartbeats.increment()
+            let caller = try await operations.authenticateUser(token: request.bearerToken)
+            let heartbeat = try HeartbeatRequest(json: JSONObject(parsing: try await Self.body(of: request).readableBytesView))
+            let tokens = try await operations.heartbeat(heartbeat, by: caller)
             var writer = JSONWriter()
-            writer.object { object in
-                object.field("roomToken", tokens.roomToken)
-                object.field("sessionToken", tokens.sessionToken)
-            }
+            writer.object { tokens.writeFields(into: &$0) }
             return .json(writer.output)
         }
 
@@ -49,58 +41,48 @@ struct HTTPRoutes<Context: RequestContext> {
             guard let roomToken = request.uri.queryParameters.get("roomToken") else {
                 throw PresenceError.invalidArgument("roomToken is required")
             }
-            let limit = try QueryParsing.limit(request.uri.queryParameters.get("limit"))
-            let identity = try await authorizer.authenticate(token: request.bearerToken)
-            // An unknown token reads as an empty room, so the answer never tells whether a room exists.
-            guard let roomId = try await store.roomId(forToken: roomToken) else { return .json(Self.roomJSON(.empty)) }
-            try await authorizer.authorize(identity, .read(roomId: roomId))
-            return .json(Self.roomJSON(try await store.list(roomToken: roomToken, limit: limit)))
+            let list = try ListRequest(roomToken: roomToken, limit: QueryParsing.limit(request.uri.queryParameters.get("limit")))
+            let caller = try await operations.authenticateUser(token: request.bearerToken)
+            return .json(Self.roomJSON(try await operations.list(list, by: caller)))
         }
 
         route("/api/disconnect", .post) { request, _ in
             let body = try await Self.body(of: request)
-            try await store.disconnect(sessionToken: try Self.sessionToken(fromDisconnectBody: body, request: request))
+            let sessionToken = try DisconnectBody.sessionToken(from: Array(body.readableBytesView), contentType: request.headers[.contentType])
+            try await operations.disconnect(sessionToken: sessionToken)
             return .json("{}")
         }
 
         route("/api/update", .post) { request, _ in
-            let body = try await Self.body(of: request)
-            let object = try JSONObject(parsing: body.readableBytesView)
-            let sessionToken = try object.string("sessionToken")
-            let data = try object.data()
-            let identity = try await authorizer.authenticate(token: request.bearerToken)
-            guard let owner = try await store.sessionOwner(sessionToken: sessionToken) else {
-                throw PresenceError.notFound("no live session has this session token")
-            }
-            try await authorizer.authorize(identity, .update(roomId: owner.roomId, userId: owner.userId))
-            try await store.update(sessionToken: sessionToken, data: data)
+            let update = try UpdateRequest(json: JSONObject(parsing: try await Self.body(of: request).readableBytesView))
+            let caller = try await operations.authenticateUser(token: request.bearerToken)
+            try await operations.update(update, by: caller)
             return .json("{}")
         }
 
         route("/api/rooms/{roomId}/users/{userId}/data", .put) { request, context in
-            try authorizeAdmin(request)
+            let admin = try operations.authenticateAdmin(key: request.bearerToken)
             let roomId = try QueryParsing.identifier(context.parameters.get("roomId"), field: "roomId")
             let userId = try QueryParsing.identifier(context.parameters.get("userId"), field: "userId")
-            let body = try await Self.body(of: request)
-            let data = try Validate.data(try JSONObject.parseValue(body.readableBytesView))
-            try await store.updateRoomUser(roomId: roomId, userId: userId, data: data)
+            let data = try Validate.data(try JSONObject.parseValue(try await Self.body(of: request).readableBytesView))
+            try await operations.setRoomUserData(roomId: roomId, userId: userId, data: data, by: admin)
             return .json("{}")
         }
 
         route("/api/rooms/{roomId}/users", .get) { request, context in
-            try authorizeAdmin(request)
+            let admin = try operations.authenticateAdmin(key: request.bearerToken)
             let roomId = try QueryParsing.identifier(context.parameters.get("roomId"), field: "roomId")
             let onlineOnly = try QueryParsing.flag(request.uri.queryParameters.get("onlineOnly"), name: "onlineOnly")
             let limit = try QueryParsing.limit(request.uri.queryParameters.get("limit"))
-            return .json(Self.roomJSON(try await store.listRoom(roomId: roomId, onlineOnly: onlineOnly, limit: limit)))
+            return .json(Self.roomJSON(try await operations.roomUsers(roomId: roomId, onlineOnly: onlineOnly, limit: limit, by: admin)))
         }
 
         route("/api/users/{userId}/rooms", .get) { request, context in
-            try authorizeAdmin(request)
+            let admin = try operations.authenticateAdmin(key: request.bearerToken)
             let userId = try QueryParsing.identifier(context.parameters.get("userId"), field: "userId")
             let onlineOnly = try QueryParsing.flag(request.uri.queryParameters.get("onlineOnly"), name: "onlineOnly")
             let limit = try QueryParsing.limit(request.uri.queryParameters.get("limit"))
-            let rooms = try await store.listUser(userId: userId, onlineOnly: onlineOnly, limit: limit)
+            let rooms = try await operations.userRooms(userId: userId, onlineOnly: onlineOnly, limit: limit, by: admin)
             var writer = JSONWriter()
             writer.object { object in
                 object.field("rooms") { array in
@@ -120,42 +102,36 @@ struct HTTPRoutes<Context: RequestContext> {
         }
 
         route("/api/rooms/{roomId}/users/{userId}", .delete) { request, context in
-            try authorizeAdmin(request)
+            let admin = try operations.authenticateAdmin(key: request.bearerToken)
             let roomId = try QueryParsing.identifier(context.parameters.get("roomId"), field: "roomId")
             let userId = try QueryParsing.identifier(context.parameters.get("userId"), field: "userId")
-            try await store.removeRoomUser(roomId: roomId, userId: userId)
+            try await operations.removeRoomUser(roomId: roomId, userId: userId, by: admin)
             return .json("{}")
         }
 
         route("/api/rooms/{roomId}", .delete) { request, context in
-            try authorizeAdmin(request)
+            let admin = try operations.authenticateAdmin(key: request.bearerToken)
             let roomId = try QueryParsing.identifier(context.parameters.get("roomId"), field: "roomId")
-            try await store.removeRoom(roomId: roomId)
+            try await operations.removeRoom(roomId: roomId, by: admin)
             return .json("{}")
         }
 
         route("/api/rooms/{roomId}/rotate-token", .post) { request, context in
-            try authorizeAdmin(request)
+            let admin = try operations.authenticateAdmin(key: request.bearerToken)
             let roomId = try QueryParsing.identifier(context.parameters.get("roomId"), field: "roomId")
-            guard let token = try await store.rotateRoomToken(roomId: roomId) else {
-                throw PresenceError.notFound("room \(roomId) does not exist")
-            }
+            let token = try await operations.rotateRoomToken(roomId: roomId, by: admin)
             var writer = JSONWriter()
             writer.object { $0.field("roomToken", token) }
             return .json(writer.output)
         }
 
         route("/health", .get) { _, _ in
-            do {
-                _ = try await store.statistics()
-            } catch {
-                throw PresenceError.unavailable("the store is not usable")
-            }
+            _ = try await operations.statistics()
             return .json("{\"status\":\"ok\"}")
         }
 
         route("/metrics", .get) { _, _ in
-            let text = metrics.render(statistics: try await store.statistics())
+            let text = metrics.render(statistics: try await operations.statistics())
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: text)))
@@ -183,34 +159,9 @@ struct HTTPRoutes<Context: RequestContext> {
         }
     }
 
-    func authorizeAdmin(_ request: Request) throws(PresenceError) {
-        guard let adminKey = configuration.adminKey else {
-            throw .unauthenticated("admin calls are disabled: the server has no admin key")
-        }
-        guard let key = request.bearerToken else {
-            throw .unauthenticated("admin calls need Authorization: Bearer <admin key>")
-        }
-        guard Tokens.constantTimeEquals(key, adminKey) else {
-            throw .unauthenticated("the admin key is not valid")
-        }
-    }
-
     static func body(of request: Request) async throws -> ByteBuffer {
         var request = request
-        return try await request.collectBody(upTo: Limits.maxBodyBytes)
-    }
-
-    /// `navigator.sendBeacon` sends `text/plain`: accept a JSON object, or the bare token.
-    static func sessionToken(fromDisconnectBody body: ByteBuffer, request: Request) throws(PresenceError) -> String {
-        let text = String(buffer: body).trimmingCharacters(in: .whitespacesAndNewlines)
-        let contentType = request.headers[.contentType]?.lowercased() ?? ""
-        if text.hasPrefix("{") || contentType.hasPrefix("application/json") {
-            return try JSONObject(parsing: body.readableBytesView).string("sessionToken")
-        }
-        guard !text.isEmpty, text.utf8.count <= 1024, !text.contains(where: \.isWhitespace) else {
-            throw .invalidArgument("the body must be {\"sessionToken\": …} or the bare session token")
-        }
-        return text
+        return try await request.collectBody(upTo: ProtocolLimits.maxBodyBytes)
     }
 
     static func roomJSON(_ snapshot: RoomSnapshot) -> String {

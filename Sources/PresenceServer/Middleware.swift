@@ -29,7 +29,7 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             metrics.count(error)
             return .error(error)
         } catch is NIOTooManyBytesError {
-            return .error(.payloadTooLarge("the request body must be at most \(Limits.maxBodyBytes) bytes"))
+            return .error(.payloadTooLarge("the request body must be at most \(ProtocolLimits.maxBodyBytes) bytes"))
         } catch let error as HTTPError {
             switch error.status {
             case .notFound: return .error(.notFound("no such route: \(request.method) \(request.uri.path)"))

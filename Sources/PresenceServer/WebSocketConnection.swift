@@ -14,7 +14,7 @@ enum CloseCode {
 /// the socket's outbox. Either ending ends the connection; closing the socket
 /// leaves the user's sessions alive until their deadline.
 struct WebSocketConnection {
-    let store: any PresenceStore
+    let operations: PresenceOperations
     let hub: FanoutHub
     let metrics: PresenceMetrics
     let configuration: PresenceServerConfiguration
@@ -22,7 +22,7 @@ struct WebSocketConnection {
     let address: String
     let logger: Logger
 
-    var authorizer: any PresenceAuthorizer { configuration.authorizer }
+    private var clock: any WallClock { operations.store.clock }
 
     func run(
         inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, outbox: Outbox, channel: any Channel,
@@ -116,11 +116,11 @@ struct WebSocketConnection {
     private func readMessages(_ inbound: WebSocketInboundStream, outbox: Outbox, identity: Identity?) async {
         defer { outbox.finish() }
         var limiter = RateLimiter(
-            rate: configuration.socketMessagesPerSecond, burst: configuration.socketMessageBurst, now: store.clock.nowMillis())
+            rate: configuration.socketMessagesPerSecond, burst: configuration.socketMessageBurst, now: clock.nowMillis())
         var identity = identity
         do {
-            for try await message in inbound.messages(maxSize: Limits.maxBodyBytes) {
-                let now = store.clock.nowMillis()
+            for try await message in inbound.messages(maxSize: ProtocolLimits.maxBodyBytes) {
+                let now = clock.nowMillis()
                 guard limiter.allow(now: now), addressLimits.allow(address, now: now) else {
                     metrics.floodingSocketsClosed.increment()
                     metrics.rateLimited.increment()
@@ -128,7 +128,7 @@ struct WebSocketConnection {
                     return
                 }
                 guard case .text(let text) = message else {
-                    outbox.send(ServerMessage.error(id: nil, .invalidArgument("messages must be JSON text frames")))
+                    outbox.send(ServerFrame.error(id: nil, .invalidArgument("messages must be JSON text frames")))
                     continue
                 }
                 await handle(text, outbox: outbox, identity: &identity)
@@ -139,72 +139,44 @@ struct WebSocketConnection {
         }
     }
 
-    /// The socket's identity while it is valid; after its token expires, none (so the
-    /// authorizer decides, and the JWT mode refuses until a fresh `auth` message).
-    private func currentIdentity(_ identity: Identity?) async throws -> Identity? {
-        if let identity, identity.expiresAt.map({ store.clock.nowMillis() < $0 }) ?? true { return identity }
-        return try await authorizer.authenticate(token: nil)
-    }
-
+    /// A codec from a message to `PresenceOperations` and its reply into the outbox.
     private func handle(_ text: String, outbox: Outbox, identity: inout Identity?) async {
         var requestId: JSONValue?
-        do {
-            let message = try JSONObject(parsing: Array(text.utf8))
-            requestId = message.fields["id"]
-            if let id = requestId {
-                switch id {
-                case .string, .integer, .double: break
-                default:
-                    requestId = nil
-                    throw PresenceError.invalidArgument("id must be a number or a string")
-                }
+        do throws(PresenceError) {
+            let request: SocketRequest
+            do {
+                request = try SocketRequest.decode(text.utf8)
+            } catch {
+                requestId = error.id
+                throw error.error
             }
-            switch try message.string("type") {
-            case "auth":
-                let verified = try await authorizer.authenticate(token: message.string("token"))
-                identity = verified
-                outbox.send(ServerMessage.reply(type: "authenticated", id: requestId) { $0.field("userId", verified?.userId) })
-            case "heartbeat":
-                let caller = try await currentIdentity(identity)
-                var request = try message.heartbeatRequest()
-                try await authorizer.authorize(caller, .join(roomId: request.roomId, userId: request.userId))
-                request = request.withProfile(name: caller?.name, image: caller?.image)
-                let tokens = try await store.heartbeat(request)
-                metrics.heartbeats.increment()
-                outbox.send(ServerMessage.heartbeat(id: requestId, tokens: tokens))
-            case "subscribe":
-                let roomToken = try message.string("roomToken")
-                let limit = try Validate.limit(message.optionalInteger("limit").map { Int(clamping: $0) })
-                let caller = try await currentIdentity(identity)
-                // Unknown tokens get the empty snapshot without asking the authorizer about a room that does not exist.
-                if let roomId = try await store.roomId(forToken: roomToken) {
-                    try await authorizer.authorize(caller, .read(roomId: roomId))
-                }
-                hub.submit(.subscribe(outbox, roomToken: roomToken, limit: limit, requestId: requestId))
-            case "unsubscribe":
-                hub.submit(.unsubscribe(outbox, roomToken: try message.string("roomToken"), requestId: requestId))
-            case "update":
-                let sessionToken = try message.string("sessionToken")
-                let data = try message.data()
-                let caller = try await currentIdentity(identity)
-                guard let owner = try await store.sessionOwner(sessionToken: sessionToken) else {
-                    throw PresenceError.notFound("no live session has this session token")
-                }
-                try await authorizer.authorize(caller, .update(roomId: owner.roomId, userId: owner.userId))
-                try await store.update(sessionToken: sessionToken, data: data)
-                outbox.send(ServerMessage.reply(type: "updated", id: requestId))
-            case "disconnect":
-                try await store.disconnect(sessionToken: try message.string("sessionToken"))
-                outbox.send(ServerMessage.reply(type: "disconnected", id: requestId))
-            case let other:
-                throw PresenceError.invalidArgument("unknown message type \"\(other.prefix(64))\"")
+            requestId = request.id
+            switch request.kind {
+            case .auth(let token):
+                let caller = try await operations.authenticateUser(token: token)
+                identity = caller.identity
+                outbox.send(ServerFrame.reply(type: "authenticated", id: requestId) { $0.field("userId", caller.identity?.userId) })
+            case .heartbeat(let heartbeat):
+                let caller = try await operations.authenticateSocket(identity: identity)
+                let tokens = try await operations.heartbeat(heartbeat, by: caller)
+                outbox.send(ServerFrame.heartbeat(id: requestId, tokens: tokens))
+            case .subscribe(let list):
+                let caller = try await operations.authenticateSocket(identity: identity)
+                try await operations.authorizeSubscription(list, by: caller)
+                hub.submit(.subscribe(outbox, roomToken: list.roomToken, limit: list.limit, requestId: requestId))
+            case .unsubscribe(let roomToken):
+                hub.submit(.unsubscribe(outbox, roomToken: roomToken, requestId: requestId))
+            case .update(let update):
+                let caller = try await operations.authenticateSocket(identity: identity)
+                try await operations.update(update, by: caller)
+                outbox.send(ServerFrame.reply(type: "updated", id: requestId))
+            case .disconnect(let sessionToken):
+                try await operations.disconnect(sessionToken: sessionToken)
+                outbox.send(ServerFrame.reply(type: "disconnected", id: requestId))
             }
-        } catch let error as PresenceError {
-            metrics.count(error)
-            outbox.send(ServerMessage.error(id: requestId, error))
         } catch {
-            logger.error("websocket message failed", metadata: ["error": "\(error)"])
-            outbox.send(ServerMessage.error(id: requestId, .unavailable("the request could not be completed")))
+            metrics.count(error)
+            outbox.send(ServerFrame.error(id: requestId, error))
         }
     }
 }

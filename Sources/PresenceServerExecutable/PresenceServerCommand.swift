@@ -130,9 +130,9 @@ struct PresenceServerCommand: AsyncParsableCommand {
         if let days = try number(retentionDays, "PRESENCE_RETENTION_DAYS", minimum: 0.001) {
             configuration.retention = .seconds(days * 86_400)
         }
-        var userLimits = PresenceState.UserLimits()
-        userLimits.sessionsPerUser = try number(maxSessionsPerUser, "PRESENCE_MAX_SESSIONS_PER_USER", minimum: 1) ?? userLimits.sessionsPerUser
-        userLimits.roomsPerUser = try number(maxRoomsPerUser, "PRESENCE_MAX_ROOMS_PER_USER", minimum: 1) ?? userLimits.roomsPerUser
+        var userQuotas = PresenceState.UserQuotas()
+        userQuotas.sessionsPerUser = try number(maxSessionsPerUser, "PRESENCE_MAX_SESSIONS_PER_USER", minimum: 1) ?? userQuotas.sessionsPerUser
+        userQuotas.roomsPerUser = try number(maxRoomsPerUser, "PRESENCE_MAX_ROOMS_PER_USER", minimum: 1) ?? userQuotas.roomsPerUser
 
         switch setting(auth, "PRESENCE_AUTH") ?? "none" {
         case "none":
@@ -172,10 +172,10 @@ struct PresenceServerCommand: AsyncParsableCommand {
         let presenceStore: any PresenceStore
         switch storeName {
         case "memory":
-            presenceStore = MemoryStore(limits: userLimits)
+            presenceStore = MemoryStore(quotas: userQuotas)
         case "sqlite":
             let directory = setting(dataDir, "PRESENCE_DATA_DIR") ?? "./presence-data"
-            presenceStore = try SQLiteStore(directory: directory, limits: userLimits, logger: logger)
+            presenceStore = try SQLiteStore(directory: directory, quotas: userQuotas, logger: logger)
             storeName = "sqlite, \((directory as NSString).standardizingPath)/\(SQLiteStore.fileName)"
         default:
             throw ValidationError("unknown store \(storeName); choose sqlite or memory")
@@ -183,7 +183,7 @@ struct PresenceServerCommand: AsyncParsableCommand {
 
         let host = configuration.host
         let storeDescription = storeName
-        let app = PresenceServer.makeApplication(
+        let app = PresenceApplication.make(
             configuration: configuration, store: presenceStore, logger: logger,
             onServerRunning: { port in
                 var lines = ["presence-server listening on http://\(host):\(port) (store: \(storeDescription))"]

@@ -12,9 +12,9 @@ public final class MemoryStore: PresenceStore {
     private let state: Mutex<PresenceState>
     private let feed = ChangeFeed()
 
-    public init(clock: any WallClock = SystemWallClock(), limits: PresenceState.UserLimits = .init()) {
+    public init(clock: any WallClock = SystemWallClock(), quotas: PresenceState.UserQuotas = .init()) {
         self.clock = clock
-        self.state = Mutex(PresenceState(limits: limits))
+        self.state = Mutex(PresenceState(quotas: quotas))
     }
 
     /// Runs a mutation and publishes its changes while still holding the lock, so listeners see store order.
@@ -50,16 +50,16 @@ public final class MemoryStore: PresenceStore {
         }
     }
 
-    public func list(roomToken: String, limit: Int) async throws -> RoomSnapshot {
-        state.withLock { $0.list(roomToken: roomToken, limit: limit) }
+    public func snapshot(roomToken: String, limit: Int) async throws -> RoomSnapshot {
+        state.withLock { $0.snapshot(roomToken: roomToken, limit: limit) }
     }
 
-    public func listRoom(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot {
-        state.withLock { $0.listRoom(roomId: roomId, onlineOnly: onlineOnly, limit: limit) }
+    public func roomUsers(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot {
+        state.withLock { $0.roomUsers(roomId: roomId, onlineOnly: onlineOnly, limit: limit) }
     }
 
-    public func listUser(userId: String, onlineOnly: Bool, limit: Int) async throws -> [UserRoomStatus] {
-        state.withLock { $0.listUser(userId: userId, onlineOnly: onlineOnly, limit: limit) }
+    public func userRooms(userId: String, onlineOnly: Bool, limit: Int) async throws -> [UserRoomStatus] {
+        state.withLock { $0.userRooms(userId: userId, onlineOnly: onlineOnly, limit: limit) }
     }
 
     public func removeRoomUser(roomId: String, userId: String) async throws {

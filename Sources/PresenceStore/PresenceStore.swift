@@ -9,7 +9,7 @@
 /// ```swift
 /// let store = MemoryStore()
 /// let tokens = try await store.heartbeat(HeartbeatRequest(roomId: "doc", userId: "alice", sessionId: "tab-1"))
-/// let snapshot = try await store.list(roomToken: tokens.roomToken, limit: 10)
+/// let snapshot = try await store.snapshot(roomToken: tokens.roomToken, limit: 10)
 /// ```
 public protocol PresenceStore: Sendable {
     /// The clock that stamps every change and decides expiry.
@@ -25,9 +25,9 @@ public protocol PresenceStore: Sendable {
     /// Sets (or with `nil` clears) a user's data; throws `not_found` if the user was never in the room.
     func updateRoomUser(roomId: String, userId: String, data: JSONValue?) async throws
     /// An unknown token reads as an empty room at version 0.
-    func list(roomToken: String, limit: Int) async throws -> RoomSnapshot
-    func listRoom(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot
-    func listUser(userId: String, onlineOnly: Bool, limit: Int) async throws -> [UserRoomStatus]
+    func snapshot(roomToken: String, limit: Int) async throws -> RoomSnapshot
+    func roomUsers(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot
+    func userRooms(userId: String, onlineOnly: Bool, limit: Int) async throws -> [UserRoomStatus]
     func removeRoomUser(roomId: String, userId: String) async throws
     func removeRoom(roomId: String) async throws
     /// Gives the room a new token (nil for an unknown room); subscriptions to the old one end.
@@ -47,12 +47,31 @@ public protocol PresenceStore: Sendable {
     /// A new stream of every room change from now on, in the order they were stored.
     func roomChanges() -> AsyncStream<RoomChange>
     func statistics() async throws -> PresenceStatistics
-    /// Background upkeep the store needs while it serves (for example, a durable store's
-    /// "alive at" mark); runs until cancelled. The default has nothing to do.
+    /// The store's own work while it serves (a durable store's writer and its "alive at" mark);
+    /// runs until cancelled, then finishes what it accepted. Operations of a store whose `run()`
+    /// needs to run wait for it. The default has nothing to do.
     func run() async throws
 }
 
 extension PresenceStore {
+    /// Runs `body` while the store's `run()` serves it, then stops `run()` as a shutdown would
+    /// (cancellation) and waits for it: for embedding apps, tools and tests.
+    public func whileRunning<Value: Sendable>(_ body: () async throws -> Value) async throws -> Value {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await self.run() }
+            do {
+                let value = try await body()
+                group.cancelAll()
+                try await group.waitForAll()
+                return value
+            } catch {
+                group.cancelAll()
+                try? await group.waitForAll()
+                throw error
+            }
+        }
+    }
+
     public func run() async throws {
         // Nothing to keep up: wait for cancellation, like any service.
         let (never, continuation) = AsyncStream<Void>.makeStream()

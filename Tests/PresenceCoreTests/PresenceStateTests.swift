@@ -16,11 +16,11 @@ import PresenceTestSupport
     }
 
     func users(_ state: PresenceState, room: String = "room") -> [UserRecord] {
-        state.listRoom(roomId: room, onlineOnly: false, limit: 1_000).users
+        state.roomUsers(roomId: room, onlineOnly: false, limit: 1_000).users
     }
 
     func version(_ state: PresenceState, room: String = "room") -> UInt64 {
-        state.listRoom(roomId: room, onlineOnly: false, limit: 1).roomVersion
+        state.roomUsers(roomId: room, onlineOnly: false, limit: 1).roomVersion
     }
 
     @Test func heartbeatCreatesAnOnlineRecordAndStableRoomToken() throws {
@@ -169,7 +169,7 @@ import PresenceTestSupport
     @Test func bogusRoomTokenListsNothing() throws {
         var state = PresenceState()
         _ = try beat(&state, user: "alice", session: "a1", at: t0)
-        #expect(state.list(roomToken: "r_bogus", limit: 10) == .empty)
+        #expect(state.snapshot(roomToken: "r_bogus", limit: 10) == .empty)
     }
 
     @Test func listHonoursLimitAndOrder() throws {
@@ -178,7 +178,7 @@ import PresenceTestSupport
             _ = try beat(&state, user: "u\(index)", session: "s\(index)", at: t0 + Int64(index))
         }
         let token = try beat(&state, user: "u0", session: "s0", at: t0 + 10).tokens.roomToken
-        #expect(state.list(roomToken: token, limit: 3).users.map(\.userId) == ["u0", "u1", "u2"])
+        #expect(state.snapshot(roomToken: token, limit: 3).users.map(\.userId) == ["u0", "u1", "u2"])
     }
 
     @Test func dataShowsInTheListAndBumpsTheVersion() throws {
@@ -228,7 +228,7 @@ import PresenceTestSupport
         #expect(users(state).map(\.userId) == ["bob"])
         #expect(state.session(id: "a1") == nil)
         #expect(throws: PresenceError.self) { try state.update(sessionToken: alice.tokens.sessionToken, data: .null) }
-        #expect(state.listUser(userId: "alice", onlineOnly: false, limit: 10).isEmpty)
+        #expect(state.userRooms(userId: "alice", onlineOnly: false, limit: 10).isEmpty)
         // The stale deadline later does nothing.
         let (expired, outcome) = state.expireDue(now: t0 + 25_000, limit: 10)
         #expect(expired == 1)  // bob
@@ -249,10 +249,10 @@ import PresenceTestSupport
         let changes = state.removeRoom(roomId: "big").changes
         #expect(changes.count == 1)
         #expect(changes.first?.kind == .removed)
-        #expect(state.list(roomToken: token, limit: 10) == .empty)
+        #expect(state.snapshot(roomToken: token, limit: 10) == .empty)
         #expect(state.statistics.sessions == 1)
         #expect(state.statistics.onlineUsers == 1)
-        #expect(state.listUser(userId: "u0", onlineOnly: false, limit: 10).map(\.roomId) == ["other"])
+        #expect(state.userRooms(userId: "u0", onlineOnly: false, limit: 10).map(\.roomId) == ["other"])
         #expect(state.expireDue(now: t0 + 25_000, limit: 100_000).expired == 1)
         // A new room of the same id gets a new token and a version above every earlier one.
         let reborn = try beat(&state, room: "big", user: "u1", session: "s1", at: t0 + 30_000)
@@ -268,15 +268,15 @@ import PresenceTestSupport
         let late = try beat(&state, room: "left-late", user: "alice", session: "4", at: t0)
         _ = state.disconnect(sessionToken: early.tokens.sessionToken, now: t0 + 100)
         _ = state.disconnect(sessionToken: late.tokens.sessionToken, now: t0 + 200)
-        #expect(state.listUser(userId: "alice", onlineOnly: false, limit: 10) == [
+        #expect(state.userRooms(userId: "alice", onlineOnly: false, limit: 10) == [
             UserRoomStatus(roomId: "a-online", online: true, lastDisconnected: 0),
             UserRoomStatus(roomId: "b-online", online: true, lastDisconnected: 0),
             UserRoomStatus(roomId: "left-late", online: false, lastDisconnected: t0 + 200),
             UserRoomStatus(roomId: "left-early", online: false, lastDisconnected: t0 + 100),
         ])
-        #expect(state.listUser(userId: "alice", onlineOnly: true, limit: 10).map(\.roomId) == ["a-online", "b-online"])
-        #expect(state.listUser(userId: "alice", onlineOnly: false, limit: 3).count == 3)
-        #expect(state.listUser(userId: "nobody", onlineOnly: false, limit: 10).isEmpty)
+        #expect(state.userRooms(userId: "alice", onlineOnly: true, limit: 10).map(\.roomId) == ["a-online", "b-online"])
+        #expect(state.userRooms(userId: "alice", onlineOnly: false, limit: 3).count == 3)
+        #expect(state.userRooms(userId: "nobody", onlineOnly: false, limit: 10).isEmpty)
     }
 
     @Test func listRoomOnlineOnly() throws {
@@ -284,8 +284,8 @@ import PresenceTestSupport
         _ = try beat(&state, user: "alice", session: "a1", at: t0)
         let bob = try beat(&state, user: "bob", session: "b1", at: t0)
         _ = state.disconnect(sessionToken: bob.tokens.sessionToken, now: t0 + 1)
-        #expect(state.listRoom(roomId: "room", onlineOnly: true, limit: 10).users.map(\.userId) == ["alice"])
-        #expect(state.listRoom(roomId: "room", onlineOnly: false, limit: 10).users.map(\.userId) == ["alice", "bob"])
+        #expect(state.roomUsers(roomId: "room", onlineOnly: true, limit: 10).users.map(\.userId) == ["alice"])
+        #expect(state.roomUsers(roomId: "room", onlineOnly: false, limit: 10).users.map(\.userId) == ["alice", "bob"])
     }
 
     @Test func sessionIdReuseWithAnotherRoomOrUserConflictsAndChangesNothing() throws {
@@ -303,7 +303,7 @@ import PresenceTestSupport
         }
         #expect(version(state) == before)
         #expect(users(state).map(\.userId) == ["alice"])
-        #expect(state.listRoom(roomId: "elsewhere", onlineOnly: false, limit: 10) == .empty)
+        #expect(state.roomUsers(roomId: "elsewhere", onlineOnly: false, limit: 10) == .empty)
         #expect(state.session(id: "shared")?.token == alice.tokens.sessionToken)
     }
 

@@ -26,7 +26,7 @@ import PresenceStore
             #expect(try await http.call(.get, "/health").status == 200)
             #expect(try await http.metric("presence_rate_limited_total") == 4)
             // Refused requests changed nothing.
-            #expect(try await store.listRoom(roomId: "r", onlineOnly: false, limit: 100).users.count == 5)
+            #expect(try await store.roomUsers(roomId: "r", onlineOnly: false, limit: 100).users.count == 5)
         }
     }
 
@@ -51,7 +51,7 @@ import PresenceStore
     }
 
     @Test func sessionsAndRoomsPerUser() async throws {
-        let store = MemoryStore(limits: .init(sessionsPerUser: 3, roomsPerUser: 2))
+        let store = MemoryStore(quotas: .init(sessionsPerUser: 3, roomsPerUser: 2))
         try await withServer(store: store) { http in
             _ = try await http.heartbeat(room: "one", user: "alice", session: "1")
             _ = try await http.heartbeat(room: "one", user: "alice", session: "2")

@@ -25,7 +25,7 @@ func withServer(
     var logger = Logger(label: "presence-test")
     logger.logLevel = .warning
     let metrics = PresenceMetrics()
-    let app = PresenceServer.makeApplication(configuration: configuration, store: store, metrics: metrics, logger: logger)
+    let app = PresenceApplication.make(configuration: configuration, store: store, metrics: metrics, logger: logger)
     try await app.test(.live) { client in
         try await test(HTTPClient(client: client, port: client.port!))
     }

@@ -14,31 +14,36 @@ import PresenceTestSupport
         let directory = temporaryDirectory()
         let clock = ManualWallClock(nowMillis: start)
         var store = try SQLiteStore(directory: directory, clock: clock)
-        let alice = try await store.heartbeat(request(user: "alice", session: "a1", interval: 4_000, name: "Alice"))
-        _ = try await store.heartbeat(request(user: "alice", session: "a2"))
-        let bob = try await store.heartbeat(request(user: "bob", session: "b1"))
-        let carol = try await store.heartbeat(request(room: "other", user: "carol", session: "c1"))
-        try await store.update(sessionToken: alice.sessionToken, data: .object(["typing": .bool(true), "n": .integer(1 << 60)]))
-        clock.advance(by: 1_000)
-        try await store.disconnect(sessionToken: bob.sessionToken)
-        try await store.removeRoom(roomId: "other")
-        let before = try await store.list(roomToken: alice.roomToken, limit: 100)
-        let userRooms = try await store.listUser(userId: "alice", onlineOnly: false, limit: 10)
-        let statistics = try await store.statistics()
+        let (alice, carol, before, userRooms, statistics) = try await store.whileRunning {
+            let alice = try await store.heartbeat(request(user: "alice", session: "a1", interval: 4_000, name: "Alice"))
+            _ = try await store.heartbeat(request(user: "alice", session: "a2"))
+            let bob = try await store.heartbeat(request(user: "bob", session: "b1"))
+            let carol = try await store.heartbeat(request(room: "other", user: "carol", session: "c1"))
+            try await store.update(sessionToken: alice.sessionToken, data: .object(["typing": .bool(true), "n": .integer(1 << 60)]))
+            clock.advance(by: 1_000)
+            try await store.disconnect(sessionToken: bob.sessionToken)
+            try await store.removeRoom(roomId: "other")
+            return (
+                alice, carol, try await store.snapshot(roomToken: alice.roomToken, limit: 100),
+                try await store.userRooms(userId: "alice", onlineOnly: false, limit: 10), try await store.statistics()
+            )
+        }
         try store.close()
 
         clock.advance(by: 2_000)
         store = try SQLiteStore(directory: directory, clock: clock)
-        #expect(try await store.list(roomToken: alice.roomToken, limit: 100) == before)
-        #expect(try await store.listUser(userId: "alice", onlineOnly: false, limit: 10) == userRooms)
-        #expect(try await store.list(roomToken: carol.roomToken, limit: 10) == .empty)
-        #expect(try await store.statistics() == statistics)
-        #expect(statistics.sessions == 2 && statistics.userRecords == 2)
-        // The same session tokens still work; the room token is stable.
-        try await store.update(sessionToken: alice.sessionToken, data: nil)
-        #expect(try await store.heartbeat(request(user: "alice", session: "a1", interval: 4_000)).roomToken == alice.roomToken)
-        // Versions go on from where they were.
-        #expect(try await store.list(roomToken: alice.roomToken, limit: 100).roomVersion > before.roomVersion)
+        try await store.whileRunning {
+            #expect(try await store.snapshot(roomToken: alice.roomToken, limit: 100) == before)
+            #expect(try await store.userRooms(userId: "alice", onlineOnly: false, limit: 10) == userRooms)
+            #expect(try await store.snapshot(roomToken: carol.roomToken, limit: 10) == .empty)
+            #expect(try await store.statistics() == statistics)
+            #expect(statistics.sessions == 2 && statistics.userRecords == 2)
+            // The same session tokens still work; the room token is stable.
+            try await store.update(sessionToken: alice.sessionToken, data: nil)
+            #expect(try await store.heartbeat(request(user: "alice", session: "a1", interval: 4_000)).roomToken == alice.roomToken)
+            // Versions go on from where they were.
+            #expect(try await store.snapshot(roomToken: alice.roomToken, limit: 100).roomVersion > before.roomVersion)
+        }
         try store.close()
     }
 
@@ -46,19 +51,21 @@ import PresenceTestSupport
         let directory = temporaryDirectory()
         let clock = ManualWallClock(nowMillis: start)
         var store = try SQLiteStore(directory: directory, clock: clock)
-        let tokens = try await store.heartbeat(request(user: "alice", session: "a1", interval: 2_000))
+        let tokens = try await store.whileRunning { try await store.heartbeat(request(user: "alice", session: "a1", interval: 2_000)) }
         try store.close()
         // Down for 4 s: the old deadline (5 s) is nearly due, but the grace runs from the restart.
         clock.advance(by: 4_000)
         store = try SQLiteStore(directory: directory, clock: clock)
-        #expect(try await store.nextDeadline() == start + 4_000 + 5_000)
-        clock.advance(by: 4_999)
-        #expect(try await store.expireDueSessions(limit: 10) == 0)
-        clock.advance(by: 1)
-        #expect(try await store.expireDueSessions(limit: 10) == 1)
-        let user = try await store.list(roomToken: tokens.roomToken, limit: 10).users.first
-        #expect(user?.online == false)
-        #expect(user?.lastDisconnected == start + 9_000)
+        try await store.whileRunning {
+            #expect(try await store.nextDeadline() == start + 4_000 + 5_000)
+            clock.advance(by: 4_999)
+            #expect(try await store.expireDueSessions(limit: 10) == 0)
+            clock.advance(by: 1)
+            #expect(try await store.expireDueSessions(limit: 10) == 1)
+            let user = try await store.snapshot(roomToken: tokens.roomToken, limit: 10).users.first
+            #expect(user?.online == false)
+            #expect(user?.lastDisconnected == start + 9_000)
+        }
         try store.close()
     }
 
@@ -66,17 +73,75 @@ import PresenceTestSupport
         let directory = temporaryDirectory()
         let clock = ManualWallClock(nowMillis: start)
         var store = try SQLiteStore(directory: directory, clock: clock)
-        let tokens = try await store.heartbeat(request(user: "alice", session: "a1", interval: 10_000))
-        _ = try await store.heartbeat(request(user: "bob", session: "b1", interval: 300_000))
-        try store.close()  // alive mark: start
+        let tokens = try await store.whileRunning {
+            let tokens = try await store.heartbeat(request(user: "alice", session: "a1", interval: 10_000))
+            _ = try await store.heartbeat(request(user: "bob", session: "b1", interval: 300_000))
+            return tokens
+        }  // alive mark: start
+        try store.close()
         clock.advance(by: 3_600_000)
         store = try SQLiteStore(directory: directory, clock: clock)
-        #expect(try await store.expireDueSessions(limit: 10) == 2)
-        let users = try await store.list(roomToken: tokens.roomToken, limit: 10).users
-        #expect(users.allSatisfy { !$0.online })
-        // Last seen when their sessions would have expired had the server kept running, not "just now".
-        #expect(users.first { $0.userId == "alice" }?.lastDisconnected == start + 25_000)
-        #expect(users.first { $0.userId == "bob" }?.lastDisconnected == start + 750_000)
+        try await store.whileRunning {
+            #expect(try await store.expireDueSessions(limit: 10) == 2)
+            let users = try await store.snapshot(roomToken: tokens.roomToken, limit: 10).users
+            #expect(users.allSatisfy { !$0.online })
+            // Last seen when their sessions would have expired had the server kept running, not "just now".
+            #expect(users.first { $0.userId == "alice" }?.lastDisconnected == start + 25_000)
+            #expect(users.first { $0.userId == "bob" }?.lastDisconnected == start + 750_000)
+        }
+        try store.close()
+    }
+
+    /// The last "alive at" mark is written when `run()` stops, not only every few seconds: a
+    /// heartbeat just before a graceful stop (which writes nothing itself) still counts after a
+    /// long outage. Without the final mark the user would be last seen at the join's deadline.
+    @Test func aGracefulStopWritesTheLastAliveMark() async throws {
+        let directory = temporaryDirectory()
+        let clock = ManualWallClock(nowMillis: start)
+        var store = try SQLiteStore(directory: directory, clock: clock, aliveMarkInterval: .seconds(3_600))
+        let tokens = try await store.whileRunning {
+            let tokens = try await store.heartbeat(request(user: "alice", session: "a1", interval: 10_000))
+            clock.advance(by: 20_000)
+            _ = try await store.heartbeat(request(user: "alice", session: "a1", interval: 10_000))
+            return tokens
+        }
+        try store.close()
+        clock.advance(by: 3_600_000)
+        store = try SQLiteStore(directory: directory, clock: clock)
+        try await store.whileRunning {
+            #expect(try await store.expireDueSessions(limit: 10) == 1)
+            let alice = try await store.snapshot(roomToken: tokens.roomToken, limit: 10).users.first
+            #expect(alice?.online == false)
+            let realDeadline = start + 20_000 + 25_000
+            #expect(abs((alice?.lastDisconnected ?? 0) - realDeadline) <= 1_000)
+        }
+        try store.close()
+    }
+
+    /// Callers that give up (a client hanging up mid-request cancels its handler's task) must not
+    /// fail anybody else's change: each accepted change is stored, and every other caller gets its answer.
+    @Test func aCancelledCallerFailsNoOtherChange() async throws {
+        let directory = temporaryDirectory()
+        let store = try SQLiteStore(directory: directory, clock: ManualWallClock(nowMillis: start))
+        try await store.whileRunning { () async throws in
+            for round in 0..<20 {
+                let outcomes = await withTaskGroup(of: (Int, Bool).self) { group in
+                    for index in 0..<16 {
+                        let task = Task {
+                            try await store.heartbeat(request(user: "u\(round)-\(index)", session: "s\(round)-\(index)"))
+                        }
+                        // Every other caller gives up at once, possibly while its change is being written.
+                        if index.isMultiple(of: 2) { task.cancel() }
+                        group.addTask { (index, (try? await task.value) != nil) }
+                    }
+                    return await group.reduce(into: [Int: Bool]()) { $0[$1.0] = $1.1 }
+                }
+                let failedOthers = outcomes.filter { !$0.key.isMultiple(of: 2) && !$0.value }.map(\.key)
+                #expect(failedOthers.isEmpty, "round \(round): callers that did not give up failed: \(failedOthers)")
+            }
+            // Every change was stored, cancelled callers' included: nothing was rolled back.
+            #expect(try await store.statistics().sessions == 20 * 16)
+        }
         try store.close()
     }
 
@@ -84,18 +149,20 @@ import PresenceTestSupport
         let directory = temporaryDirectory()
         let clock = ManualWallClock(nowMillis: start)
         let store = try SQLiteStore(directory: directory, clock: clock)
-        _ = try await store.heartbeat(request(user: "alice", session: "a1"))
-        let wal = URL(fileURLWithPath: directory).appendingPathComponent("presence.sqlite-wal").path
-        func walState() throws -> [FileAttributeKey: Any] { try FileManager.default.attributesOfItem(atPath: wal) }
-        let before = try walState()
-        for _ in 0..<200 {
-            clock.advance(by: 1_000)
+        try await store.whileRunning {
             _ = try await store.heartbeat(request(user: "alice", session: "a1"))
+            let wal = URL(fileURLWithPath: directory).appendingPathComponent("presence.sqlite-wal").path
+            func walState() throws -> [FileAttributeKey: Any] { try FileManager.default.attributesOfItem(atPath: wal) }
+            let before = try walState()
+            for _ in 0..<200 {
+                clock.advance(by: 1_000)
+                _ = try await store.heartbeat(request(user: "alice", session: "a1"))
+            }
+            let after = try walState()
+            #expect(after[.size] as? Int == before[.size] as? Int)
+            #expect(after[.modificationDate] as? Date == before[.modificationDate] as? Date)
+            #expect(try await store.statistics().sessions == 1)
         }
-        let after = try walState()
-        #expect(after[.size] as? Int == before[.size] as? Int)
-        #expect(after[.modificationDate] as? Date == before[.modificationDate] as? Date)
-        #expect(try await store.statistics().sessions == 1)
         try store.close()
     }
 
@@ -123,15 +190,17 @@ import PresenceTestSupport
         }
         try queue.close()
         let store = try SQLiteStore(directory: directory, clock: ManualWallClock(nowMillis: start + 10))
-        let snapshot = try await store.list(roomToken: "r_legacy", limit: 10)
-        #expect(snapshot.roomVersion == 7)
-        #expect(snapshot.users == [
-            UserRecord(userId: "ann", online: false, lastDisconnected: 1_764_393_500_000, onlineSince: 0,
-                       data: .object(["role": .string("editor")]), name: "Ann")
-        ])
-        let tokens = try await store.heartbeat(request(room: "doc", user: "ann", session: "s"))
-        #expect(tokens.roomToken == "r_legacy")
-        #expect(try await store.list(roomToken: "r_legacy", limit: 10).roomVersion == 8)
+        try await store.whileRunning {
+            let snapshot = try await store.snapshot(roomToken: "r_legacy", limit: 10)
+            #expect(snapshot.roomVersion == 7)
+            #expect(snapshot.users == [
+                UserRecord(userId: "ann", online: false, lastDisconnected: 1_764_393_500_000, onlineSince: 0,
+                           data: .object(["role": .string("editor")]), name: "Ann")
+            ])
+            let tokens = try await store.heartbeat(request(room: "doc", user: "ann", session: "s"))
+            #expect(tokens.roomToken == "r_legacy")
+            #expect(try await store.snapshot(roomToken: "r_legacy", limit: 10).roomVersion == 8)
+        }
         try store.close()
     }
 

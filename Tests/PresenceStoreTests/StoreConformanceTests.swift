@@ -15,6 +15,12 @@ struct StoreKind: Sendable, CustomTestStringConvertible {
         StoreKind(name: "memory") { clock in MemoryStore(clock: clock) },
         StoreKind(name: "sqlite") { clock in try SQLiteStore(directory: temporaryDirectory(), clock: clock) },
     ]
+
+    /// A fresh store, served by its `run()` while `body` uses it.
+    func withStore(_ clock: ManualWallClock, _ body: (any PresenceStore) async throws -> Void) async throws {
+        let store = try await make(clock)
+        try await store.whileRunning { try await body(store) }
+    }
 }
 
 /// Collects a store's change feed so tests can assert on exactly what was published.
@@ -55,182 +61,192 @@ func request(room: String = "room", user: String, session: String, interval: Int
     @Test(arguments: StoreKind.all)
     func heartbeatJoinsAndListsInOrder(kind: StoreKind) async throws {
         let clock = ManualWallClock(nowMillis: start)
-        let store = try await kind.make(clock)
-        let alice = try await store.heartbeat(request(user: "alice", session: "a1", name: "Alice"))
-        clock.advance(by: 10)
-        let bob = try await store.heartbeat(request(user: "bob", session: "b1"))
-        #expect(alice.roomToken == bob.roomToken)
-        #expect(alice.sessionToken != bob.sessionToken)
-        let list = try await store.list(roomToken: alice.roomToken, limit: 104)
-        #expect(list.users == [
-            UserRecord(userId: "alice", online: true, lastDisconnected: 0, onlineSince: start, name: "Alice"),
-            UserRecord(userId: "bob", online: true, lastDisconnected: 0, onlineSince: start + 10),
-        ])
-        #expect(list.roomVersion > 0)
-        #expect(try await store.list(roomToken: alice.roomToken, limit: 1).users.map(\.userId) == ["alice"])
-        #expect(try await store.list(roomToken: "r_unknown", limit: 10) == .empty)
+        try await kind.withStore(clock) { store in
+            let alice = try await store.heartbeat(request(user: "alice", session: "a1", name: "Alice"))
+            clock.advance(by: 10)
+            let bob = try await store.heartbeat(request(user: "bob", session: "b1"))
+            #expect(alice.roomToken == bob.roomToken)
+            #expect(alice.sessionToken != bob.sessionToken)
+            let list = try await store.snapshot(roomToken: alice.roomToken, limit: 104)
+            #expect(list.users == [
+                UserRecord(userId: "alice", online: true, lastDisconnected: 0, onlineSince: start, name: "Alice"),
+                UserRecord(userId: "bob", online: true, lastDisconnected: 0, onlineSince: start + 10),
+            ])
+            #expect(list.roomVersion > 0)
+            #expect(try await store.snapshot(roomToken: alice.roomToken, limit: 1).users.map(\.userId) == ["alice"])
+            #expect(try await store.snapshot(roomToken: "r_unknown", limit: 10) == .empty)
+        }
     }
 
     @Test(arguments: StoreKind.all)
     func heartbeatOfAnOnlineUserPublishesNothing(kind: StoreKind) async throws {
         let clock = ManualWallClock(nowMillis: start)
-        let store = try await kind.make(clock)
-        let recorder = ChangeRecorder(store)
-        let tokens = try await store.heartbeat(request(user: "alice", session: "a1"))
-        let joined = try await recorder.next()
-        #expect(joined.map(\.roomToken) == [tokens.roomToken])
-        let version = try await store.list(roomToken: tokens.roomToken, limit: 10).roomVersion
-        #expect(joined.first?.roomVersion == version)
-        for _ in 0..<20 {
-            clock.advance(by: 5_000)
-            _ = try await store.heartbeat(request(user: "alice", session: "a1"))
+        try await kind.withStore(clock) { store in
+            let recorder = ChangeRecorder(store)
+            let tokens = try await store.heartbeat(request(user: "alice", session: "a1"))
+            let joined = try await recorder.next()
+            #expect(joined.map(\.roomToken) == [tokens.roomToken])
+            let version = try await store.snapshot(roomToken: tokens.roomToken, limit: 10).roomVersion
+            #expect(joined.first?.roomVersion == version)
+            for _ in 0..<20 {
+                clock.advance(by: 5_000)
+                _ = try await store.heartbeat(request(user: "alice", session: "a1"))
+            }
+            // The next published change must be the data change, not anything from the heartbeats.
+            try await store.update(sessionToken: tokens.sessionToken, data: .bool(true))
+            let next = try await recorder.next()
+            #expect(next.first?.roomVersion == version + 1)
+            #expect(try await store.snapshot(roomToken: tokens.roomToken, limit: 10).roomVersion == version + 1)
         }
-        // The next published change must be the data change, not anything from the heartbeats.
-        try await store.update(sessionToken: tokens.sessionToken, data: .bool(true))
-        let next = try await recorder.next()
-        #expect(next.first?.roomVersion == version + 1)
-        #expect(try await store.list(roomToken: tokens.roomToken, limit: 10).roomVersion == version + 1)
     }
 
     @Test(arguments: StoreKind.all)
     func sessionConflictChangesNothing(kind: StoreKind) async throws {
-        let store = try await kind.make(ManualWallClock(nowMillis: start))
-        let tokens = try await store.heartbeat(request(user: "alice", session: "s"))
-        let before = try await store.listRoom(roomId: "room", onlineOnly: false, limit: 10)
-        await #expect(throws: PresenceError.sessionConflict("sessionId s belongs to another room or user")) {
-            _ = try await store.heartbeat(request(user: "bob", session: "s"))
+        try await kind.withStore(ManualWallClock(nowMillis: start)) { store in
+            let tokens = try await store.heartbeat(request(user: "alice", session: "s"))
+            let before = try await store.roomUsers(roomId: "room", onlineOnly: false, limit: 10)
+            await #expect(throws: PresenceError.sessionConflict("sessionId s belongs to another room or user")) {
+                _ = try await store.heartbeat(request(user: "bob", session: "s"))
+            }
+            await #expect(throws: PresenceError.self) {
+                _ = try await store.heartbeat(request(room: "other", user: "alice", session: "s"))
+            }
+            #expect(try await store.roomUsers(roomId: "room", onlineOnly: false, limit: 10) == before)
+            #expect(try await store.roomUsers(roomId: "other", onlineOnly: false, limit: 10) == .empty)
+            #expect(try await store.snapshot(roomToken: tokens.roomToken, limit: 10) == before)
         }
-        await #expect(throws: PresenceError.self) {
-            _ = try await store.heartbeat(request(room: "other", user: "alice", session: "s"))
-        }
-        #expect(try await store.listRoom(roomId: "room", onlineOnly: false, limit: 10) == before)
-        #expect(try await store.listRoom(roomId: "other", onlineOnly: false, limit: 10) == .empty)
-        #expect(try await store.list(roomToken: tokens.roomToken, limit: 10) == before)
     }
 
     @Test(arguments: StoreKind.all)
     func disconnectEndsTheSessionAtOnce(kind: StoreKind) async throws {
         let clock = ManualWallClock(nowMillis: start)
-        let store = try await kind.make(clock)
-        let tokens = try await store.heartbeat(request(user: "alice", session: "a1"))
-        clock.advance(by: 1_500)
-        try await store.disconnect(sessionToken: "s_unknown")
-        #expect(try await store.list(roomToken: tokens.roomToken, limit: 10).users.first?.online == true)
-        try await store.disconnect(sessionToken: tokens.sessionToken)
-        let user = try await store.list(roomToken: tokens.roomToken, limit: 10).users.first
-        #expect(user == UserRecord(userId: "alice", online: false, lastDisconnected: start + 1_500, onlineSince: 0))
-        #expect(try await store.statistics().sessions == 0)
-        // Disconnecting again is a no-op.
-        try await store.disconnect(sessionToken: tokens.sessionToken)
+        try await kind.withStore(clock) { store in
+            let tokens = try await store.heartbeat(request(user: "alice", session: "a1"))
+            clock.advance(by: 1_500)
+            try await store.disconnect(sessionToken: "s_unknown")
+            #expect(try await store.snapshot(roomToken: tokens.roomToken, limit: 10).users.first?.online == true)
+            try await store.disconnect(sessionToken: tokens.sessionToken)
+            let user = try await store.snapshot(roomToken: tokens.roomToken, limit: 10).users.first
+            #expect(user == UserRecord(userId: "alice", online: false, lastDisconnected: start + 1_500, onlineSince: 0))
+            #expect(try await store.statistics().sessions == 0)
+            // Disconnecting again is a no-op.
+            try await store.disconnect(sessionToken: tokens.sessionToken)
+        }
     }
 
     @Test(arguments: StoreKind.all)
     func expiryUsesTheDeadlineAndTheNextDeadline(kind: StoreKind) async throws {
         let clock = ManualWallClock(nowMillis: start)
-        let store = try await kind.make(clock)
-        #expect(try await store.nextDeadline() == nil)
-        let tokens = try await store.heartbeat(request(user: "alice", session: "a1", interval: 2_000))
-        #expect(try await store.nextDeadline() == start + 5_000)
-        clock.advance(by: 4_999)
-        #expect(try await store.expireDueSessions(limit: 100) == 0)
-        clock.advance(by: 500)
-        #expect(try await store.expireDueSessions(limit: 100) == 1)
-        let user = try await store.list(roomToken: tokens.roomToken, limit: 10).users.first
-        #expect(user?.online == false)
-        #expect(user?.lastDisconnected == start + 5_000)
-        #expect(try await store.nextDeadline() == nil)
+        try await kind.withStore(clock) { store in
+            #expect(try await store.nextDeadline() == nil)
+            let tokens = try await store.heartbeat(request(user: "alice", session: "a1", interval: 2_000))
+            #expect(try await store.nextDeadline() == start + 5_000)
+            clock.advance(by: 4_999)
+            #expect(try await store.expireDueSessions(limit: 100) == 0)
+            clock.advance(by: 500)
+            #expect(try await store.expireDueSessions(limit: 100) == 1)
+            let user = try await store.snapshot(roomToken: tokens.roomToken, limit: 10).users.first
+            #expect(user?.online == false)
+            #expect(user?.lastDisconnected == start + 5_000)
+            #expect(try await store.nextDeadline() == nil)
+        }
     }
 
     @Test(arguments: StoreKind.all)
     func dataUpdatesAndTheirErrors(kind: StoreKind) async throws {
-        let store = try await kind.make(ManualWallClock(nowMillis: start))
-        let tokens = try await store.heartbeat(request(user: "alice", session: "a1"))
-        try await store.update(sessionToken: tokens.sessionToken, data: .object(["typing": .bool(true)]))
-        #expect(try await store.list(roomToken: tokens.roomToken, limit: 10).users.first?.data == .object(["typing": .bool(true)]))
-        try await store.updateRoomUser(roomId: "room", userId: "alice", data: .string("admin"))
-        #expect(try await store.list(roomToken: tokens.roomToken, limit: 10).users.first?.data == .string("admin"))
-        try await store.update(sessionToken: tokens.sessionToken, data: nil)
-        #expect(try await store.list(roomToken: tokens.roomToken, limit: 10).users.first?.data == nil)
-        await #expect(throws: PresenceError.self) { try await store.update(sessionToken: "s_nope", data: .null) }
-        await #expect(throws: PresenceError.self) { try await store.updateRoomUser(roomId: "room", userId: "ghost", data: .null) }
+        try await kind.withStore(ManualWallClock(nowMillis: start)) { store in
+            let tokens = try await store.heartbeat(request(user: "alice", session: "a1"))
+            try await store.update(sessionToken: tokens.sessionToken, data: .object(["typing": .bool(true)]))
+            #expect(try await store.snapshot(roomToken: tokens.roomToken, limit: 10).users.first?.data == .object(["typing": .bool(true)]))
+            try await store.updateRoomUser(roomId: "room", userId: "alice", data: .string("admin"))
+            #expect(try await store.snapshot(roomToken: tokens.roomToken, limit: 10).users.first?.data == .string("admin"))
+            try await store.update(sessionToken: tokens.sessionToken, data: nil)
+            #expect(try await store.snapshot(roomToken: tokens.roomToken, limit: 10).users.first?.data == nil)
+            await #expect(throws: PresenceError.self) { try await store.update(sessionToken: "s_nope", data: .null) }
+            await #expect(throws: PresenceError.self) { try await store.updateRoomUser(roomId: "room", userId: "ghost", data: .null) }
+        }
     }
 
     @Test(arguments: StoreKind.all)
     func listRoomAndListUser(kind: StoreKind) async throws {
         let clock = ManualWallClock(nowMillis: start)
-        let store = try await kind.make(clock)
-        _ = try await store.heartbeat(request(room: "a", user: "alice", session: "1"))
-        let left = try await store.heartbeat(request(room: "b", user: "alice", session: "2"))
-        _ = try await store.heartbeat(request(room: "a", user: "bob", session: "3"))
-        clock.advance(by: 100)
-        try await store.disconnect(sessionToken: left.sessionToken)
-        #expect(try await store.listRoom(roomId: "a", onlineOnly: true, limit: 10).users.map(\.userId) == ["alice", "bob"])
-        #expect(try await store.listRoom(roomId: "b", onlineOnly: true, limit: 10).users.isEmpty)
-        #expect(try await store.listRoom(roomId: "b", onlineOnly: false, limit: 10).users.map(\.userId) == ["alice"])
-        #expect(try await store.listUser(userId: "alice", onlineOnly: false, limit: 10) == [
-            UserRoomStatus(roomId: "a", online: true, lastDisconnected: 0),
-            UserRoomStatus(roomId: "b", online: false, lastDisconnected: start + 100),
-        ])
-        #expect(try await store.listUser(userId: "alice", onlineOnly: true, limit: 10).map(\.roomId) == ["a"])
+        try await kind.withStore(clock) { store in
+            _ = try await store.heartbeat(request(room: "a", user: "alice", session: "1"))
+            let left = try await store.heartbeat(request(room: "b", user: "alice", session: "2"))
+            _ = try await store.heartbeat(request(room: "a", user: "bob", session: "3"))
+            clock.advance(by: 100)
+            try await store.disconnect(sessionToken: left.sessionToken)
+            #expect(try await store.roomUsers(roomId: "a", onlineOnly: true, limit: 10).users.map(\.userId) == ["alice", "bob"])
+            #expect(try await store.roomUsers(roomId: "b", onlineOnly: true, limit: 10).users.isEmpty)
+            #expect(try await store.roomUsers(roomId: "b", onlineOnly: false, limit: 10).users.map(\.userId) == ["alice"])
+            #expect(try await store.userRooms(userId: "alice", onlineOnly: false, limit: 10) == [
+                UserRoomStatus(roomId: "a", online: true, lastDisconnected: 0),
+                UserRoomStatus(roomId: "b", online: false, lastDisconnected: start + 100),
+            ])
+            #expect(try await store.userRooms(userId: "alice", onlineOnly: true, limit: 10).map(\.roomId) == ["a"])
+        }
     }
 
     @Test(arguments: StoreKind.all)
     func removalsPublishAndForget(kind: StoreKind) async throws {
-        let store = try await kind.make(ManualWallClock(nowMillis: start))
-        let recorder = ChangeRecorder(store)
-        let alice = try await store.heartbeat(request(user: "alice", session: "a1"))
-        _ = try await store.heartbeat(request(user: "bob", session: "b1"))
-        _ = try await recorder.next(2)
-        try await store.removeRoomUser(roomId: "room", userId: "alice")
-        let removedUser = try await recorder.next()
-        #expect(removedUser.first?.kind == .updated)
-        #expect(try await store.list(roomToken: alice.roomToken, limit: 10).users.map(\.userId) == ["bob"])
-        await #expect(throws: PresenceError.self) { try await store.update(sessionToken: alice.sessionToken, data: .null) }
-        try await store.removeRoom(roomId: "room")
-        let removedRoom = try await recorder.next()
-        #expect(removedRoom.first?.kind == .removed)
-        #expect(removedRoom.first?.roomToken == alice.roomToken)
-        #expect(try await store.list(roomToken: alice.roomToken, limit: 10) == .empty)
-        #expect(try await store.statistics() == PresenceStatistics(rooms: 0, sessions: 0, onlineUsers: 0, userRecords: 0))
-        // Removing what is not there is fine.
-        try await store.removeRoom(roomId: "room")
-        try await store.removeRoomUser(roomId: "room", userId: "alice")
+        try await kind.withStore(ManualWallClock(nowMillis: start)) { store in
+            let recorder = ChangeRecorder(store)
+            let alice = try await store.heartbeat(request(user: "alice", session: "a1"))
+            _ = try await store.heartbeat(request(user: "bob", session: "b1"))
+            _ = try await recorder.next(2)
+            try await store.removeRoomUser(roomId: "room", userId: "alice")
+            let removedUser = try await recorder.next()
+            #expect(removedUser.first?.kind == .updated)
+            #expect(try await store.snapshot(roomToken: alice.roomToken, limit: 10).users.map(\.userId) == ["bob"])
+            await #expect(throws: PresenceError.self) { try await store.update(sessionToken: alice.sessionToken, data: .null) }
+            try await store.removeRoom(roomId: "room")
+            let removedRoom = try await recorder.next()
+            #expect(removedRoom.first?.kind == .removed)
+            #expect(removedRoom.first?.roomToken == alice.roomToken)
+            #expect(try await store.snapshot(roomToken: alice.roomToken, limit: 10) == .empty)
+            #expect(try await store.statistics() == PresenceStatistics(rooms: 0, sessions: 0, onlineUsers: 0, userRecords: 0))
+            // Removing what is not there is fine.
+            try await store.removeRoom(roomId: "room")
+            try await store.removeRoomUser(roomId: "room", userId: "alice")
+        }
     }
 
     @Test(arguments: StoreKind.all)
     func changesArePublishedInOrderAfterTheyAreReadable(kind: StoreKind) async throws {
         let clock = ManualWallClock(nowMillis: start)
-        let store = try await kind.make(clock)
-        let recorder = ChangeRecorder(store)
-        var tokens: [SessionTokens] = []
-        for index in 0..<10 {
-            tokens.append(try await store.heartbeat(request(user: "u\(index)", session: "s\(index)")))
-            try await store.update(sessionToken: tokens[index].sessionToken, data: .integer(Int64(index)))
+        try await kind.withStore(clock) { store in
+            let recorder = ChangeRecorder(store)
+            var tokens: [SessionTokens] = []
+            for index in 0..<10 {
+                tokens.append(try await store.heartbeat(request(user: "u\(index)", session: "s\(index)")))
+                try await store.update(sessionToken: tokens[index].sessionToken, data: .integer(Int64(index)))
+            }
+            let changes = try await recorder.next(20)
+            #expect(changes.map(\.roomVersion) == changes.map(\.roomVersion).sorted())
+            #expect(Set(changes.map(\.roomVersion)).count == 20)
+            let current = try await store.snapshot(roomToken: tokens[0].roomToken, limit: 100)
+            #expect(current.roomVersion == changes.last?.roomVersion)
+            #expect(current.users.count == 10)
         }
-        let changes = try await recorder.next(20)
-        #expect(changes.map(\.roomVersion) == changes.map(\.roomVersion).sorted())
-        #expect(Set(changes.map(\.roomVersion)).count == 20)
-        let current = try await store.list(roomToken: tokens[0].roomToken, limit: 100)
-        #expect(current.roomVersion == changes.last?.roomVersion)
-        #expect(current.users.count == 10)
     }
 
     @Test(arguments: StoreKind.all)
     func retentionForgetsLongOfflineUsersAndEmptyRooms(kind: StoreKind) async throws {
         let clock = ManualWallClock(nowMillis: start)
-        let store = try await kind.make(clock)
-        let old = try await store.heartbeat(request(user: "old", session: "o"))
-        let keeps = try await store.heartbeat(request(room: "quiet", user: "gone", session: "g"))
-        try await store.disconnect(sessionToken: old.sessionToken)
-        try await store.disconnect(sessionToken: keeps.sessionToken)
-        clock.advance(by: 10_000)
-        _ = try await store.heartbeat(request(user: "online", session: "n"))
-        clock.advance(by: 10_000)
-        #expect(try await store.forgetOfflineUsers(before: start + 5_000, limit: 100) == 2)
-        let room = try await store.listRoom(roomId: "room", onlineOnly: false, limit: 10).users
-        #expect(room.map(\.userId) == ["online"])
-        #expect(try await store.list(roomToken: keeps.roomToken, limit: 10) == .empty, "the emptied room is gone")
-        #expect(try await store.listUser(userId: "old", onlineOnly: false, limit: 10).isEmpty)
-        #expect(try await store.forgetOfflineUsers(before: start + 5_000, limit: 100) == 0)
+        try await kind.withStore(clock) { store in
+            let old = try await store.heartbeat(request(user: "old", session: "o"))
+            let keeps = try await store.heartbeat(request(room: "quiet", user: "gone", session: "g"))
+            try await store.disconnect(sessionToken: old.sessionToken)
+            try await store.disconnect(sessionToken: keeps.sessionToken)
+            clock.advance(by: 10_000)
+            _ = try await store.heartbeat(request(user: "online", session: "n"))
+            clock.advance(by: 10_000)
+            #expect(try await store.forgetOfflineUsers(before: start + 5_000, limit: 100) == 2)
+            let room = try await store.roomUsers(roomId: "room", onlineOnly: false, limit: 10).users
+            #expect(room.map(\.userId) == ["online"])
+            #expect(try await store.snapshot(roomToken: keeps.roomToken, limit: 10) == .empty, "the emptied room is gone")
+            #expect(try await store.userRooms(userId: "old", onlineOnly: false, limit: 10).isEmpty)
+            #expect(try await store.forgetOfflineUsers(before: start + 5_000, limit: 100) == 0)
+        }
     }
 }

@@ -1,9 +1,9 @@
 import NIOCore
 import PresenceCore
 
-/// The server's outgoing messages, written by hand once into bytes that every
+/// The frames the server sends on a WebSocket, written by hand once into bytes that every
 /// subscriber of a view shares.
-enum ServerMessage {
+enum ServerFrame {
     static func reply(type: String, id: JSONValue?, _ fields: (inout JSONWriter) -> Void = { _ in }) -> ByteBuffer {
         var writer = JSONWriter()
         writer.object { object in
@@ -15,10 +15,7 @@ enum ServerMessage {
     }
 
     static func heartbeat(id: JSONValue?, tokens: SessionTokens) -> ByteBuffer {
-        reply(type: "heartbeat", id: id) { object in
-            object.field("roomToken", tokens.roomToken)
-            object.field("sessionToken", tokens.sessionToken)
-        }
+        reply(type: "heartbeat", id: id) { tokens.writeFields(into: &$0) }
     }
 
     static func snapshot(id: JSONValue?, roomToken: String, version: UInt64, users: [UserRecord]) -> ByteBuffer {

@@ -12,11 +12,11 @@ import Synchronization
 /// so that `main` and the tests run the same thing.
 ///
 /// ```swift
-/// let app = PresenceServer.makeApplication(configuration: .init(), store: MemoryStore())
+/// let app = PresenceApplication.make(configuration: .init(), store: MemoryStore())
 /// try await app.runService()
 /// ```
-public enum PresenceServer {
-    public static func makeApplication(
+public enum PresenceApplication {
+    public static func make(
         configuration: PresenceServerConfiguration,
         store: any PresenceStore,
         metrics: PresenceMetrics = PresenceMetrics(),
@@ -39,7 +39,9 @@ public enum PresenceServer {
         if !configuration.allowedOrigins.isEmpty {
             router.middlewares.add(CORSOriginsMiddleware(allowedOrigins: configuration.allowedOrigins))
         }
-        HTTPRoutes(store: store, metrics: metrics, configuration: configuration).register(on: router)
+        let operations = PresenceOperations(
+            store: store, authorizer: configuration.authorizer, adminKey: configuration.adminKey, metrics: metrics, logger: logger)
+        HTTPRoutes(operations: operations, metrics: metrics).register(on: router)
         WebAssets.load().register(on: router)
 
         let connectionIds = Atomic<Int>(0)
@@ -55,7 +57,7 @@ public enum PresenceServer {
             }
             // A token at the upgrade must be valid; without one a client may still send an `auth` message.
             if let token = WebSocketAdmission.token(request) {
-                _ = try await configuration.authorizer.authenticate(token: token)
+                _ = try await operations.authenticateUser(token: token)
             }
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
@@ -70,10 +72,10 @@ public enum PresenceServer {
             let outbox = Outbox(id: id, capacity: configuration.outboxCapacity)
             var identity: Identity?
             if let token = WebSocketAdmission.token(context.request) {
-                identity = try? await configuration.authorizer.authenticate(token: token)
+                identity = try? await operations.authenticateUser(token: token).identity
             }
             let connection = WebSocketConnection(
-                store: store, hub: hub, metrics: metrics, configuration: configuration, addressLimits: addressLimits,
+                operations: operations, hub: hub, metrics: metrics, configuration: configuration, addressLimits: addressLimits,
                 address: address, logger: context.logger)
             let channel = context.requestContext.channel
             await withGracefulShutdownHandler {
@@ -102,7 +104,7 @@ public enum PresenceServer {
                                 ],
                                 idleTimeout: idleTimeout),
                             ws: .init(
-                                maxFrameSize: Limits.maxBodyBytes, autoPing: .enabled(timePeriod: .seconds(30)),
+                                maxFrameSize: ProtocolLimits.maxBodyBytes, autoPing: .enabled(timePeriod: .seconds(30)),
                                 closeTimeout: configuration.closeGrace))),
                     timeout: requestTimeout, metrics: metrics)
             },

@@ -2,7 +2,7 @@ import Foundation
 import PresenceCore
 
 /// A message from the server, decoded leniently: every field a message type may carry.
-struct ServerMessage: Decodable {
+struct IncomingMessage: Decodable {
     struct ErrorBody: Decodable {
         let code: String
         let message: String
@@ -26,7 +26,7 @@ struct ServerMessage: Decodable {
 }
 
 /// Client messages, written compactly.
-enum ClientMessage {
+enum OutgoingMessage {
     static func heartbeat(id: Int, room: RoomKey, interval: Int64, name: String?, image: String?) -> String {
         request(type: "heartbeat", id: id) { object in
             object.field("roomId", room.roomId)

@@ -1,0 +1,150 @@
+import Logging
+import PresenceStore
+
+/// A user (or, in the open mode, anyone) whose credentials the authorizer checked.
+/// Only `PresenceOperations` makes one, so no call reaches the store unauthenticated.
+struct UserCaller: Sendable {
+    let identity: Identity?
+    fileprivate init(identity: Identity?) { self.identity = identity }
+}
+
+/// A caller who presented the admin key.
+struct AdminCaller: Sendable {
+    fileprivate init() {}
+}
+
+/// Every call of PROTOCOL.md, transport-free: authenticate, authorize, call the store, and
+/// report failures as `PresenceError`. The HTTP routes and the WebSocket messages are thin
+/// codecs over these methods, so each call is authorized in exactly this one place.
+struct PresenceOperations: Sendable {
+    let store: any PresenceStore
+    let authorizer: any PresenceAuthorizer
+    let adminKey: String?
+    let metrics: PresenceMetrics
+    let logger: Logger
+
+    // MARK: - Authentication
+
+    /// A user token (nil when the client sent none): the authorizer decides whether that will do.
+    func authenticateUser(token: String?) async throws(PresenceError) -> UserCaller {
+        UserCaller(identity: try await checked { try await authorizer.authenticate(token: token) })
+    }
+
+    /// The identity a socket authenticated with, while it is valid; after its token expires,
+    /// none (so the JWT mode refuses until a fresh `auth` message).
+    func authenticateSocket(identity: Identity?) async throws(PresenceError) -> UserCaller {
+        if let identity, identity.expiresAt.map({ store.clock.nowMillis() < $0 }) ?? true {
+            return UserCaller(identity: identity)
+        }
+        return try await authenticateUser(token: nil)
+    }
+
+    func authenticateAdmin(key: String?) throws(PresenceError) -> AdminCaller {
+        guard let adminKey else {
+            throw .unauthenticated("admin calls are disabled: the server has no admin key")
+        }
+        guard let key else {
+            throw .unauthenticated("admin calls need Authorization: Bearer <admin key>")
+        }
+        guard Tokens.constantTimeEquals(key, adminKey) else {
+            throw .unauthenticated("the admin key is not valid")
+        }
+        return AdminCaller()
+    }
+
+    // MARK: - Client calls
+
+    func heartbeat(_ request: HeartbeatRequest, by caller: UserCaller) async throws(PresenceError) -> SessionTokens {
+        try await authorize(caller, .join(roomId: request.roomId, userId: request.userId))
+        let vouched = request.withProfile(name: caller.identity?.name, image: caller.identity?.image)
+        let tokens = try await checked { try await store.heartbeat(vouched) }
+        metrics.heartbeats.increment()
+        return tokens
+    }
+
+    func list(_ request: ListRequest, by caller: UserCaller) async throws(PresenceError) -> RoomSnapshot {
+        // An unknown token reads as an empty room, so the answer never tells whether a room exists.
+        guard try await authorizeRead(roomToken: request.roomToken, by: caller) else { return .empty }
+        return try await checked { try await store.snapshot(roomToken: request.roomToken, limit: request.limit) }
+    }
+
+    /// Whether `caller` may follow the room; the hub sends the snapshot (empty for an unknown token).
+    func authorizeSubscription(_ request: ListRequest, by caller: UserCaller) async throws(PresenceError) {
+        _ = try await authorizeRead(roomToken: request.roomToken, by: caller)
+    }
+
+    func update(_ request: UpdateRequest, by caller: UserCaller) async throws(PresenceError) {
+        guard let owner = try await checked({ try await store.sessionOwner(sessionToken: request.sessionToken) }) else {
+            throw .notFound("no live session has this session token")
+        }
+        try await authorize(caller, .update(roomId: owner.roomId, userId: owner.userId))
+        try await checked { try await store.update(sessionToken: request.sessionToken, data: request.data) }
+    }
+
+    /// The session token is the credential (PROTOCOL.md): `sendBeacon` cannot send another.
+    func disconnect(sessionToken: String) async throws(PresenceError) {
+        try await checked { try await store.disconnect(sessionToken: sessionToken) }
+    }
+
+    // MARK: - Admin calls
+
+    func setRoomUserData(roomId: String, userId: String, data: JSONValue?, by _: AdminCaller) async throws(PresenceError) {
+        try await checked { try await store.updateRoomUser(roomId: roomId, userId: userId, data: data) }
+    }
+
+    func roomUsers(roomId: String, onlineOnly: Bool, limit: Int, by _: AdminCaller) async throws(PresenceError) -> RoomSnapshot {
+        try await checked { try await store.roomUsers(roomId: roomId, onlineOnly: onlineOnly, limit: limit) }
+    }
+
+    func userRooms(userId: String, onlineOnly: Bool, limit: Int, by _: AdminCaller) async throws(PresenceError) -> [UserRoomStatus] {
+        try await checked { try await store.userRooms(userId: userId, onlineOnly: onlineOnly, limit: limit) }
+    }
+
+    func removeRoomUser(roomId: String, userId: String, by _: AdminCaller) async throws(PresenceError) {
+        try await checked { try await store.removeRoomUser(roomId: roomId, userId: userId) }
+    }
+
+    func removeRoom(roomId: String, by _: AdminCaller) async throws(PresenceError) {
+        try await checked { try await store.removeRoom(roomId: roomId) }
+    }
+
+    func rotateRoomToken(roomId: String, by _: AdminCaller) async throws(PresenceError) -> String {
+        guard let token = try await checked({ try await store.rotateRoomToken(roomId: roomId) }) else {
+            throw .notFound("room \(roomId) does not exist")
+        }
+        return token
+    }
+
+    // MARK: - Operator calls
+
+    func statistics() async throws(PresenceError) -> PresenceStatistics {
+        try await checked { try await store.statistics() }
+    }
+
+    // MARK: - One place for authorization and failures
+
+    /// True when the token names a room and `caller` may read it; false for an unknown token,
+    /// without asking the authorizer about a room that does not exist.
+    private func authorizeRead(roomToken: String, by caller: UserCaller) async throws(PresenceError) -> Bool {
+        guard let roomId = try await checked({ try await store.roomId(forToken: roomToken) }) else { return false }
+        try await authorize(caller, .read(roomId: roomId))
+        return true
+    }
+
+    private func authorize(_ caller: UserCaller, _ action: PresenceAction) async throws(PresenceError) {
+        try await checked { try await authorizer.authorize(caller.identity, action) }
+    }
+
+    /// Store and authorizer failures that are not a `PresenceError` (a disk, an app's own hook)
+    /// are the server's trouble, not the caller's: logged, and reported as 503.
+    private func checked<Value>(_ body: () async throws -> Value) async throws(PresenceError) -> Value {
+        do {
+            return try await body()
+        } catch let error as PresenceError {
+            throw error
+        } catch {
+            logger.error("a call failed", metadata: ["error": "\(error)"])
+            throw .unavailable("the request could not be completed")
+        }
+    }
+}
