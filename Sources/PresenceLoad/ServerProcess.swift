@@ -20,7 +20,8 @@ public func temporaryDirectory(named prefix: String = "presence-test") -> String
     return url.path
 }
 
-/// A real `presence-server` process, its output and its port.
+/// A real `presence-server` process, its output and its port. The process is killed when
+/// this object goes away, so a test that fails half-way leaves no server behind.
 public final class ServerProcess: @unchecked Sendable {
     public let process = Process()
     public let output = Pipe()
@@ -40,6 +41,10 @@ public final class ServerProcess: @unchecked Sendable {
         process.standardOutput = output
         process.standardError = showErrors ? FileHandle.standardError : errors
         try process.run()
+    }
+
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 
     /// CPU time the server has used so far (user + system), in seconds, at the kernel's tick resolution.

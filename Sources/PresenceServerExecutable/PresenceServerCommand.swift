@@ -77,6 +77,9 @@ struct PresenceServerCommand: AsyncParsableCommand {
     var retentionDays: Double?
 
     func run() async throws {
+        // A file-size limit (ulimit -f) must fail the write, which the store answers with 503,
+        // not kill the server with every acknowledged change still safe on disk.
+        signal(SIGXFSZ, SIG_IGN)
         let environment = ProcessInfo.processInfo.environment
         func setting(_ flag: String?, _ variable: String) -> String? {
             if let flag { return flag }

@@ -4,6 +4,7 @@ import FoundationNetworking
 #endif
 import Testing
 import PresenceServer
+import PresenceStore
 
 /// The real `presence-server` process: options, environment, and graceful shutdown.
 @Suite struct ExecutableTests {
@@ -52,6 +53,41 @@ import PresenceServer
         #expect(try await server.waitForExit() == 0)
     }
 
+    /// A graceful stop writes a last "alive at" mark (heartbeats of online users write nothing, and
+    /// the periodic mark is seconds old). After an outage longer than the session's timeout, the
+    /// user's `lastDisconnected` is within 1 s of the deadline their last heartbeat gave them.
+    @Test func afterAGracefulStopAndALongOutageTheLastSeenTimeIsTheRealDeadline() async throws {
+        let directory = temporaryDirectory()
+        var server = try ServerProcess(arguments: ["--port", "0", "--data-dir", directory, "--admin-key", "k"])
+        try await server.waitUntilListening()
+        let body = #"{"roomId":"doc","userId":"alice","sessionId":"a1","interval":1000}"#
+        _ = try await Self.call(port: server.port, "POST", "/api/heartbeat", body: body)
+        // Long enough that a mark from the join (the last write) would be far off; shorter than the timeout.
+        try await Task.sleep(for: .milliseconds(2_000))
+        _ = try await Self.call(port: server.port, "POST", "/api/heartbeat", body: body)
+        let realDeadline = Int64(Date().timeIntervalSince1970 * 1000) + 2_500
+        kill(server.process.processIdentifier, SIGTERM)
+        #expect(try await server.waitForExit() == 0)
+
+        // The outage itself, longer than the session's 2.5 s timeout.
+        try await Task.sleep(for: .milliseconds(3_500))
+        server = try ServerProcess(arguments: ["--port", "0", "--data-dir", directory, "--admin-key", "k"])
+        try await server.waitUntilListening()
+        let listing = try await Self.call(port: server.port, "GET", "/api/rooms/doc/users", admin: "k")
+        let alice = try JSONDecoder().decode(RoomListing.self, from: Data(listing.utf8)).users.first
+        #expect(alice?.online == false)
+        let lastSeen = alice?.lastDisconnected ?? 0
+        #expect(abs(lastSeen - realDeadline) <= 1_000, "last seen \(lastSeen - realDeadline) ms from the real deadline")
+        kill(server.process.processIdentifier, SIGTERM)
+        #expect(try await server.waitForExit() == 0)
+    }
+
+    static func call(port: Int, _ method: String, _ path: String, body: String? = nil, admin: String? = nil) async throws -> String {
+        let (status, text) = try await CommitFailureTests.send(port: port, method, path, body: body, admin: admin)
+        guard status == 200 else { throw TestFailure("\(method) \(path): \(status) \(text)") }
+        return text
+    }
+
     @Test func aSecondServerOnTheSameDataDirectoryIsRefused() async throws {
         let directory = temporaryDirectory()
         let first = try ServerProcess(arguments: ["--port", "0", "--data-dir", directory])
@@ -70,5 +106,74 @@ import PresenceServer
             #expect(status != 0, "\(arguments)")
             #expect(!server.errorOutput.isEmpty, "\(arguments)")
         }
+    }
+}
+
+/// What the server does when the disk refuses a commit: 503 for the change, nothing of it
+/// visible or kept, and normal service once writes succeed again.
+@Suite struct CommitFailureTests {
+    /// Sets the running server's file-size limit (the soft one) as `ulimit -f` would: every write
+    /// past `limit` bytes into any file then fails with EFBIG. util-linux's `prlimit`, since Glibc's
+    /// call of that name is not visible to Swift.
+    static func limitFileSize(of server: ServerProcess, to limit: String) throws {
+        let tool = Process()
+        tool.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+        tool.arguments = ["--pid", "\(server.process.processIdentifier)", "--fsize=\(limit):unlimited"]
+        try tool.run()
+        tool.waitUntilExit()
+        guard tool.terminationStatus == 0 else { throw TestFailure("prlimit failed with \(tool.terminationStatus)") }
+    }
+
+    @Test func aCommitThatFailsAnswers503ChangesNothingAndServiceResumes() async throws {
+        let directory = temporaryDirectory()
+        var server = try ServerProcess(arguments: ["--port", "0", "--data-dir", directory, "--admin-key", "k"])
+        try await server.waitUntilListening()
+        let port = server.port
+        func heartbeat(_ user: String) async throws -> (Int, String) {
+            try await Self.send(port: port, "POST", "/api/heartbeat", body: #"{"roomId":"doc","userId":"\#(user)","sessionId":"\#(user)-1"}"#)
+        }
+        func listing() async throws -> RoomListing {
+            let (status, text) = try await Self.send(port: port, "GET", "/api/rooms/doc/users", admin: "k")
+            guard status == 200 else { throw TestFailure("list: \(status) \(text)") }
+            return try JSONDecoder().decode(RoomListing.self, from: Data(text.utf8))
+        }
+        let (joined, tokensText) = try await heartbeat("alice")
+        #expect(joined == 200)
+        let aliceTokens = try JSONDecoder().decode(SessionTokens.self, from: Data(tokensText.utf8))
+        let before = try await listing()
+
+        try Self.limitFileSize(of: server, to: "1")
+        let (refused, refusal) = try await heartbeat("bob")
+        #expect(refused == 503)
+        #expect(refusal.contains(#""code":"unavailable""#), "\(refusal)")
+        let (updateStatus, _) = try await Self.send(
+            port: port, "POST", "/api/update", body: #"{"sessionToken":"\#(aliceTokens.sessionToken)","data":{"typing":true}}"#)
+        #expect(updateStatus == 503)
+        #expect(try await listing() == before, "a change that was not stored must not show")
+
+        try Self.limitFileSize(of: server, to: "unlimited")
+        #expect(try await heartbeat("bob").0 == 200)
+        let after = try await listing()
+        #expect(after.users.map(\.userId) == ["alice", "bob"])
+        #expect(after.users.allSatisfy { $0.data == nil })
+
+        // And what was acknowledged is what the file holds.
+        kill(server.process.processIdentifier, SIGTERM)
+        #expect(try await server.waitForExit() == 0)
+        server = try ServerProcess(arguments: ["--port", "0", "--data-dir", directory, "--admin-key", "k"])
+        try await server.waitUntilListening()
+        let (_, reopened) = try await Self.send(port: server.port, "GET", "/api/rooms/doc/users", admin: "k")
+        #expect(try JSONDecoder().decode(RoomListing.self, from: Data(reopened.utf8)).users.map(\.userId) == ["alice", "bob"])
+        kill(server.process.processIdentifier, SIGTERM)
+        #expect(try await server.waitForExit() == 0)
+    }
+
+    static func send(port: Int, _ method: String, _ path: String, body: String? = nil, admin: String? = nil) async throws -> (Int, String) {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        request.httpMethod = method
+        request.httpBody = body.map { Data($0.utf8) }
+        if let admin { request.setValue("Bearer \(admin)", forHTTPHeaderField: "Authorization") }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
     }
 }
