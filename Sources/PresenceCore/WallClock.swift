@@ -26,6 +26,9 @@ extension Duration {
     /// The duration in whole milliseconds, the protocol's unit.
     public var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 
+    /// The duration in whole nanoseconds, as metrics' timers take it.
+    public var nanoseconds: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
+
     /// The duration in seconds, fractions included, for rates and reports.
     public var inSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -2,24 +2,32 @@ import Logging
 import NIOCore
 import PresenceStore
 import ServiceLifecycle
+import Synchronization
 
 /// Turns stored room changes into diffs for subscribers.
 ///
-/// Subscribers of the same room token and `limit` share a *view*. Per change, the
-/// hub reads the room's list once (at the largest limit any view needs), diffs it
-/// against what each view last sent, encodes that diff once, and enqueues the same
-/// bytes in every subscriber's outbox. A heartbeat of an online user produces no
-/// room change, so it never reaches the hub.
+/// Subscribers of the same room token and `limit` share a *view*. Per change, the hub reads
+/// the room's list once (at the largest limit any view needs), diffs it against what each
+/// view last sent, encodes that diff once, and enqueues the same bytes in every subscriber's
+/// outbox. A heartbeat of an online user produces no room change, so it never reaches the hub.
 ///
-/// All commands run one after another on one task, so a new subscriber's snapshot
-/// and the diffs that follow it can never interleave wrongly.
+/// The hub's state lives on one task, so a subscriber's snapshot and the diffs after it never
+/// interleave wrongly, but that task never waits for the store: reads run beside it (at most
+/// `maxConcurrentReads`, one per room at a time) and come back as commands. A slow read holds
+/// back its own room only. Changes that arrive while a room is being read are folded into one
+/// more read, and the changes waiting to be looked at are kept as one entry per room, so
+/// neither grows with the rate of changes.
 final class FanoutHub: Service, Sendable {
     enum Command: Sendable {
         case subscribe(Outbox, roomToken: String, limit: Int, requestId: JSONValue?)
         case unsubscribe(Outbox, roomToken: String, requestId: JSONValue?)
         case removeSubscriber(Outbox)
-        case roomChanged(RoomChange)
+        /// Changes were added to `pendingChanges`.
+        case roomsChanged
+        case roomRead(roomToken: String, limit: Int, result: Result<RoomSnapshot, any Error>)
     }
+
+    static let maxConcurrentReads = 16
 
     private let store: any PresenceStore
     private let metrics: PresenceMetrics
@@ -27,6 +35,7 @@ final class FanoutHub: Service, Sendable {
     private let commands: AsyncStream<Command>
     private let commandContinuation: AsyncStream<Command>.Continuation
     private let changes: AsyncStream<RoomChange>
+    private let pendingChanges = PendingChanges()
     private let subscriptionsPerSocket: Int
 
     init(store: any PresenceStore, metrics: PresenceMetrics, logger: Logger, subscriptionsPerSocket: Int = .max) {
@@ -46,8 +55,11 @@ final class FanoutHub: Service, Sendable {
     func run() async throws {
         var state = State()
         await withDiscardingTaskGroup { group in
-            group.addTask { [changes, commandContinuation] in
-                for await change in changes { commandContinuation.yield(.roomChanged(change)) }
+            group.addTask { [changes, pendingChanges, commandContinuation] in
+                // Only folds each change into its room's entry, so the feed's buffer never builds up.
+                for await change in changes {
+                    if pendingChanges.add(change) { commandContinuation.yield(.roomsChanged) }
+                }
             }
             group.addTask { [commandContinuation] in
                 // Stop with the service group: end the command stream so the loop below returns.
@@ -55,18 +67,59 @@ final class FanoutHub: Service, Sendable {
                 commandContinuation.finish()
             }
             for await command in commands.cancelOnGracefulShutdown() {
-                await process(command, state: &state)
+                process(command, state: &state)
+                for read in state.takeReadsToStart() {
+                    group.addTask { [store, commandContinuation] in
+                        let result: Result<RoomSnapshot, any Error>
+                        do {
+                            result = .success(try await store.snapshot(roomToken: read.roomToken, limit: read.limit))
+                        } catch {
+                            result = .failure(error)
+                        }
+                        commandContinuation.yield(.roomRead(roomToken: read.roomToken, limit: read.limit, result: result))
+                    }
+                }
+                metrics.subscribers.record(state.subscriptionCount)
+                metrics.fanoutRoomsWaiting.record(state.roomsWaitingForRead)
             }
             group.cancelAll()
         }
     }
 
-    // MARK: - State
+    // MARK: - Changes waiting to be looked at
 
-    struct ViewKey: Hashable {
-        let roomToken: String
-        let limit: Int
+    /// The newest change of each room not yet looked at, with when its oldest unseen change came.
+    /// The newest is enough: a room's versions only grow, and removal and token rotation are the
+    /// last change a token ever has.
+    final class PendingChanges: Sendable {
+        struct Entry {
+            var change: RoomChange
+            var since: ContinuousClock.Instant
+        }
+        private let entries = Mutex<[String: Entry]>([:])
+
+        /// True when this is the first entry since the last `take`: the hub needs waking.
+        func add(_ change: RoomChange) -> Bool {
+            entries.withLock { entries in
+                let wasEmpty = entries.isEmpty
+                if let existing = entries[change.roomToken] {
+                    entries[change.roomToken] = Entry(change: change, since: existing.since)
+                } else {
+                    entries[change.roomToken] = Entry(change: change, since: .now)
+                }
+                return wasEmpty
+            }
+        }
+
+        func take() -> [String: Entry] {
+            entries.withLock { entries in
+                defer { entries.removeAll(keepingCapacity: true) }
+                return entries
+            }
+        }
     }
+
+    // MARK: - State
 
     struct View {
         var version: UInt64
@@ -74,52 +127,134 @@ final class FanoutHub: Service, Sendable {
         var subscribers: [Int: Outbox] = [:]
     }
 
+    struct Waiting {
+        let outbox: Outbox
+        let limit: Int
+        let requestId: JSONValue?
+    }
+
+    /// Everything the hub knows of one room token.
+    struct Room {
+        var views: [Int: View] = [:]
+        /// The room version the views were last computed at: older changes are skipped.
+        var computedVersion: UInt64 = 0
+        /// Subscribers whose snapshot waits for the next read.
+        var waiting: [Waiting] = []
+        var readInFlight = false
+        var readAgain = false
+        var queuedForRead = false
+        /// When the oldest change not yet covered by a started read arrived, and the same for the
+        /// read in flight: the fan-out lag is measured from there to the diffs being enqueued.
+        var changedSince: ContinuousClock.Instant?
+        var readCoversChangeSince: ContinuousClock.Instant?
+        /// Set when the token ended (room removed, token rotated) while subscribers still waited.
+        var endedReason: String?
+
+        var isUnused: Bool { views.isEmpty && waiting.isEmpty && !readInFlight && !queuedForRead }
+        var largestLimit: Int { max(views.keys.max() ?? 0, waiting.map(\.limit).max() ?? 0) }
+    }
+
+    struct ReadRequest {
+        let roomToken: String
+        let limit: Int
+    }
+
     struct State {
-        var views: [ViewKey: View] = [:]
-        var limitsByToken: [String: Set<Int>] = [:]
-        /// The newest room version each token's views were computed at: older change events are skipped.
-        var computedVersionByToken: [String: UInt64] = [:]
-        /// For each subscriber: the limit of each token it follows.
+        var rooms: [String: Room] = [:]
+        /// For each subscriber: the limit of each token it follows or waits for.
         var subscriptions: [Int: [String: Int]] = [:]
         var subscriptionCount = 0
+        var readsInFlight = 0
+        var readQueue: [String] = []
+        var readsToStart: [ReadRequest] = []
+
+        var roomsWaitingForRead: Int { readsInFlight + readQueue.count }
+
+        mutating func takeReadsToStart() -> [ReadRequest] {
+            defer { readsToStart.removeAll(keepingCapacity: true) }
+            return readsToStart
+        }
+
+        /// Reads the room now if a read slot is free, later otherwise; once more after the current
+        /// read if one is in flight (it may have started before the change).
+        mutating func requestRead(of roomToken: String) {
+            guard var room = rooms[roomToken] else { return }
+            defer { rooms[roomToken] = room }
+            if room.readInFlight {
+                room.readAgain = true
+            } else if readsInFlight < FanoutHub.maxConcurrentReads {
+                startRead(of: roomToken, room: &room)
+            } else if !room.queuedForRead {
+                room.queuedForRead = true
+                readQueue.append(roomToken)
+            }
+        }
+
+        private mutating func startRead(of roomToken: String, room: inout Room) {
+            room.readInFlight = true
+            room.readAgain = false
+            room.readCoversChangeSince = room.changedSince
+            room.changedSince = nil
+            readsInFlight += 1
+            readsToStart.append(ReadRequest(roomToken: roomToken, limit: room.largestLimit))
+        }
+
+        /// Gives freed read slots to queued rooms, oldest first.
+        mutating func startQueuedReads() {
+            while readsInFlight < FanoutHub.maxConcurrentReads, !readQueue.isEmpty {
+                let roomToken = readQueue.removeFirst()
+                guard var room = rooms[roomToken] else { continue }
+                room.queuedForRead = false
+                if !room.views.isEmpty || !room.waiting.isEmpty { startRead(of: roomToken, room: &room) }
+                rooms[roomToken] = room
+                forgetIfUnused(roomToken)
+            }
+        }
 
         mutating func detach(_ subscriberId: Int, from roomToken: String) {
             guard let limit = subscriptions[subscriberId]?.removeValue(forKey: roomToken) else { return }
             if subscriptions[subscriberId]?.isEmpty == true { subscriptions.removeValue(forKey: subscriberId) }
             subscriptionCount -= 1
-            let key = ViewKey(roomToken: roomToken, limit: limit)
-            views[key]?.subscribers.removeValue(forKey: subscriberId)
-            if views[key]?.subscribers.isEmpty == true {
-                views.removeValue(forKey: key)
-                limitsByToken[roomToken]?.remove(limit)
-                if limitsByToken[roomToken]?.isEmpty == true {
-                    limitsByToken.removeValue(forKey: roomToken)
-                    computedVersionByToken.removeValue(forKey: roomToken)
-                }
+            guard var room = rooms[roomToken] else { return }
+            room.views[limit]?.subscribers.removeValue(forKey: subscriberId)
+            if room.views[limit]?.subscribers.isEmpty == true { room.views.removeValue(forKey: limit) }
+            room.waiting.removeAll { $0.outbox.id == subscriberId }
+            rooms[roomToken] = room
+            forgetIfUnused(roomToken)
+        }
+
+        mutating func detachEverywhere(_ subscriberId: Int) {
+            for roomToken in subscriptions[subscriberId]?.keys.map({ $0 }) ?? [] {
+                detach(subscriberId, from: roomToken)
             }
+        }
+
+        mutating func forgetIfUnused(_ roomToken: String) {
+            if rooms[roomToken]?.isUnused == true { rooms.removeValue(forKey: roomToken) }
         }
     }
 
     // MARK: - Processing
 
-    private func process(_ command: Command, state: inout State) async {
+    private func process(_ command: Command, state: inout State) {
         switch command {
         case .subscribe(let outbox, let roomToken, let limit, let requestId):
-            await subscribe(outbox, roomToken: roomToken, limit: limit, requestId: requestId, state: &state)
+            subscribe(outbox, roomToken: roomToken, limit: limit, requestId: requestId, state: &state)
         case .unsubscribe(let outbox, let roomToken, let requestId):
             state.detach(outbox.id, from: roomToken)
             deliver(ServerFrame.unsubscribed(id: requestId, roomToken: roomToken), to: outbox, state: &state)
         case .removeSubscriber(let outbox):
-            for roomToken in state.subscriptions[outbox.id]?.keys.map({ $0 }) ?? [] {
-                state.detach(outbox.id, from: roomToken)
+            state.detachEverywhere(outbox.id)
+        case .roomsChanged:
+            for (roomToken, entry) in pendingChanges.take() {
+                roomChanged(roomToken, entry.change, since: entry.since, state: &state)
             }
-        case .roomChanged(let change):
-            await roomChanged(change, state: &state)
+        case .roomRead(let roomToken, let limit, let result):
+            roomRead(roomToken, limit: limit, result: result, state: &state)
         }
-        metrics.subscribers.record(state.subscriptionCount)
     }
 
-    private func subscribe(_ outbox: Outbox, roomToken: String, limit: Int, requestId: JSONValue?, state: inout State) async {
+    private func subscribe(_ outbox: Outbox, roomToken: String, limit: Int, requestId: JSONValue?, state: inout State) {
         state.detach(outbox.id, from: roomToken)
         if state.subscriptions[outbox.id, default: [:]].count >= subscriptionsPerSocket {
             metrics.rateLimited.increment()
@@ -127,98 +262,138 @@ final class FanoutHub: Service, Sendable {
             deliver(ServerFrame.error(id: requestId, error), to: outbox, state: &state)
             return
         }
-        let key = ViewKey(roomToken: roomToken, limit: limit)
-        let view: View
-        if let existing = state.views[key] {
-            view = existing
-        } else {
-            // Read at the largest limit of this token and bring its other views to the same version,
-            // so every view of a token always stands at one computed version.
-            let readLimit = max(limit, state.limitsByToken[roomToken]?.max() ?? 0)
-            let snapshot: RoomSnapshot
-            do {
-                snapshot = try await store.snapshot(roomToken: roomToken, limit: readLimit)
-            } catch {
-                logger.error("subscribe could not read the room", metadata: ["error": "\(error)"])
-                deliver(ServerFrame.error(id: requestId, .unavailable("the store could not be read")), to: outbox, state: &state)
-                return
-            }
-            refreshViews(of: roomToken, with: snapshot, state: &state)
-            view = View(version: snapshot.roomVersion, users: Array(snapshot.users.prefix(limit)))
-        }
-        let message = ServerFrame.snapshot(id: requestId, roomToken: roomToken, version: view.version, users: view.users)
-        guard deliver(message, to: outbox, state: &state) else { return }
-        // An unknown token (version 0) stays empty forever: tokens are never reissued, so nothing to follow.
-        guard view.version > 0 else { return }
-        var registered = view
-        registered.subscribers[outbox.id] = outbox
-        state.views[key] = registered
-        state.limitsByToken[roomToken, default: []].insert(limit)
-        state.computedVersionByToken[roomToken] = max(state.computedVersionByToken[roomToken] ?? 0, view.version)
         state.subscriptions[outbox.id, default: [:]][roomToken] = limit
         state.subscriptionCount += 1
-    }
-
-    private func roomChanged(_ change: RoomChange, state: inout State) async {
-        guard let limits = state.limitsByToken[change.roomToken], let maxLimit = limits.max() else { return }
-        if change.kind == .tokenRotated {
-            // The old token reads nothing any more: its subscribers heartbeat for the new one.
-            let ended = ServerFrame.unsubscribed(id: nil, roomToken: change.roomToken, reason: "token_rotated")
-            for limit in limits {
-                for subscriber in state.views[ViewKey(roomToken: change.roomToken, limit: limit)]?.subscribers.values ?? [:].values {
-                    deliver(ended, to: subscriber, state: &state)
-                    state.detach(subscriber.id, from: change.roomToken)
-                }
+        var room = state.rooms[roomToken] ?? Room()
+        if var view = room.views[limit], room.endedReason == nil {
+            // The view's snapshot and the diffs it will get form one unbroken chain, even while a read runs.
+            let snapshot = ServerFrame.snapshot(id: requestId, roomToken: roomToken, version: view.version, users: view.users)
+            guard outbox.send(snapshot) else {
+                state.rooms[roomToken] = room
+                dropped(outbox, state: &state)
+                return
             }
+            view.subscribers[outbox.id] = outbox
+            room.views[limit] = view
+            state.rooms[roomToken] = room
             return
         }
-        // Older events were already covered by a read at a newer version.
-        guard change.roomVersion > state.computedVersionByToken[change.roomToken] ?? 0 else { return }
+        room.waiting.append(Waiting(outbox: outbox, limit: limit, requestId: requestId))
+        state.rooms[roomToken] = room
+        state.requestRead(of: roomToken)
+    }
 
-        if change.kind == .removed {
-            for limit in limits {
-                let key = ViewKey(roomToken: change.roomToken, limit: limit)
-                guard let view = state.views[key] else { continue }
+    private func roomChanged(_ roomToken: String, _ change: RoomChange, since: ContinuousClock.Instant, state: inout State) {
+        guard var room = state.rooms[roomToken] else { return }
+        switch change.kind {
+        case .tokenRotated:
+            // The old token reads nothing any more: its subscribers heartbeat for the new one.
+            room.endedReason = "token_rotated"
+            state.rooms[roomToken] = room
+            let ended = ServerFrame.unsubscribed(id: nil, roomToken: roomToken, reason: "token_rotated")
+            for view in room.views.values {
+                for subscriber in view.subscribers.values {
+                    deliver(ended, to: subscriber, state: &state)
+                    state.detach(subscriber.id, from: roomToken)
+                }
+            }
+        case .removed:
+            // Older events were already covered by a read at a newer version.
+            guard change.roomVersion > room.computedVersion else { return }
+            room.endedReason = "room_removed"
+            room.computedVersion = change.roomVersion
+            state.rooms[roomToken] = room
+            let ended = ServerFrame.unsubscribed(id: nil, roomToken: roomToken, reason: "room_removed")
+            for view in room.views.values {
                 let diff = RoomDiff(from: view.users, to: [])
-                let final = ServerFrame.diff(roomToken: change.roomToken, from: view.version, to: change.roomVersion, diff: diff)
-                let ended = ServerFrame.unsubscribed(id: nil, roomToken: change.roomToken, reason: "room_removed")
+                let final = ServerFrame.diff(roomToken: roomToken, from: view.version, to: change.roomVersion, diff: diff)
                 for subscriber in view.subscribers.values {
                     if !diff.isEmpty { deliver(final, to: subscriber, state: &state) }
                     deliver(ended, to: subscriber, state: &state)
-                    state.detach(subscriber.id, from: change.roomToken)
+                    state.detach(subscriber.id, from: roomToken)
                 }
             }
-            return
+        case .updated:
+            guard change.roomVersion > room.computedVersion else { return }
+            room.changedSince = min(room.changedSince ?? since, since)
+            state.rooms[roomToken] = room
+            state.requestRead(of: roomToken)
         }
+    }
 
-        let snapshot: RoomSnapshot
-        do {
-            snapshot = try await store.snapshot(roomToken: change.roomToken, limit: maxLimit)
-        } catch {
-            logger.error("could not read a changed room", metadata: ["error": "\(error)"])
+    private func roomRead(_ roomToken: String, limit: Int, result: Result<RoomSnapshot, any Error>, state: inout State) {
+        state.readsInFlight -= 1
+        defer { state.startQueuedReads() }
+        guard var room = state.rooms[roomToken] else { return }
+        room.readInFlight = false
+        let lagSince = room.readCoversChangeSince
+        room.readCoversChangeSince = nil
+        // Subscribers asking for more than this read fetched wait for the next one.
+        let served = room.waiting.filter { $0.limit <= limit }
+        room.waiting.removeAll { $0.limit <= limit }
+        if !room.waiting.isEmpty { room.readAgain = true }
+        state.rooms[roomToken] = room
+
+        switch result {
+        case .failure(let error):
+            logger.error("could not read a room for its subscribers", metadata: ["error": "\(error)"])
+            for waiting in served {
+                state.detach(waiting.outbox.id, from: roomToken)
+                deliver(ServerFrame.error(id: waiting.requestId, .unavailable("the store could not be read")), to: waiting.outbox, state: &state)
+            }
+        case .success(let snapshot):
+            refreshViews(of: roomToken, with: snapshot, state: &state)
+            if let lagSince { metrics.fanoutLag.recordNanoseconds((ContinuousClock.now - lagSince).nanoseconds) }
+            for waiting in served {
+                serve(waiting, roomToken: roomToken, snapshot: snapshot, state: &state)
+            }
+        }
+        if state.rooms[roomToken]?.readAgain == true { state.requestRead(of: roomToken) }
+        state.forgetIfUnused(roomToken)
+    }
+
+    /// Sends a waiting subscriber its snapshot and makes it a member of its view.
+    private func serve(_ waiting: Waiting, roomToken: String, snapshot: RoomSnapshot, state: inout State) {
+        guard var room = state.rooms[roomToken] else { return }
+        let view = room.views[waiting.limit] ?? View(version: snapshot.roomVersion, users: Array(snapshot.users.prefix(waiting.limit)))
+        let frame = ServerFrame.snapshot(id: waiting.requestId, roomToken: roomToken, version: view.version, users: view.users)
+        guard deliver(frame, to: waiting.outbox, state: &state) else { return }
+        // An unknown token (version 0) stays empty forever: tokens are never reissued, so nothing to follow.
+        if let reason = room.endedReason {
+            deliver(ServerFrame.unsubscribed(id: nil, roomToken: roomToken, reason: reason), to: waiting.outbox, state: &state)
+            state.detach(waiting.outbox.id, from: roomToken)
             return
         }
-        refreshViews(of: change.roomToken, with: snapshot, state: &state)
+        guard view.version > 0 else {
+            state.detach(waiting.outbox.id, from: roomToken)
+            return
+        }
+        room = state.rooms[roomToken] ?? room
+        var member = room.views[waiting.limit] ?? view
+        member.subscribers[waiting.outbox.id] = waiting.outbox
+        room.views[waiting.limit] = member
+        room.computedVersion = max(room.computedVersion, view.version)
+        state.rooms[roomToken] = room
     }
 
     /// Sends each view of the token the diff from what it last sent to `snapshot` (read at the largest limit).
     private func refreshViews(of roomToken: String, with snapshot: RoomSnapshot, state: inout State) {
-        guard let limits = state.limitsByToken[roomToken] else { return }
-        state.computedVersionByToken[roomToken] = snapshot.roomVersion
-        for limit in limits {
-            let key = ViewKey(roomToken: roomToken, limit: limit)
-            guard var view = state.views[key], snapshot.roomVersion > view.version else { continue }
+        guard var room = state.rooms[roomToken], snapshot.roomVersion > room.computedVersion else { return }
+        room.computedVersion = snapshot.roomVersion
+        var deliveries: [(ByteBuffer, [Outbox])] = []
+        for (limit, var view) in room.views where snapshot.roomVersion > view.version {
             let shown = Array(snapshot.users.prefix(limit))
             let diff = RoomDiff(from: view.users, to: shown)
             // A change outside this view's window sends nothing; the view's version trails the room's.
             guard !diff.isEmpty else { continue }
-            let message = ServerFrame.diff(roomToken: roomToken, from: view.version, to: snapshot.roomVersion, diff: diff)
+            deliveries.append((ServerFrame.diff(roomToken: roomToken, from: view.version, to: snapshot.roomVersion, diff: diff), Array(view.subscribers.values)))
             view.version = snapshot.roomVersion
             view.users = shown
-            state.views[key] = view
-            for subscriber in view.subscribers.values {
-                deliver(message, to: subscriber, state: &state)
-            }
+            room.views[limit] = view
+        }
+        state.rooms[roomToken] = room
+        for (message, subscribers) in deliveries {
+            for subscriber in subscribers { deliver(message, to: subscriber, state: &state) }
         }
     }
 
@@ -226,10 +401,12 @@ final class FanoutHub: Service, Sendable {
     @discardableResult
     private func deliver(_ message: ByteBuffer, to outbox: Outbox, state: inout State) -> Bool {
         if outbox.send(message) { return true }
-        if outbox.overflowed { metrics.slowSubscribersDropped.increment() }
-        for roomToken in state.subscriptions[outbox.id]?.keys.map({ $0 }) ?? [] {
-            state.detach(outbox.id, from: roomToken)
-        }
+        dropped(outbox, state: &state)
         return false
+    }
+
+    private func dropped(_ outbox: Outbox, state: inout State) {
+        if outbox.overflowed { metrics.slowSubscribersDropped.increment() }
+        state.detachEverywhere(outbox.id)
     }
 }

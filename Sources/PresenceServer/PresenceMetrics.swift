@@ -18,6 +18,10 @@ public final class PresenceMetrics: Sendable {
     let slowClientsCut: CoreMetrics.Counter
     let subscribers: CoreMetrics.Gauge
     let sockets: CoreMetrics.Meter
+    /// From a room change reaching the hub to its diffs being in every subscriber's outbox.
+    let fanoutLag: CoreMetrics.Timer
+    /// Rooms being read for their subscribers or waiting for a read slot.
+    let fanoutRoomsWaiting: CoreMetrics.Gauge
     private let sessions: CoreMetrics.Gauge
     private let onlineUsers: CoreMetrics.Gauge
     private let rooms: CoreMetrics.Gauge
@@ -38,6 +42,8 @@ public final class PresenceMetrics: Sendable {
         slowClientsCut = Counter(label: "presence_slow_requests_cut_total", factory: factory)
         subscribers = Gauge(label: "presence_subscriptions", factory: factory)
         sockets = Meter(label: "presence_ws_connections", factory: factory)
+        fanoutLag = Timer(label: "presence_fanout_lag_seconds", factory: factory)
+        fanoutRoomsWaiting = Gauge(label: "presence_fanout_rooms_waiting", factory: factory)
         sessions = Gauge(label: "presence_sessions", factory: factory)
         onlineUsers = Gauge(label: "presence_online_users", factory: factory)
         rooms = Gauge(label: "presence_rooms", factory: factory)
