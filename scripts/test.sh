@@ -12,11 +12,12 @@ if ! command -v swift >/dev/null 2>&1; then
 fi
 
 # Debian packages: SQLite's headers for GRDB; Chromium and an emoji font for the browser tests;
-# curl for the API fuzzing script.
+# curl for the API fuzzing script; Node for the browser client's unit tests (when the machine has none).
 missing=()
 for package in libsqlite3-dev chromium fonts-noto-color-emoji curl; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -32,5 +33,8 @@ fi
 # Build everything once (libraries, executables, tests); later tests run the built binaries.
 swift build --build-tests
 swift test --skip-build
+node --test Tests/js
 scripts/schemathesis.sh
 python3 -m pytest -q Tests/browser
+# A short pass over the request decoders, so the fuzz target and its corpus cannot rot.
+scripts/fuzz.sh 45

@@ -100,7 +100,7 @@ actor ClientCore {
     }
 
     func currentList(_ key: RoomKey) -> [UserRecord] {
-        rooms[key].map(ordered) ?? []
+        rooms[key].map { $0.users.youFirst($0.key.userId) } ?? []
     }
 
     func abandon() {
@@ -320,18 +320,9 @@ actor ClientCore {
         }
     }
 
-    /// The current user first, then PROTOCOL.md's order.
-    private func ordered(_ room: RoomState) -> [UserRecord] {
-        var list = room.users
-        if let index = list.firstIndex(where: { $0.userId == room.key.userId }) {
-            list.insert(list.remove(at: index), at: 0)
-        }
-        return list
-    }
-
     private func publish(_ key: RoomKey) {
         guard let room = rooms[key] else { return }
-        room.listener.yield(ordered(room))
+        room.listener.yield(currentList(key))
     }
 }
 

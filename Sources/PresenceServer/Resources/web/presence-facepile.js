@@ -9,9 +9,11 @@
 // --presence-ring-color, --presence-focus-color, --presence-offline-opacity,
 // --presence-tooltip-bg, --presence-tooltip-color, --presence-font.
 
+import { compareCodePoints } from "./presence.js";
+
 export const EMOJIS = ["🦊", "🐼", "🐨", "🐯", "🦁", "🐸", "🐵", "🐙", "🦉", "🐧", "🐢", "🦄", "🐝", "🐳", "🦋", "🐞"];
-const VISIBLE = 5;
-const OVERFLOW_LISTED = 10;
+export const VISIBLE = 5;
+export const OVERFLOW_LISTED = 10;
 
 /** A stable emoji per user id: FNV-1a over the UTF-8 bytes, as the Swift client does. */
 export function emojiFor(userId) {
@@ -35,12 +37,43 @@ export function statusText(user, now = Date.now()) {
   return `Last seen ${days} ${days === 1 ? "day" : "days"} ago`;
 }
 
-/** The user's data as [key, value] rows. */
+/** A value as JSON with object keys in code point order, so every client shows nested data alike. */
+export function sortedJSON(value) {
+  if (Array.isArray(value)) return `[${value.map(sortedJSON).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const keys = Object.keys(value).sort(compareCodePoints);
+    return `{${keys.map((key) => `${JSON.stringify(key)}:${sortedJSON(value[key])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** The user's data as [key, value] rows: an object by key, any other value as one "data" row. */
 export function dataRows(data) {
   if (data === undefined || data === null) return [];
-  const text = (value) => (typeof value === "string" ? value : JSON.stringify(value));
-  if (typeof data === "object" && !Array.isArray(data)) return Object.keys(data).sort().map((k) => [k, text(data[k])]);
+  const text = (value) => (typeof value === "string" ? value : sortedJSON(value));
+  if (typeof data === "object" && !Array.isArray(data)) return Object.keys(data).sort(compareCodePoints).map((k) => [k, text(data[k])]);
   return [["data", text(data)]];
+}
+
+/**
+ * What the pile shows, as plain data: the first five faces, how many more ("+N"), and up to ten of
+ * those for the overflow list. The Swift FacePileModel computes the same (shared test vectors).
+ */
+export function facePileModel(users, now = Date.now()) {
+  const face = (user) => ({
+    userId: user.userId,
+    title: user.name || user.userId,
+    image: user.image || null,
+    emoji: emojiFor(user.userId),
+    online: user.online,
+    status: statusText(user, now),
+    dataRows: dataRows(user.data),
+  });
+  return {
+    visible: users.slice(0, VISIBLE).map(face),
+    overflowCount: Math.max(0, users.length - VISIBLE),
+    overflow: users.slice(VISIBLE, VISIBLE + OVERFLOW_LISTED).map(face),
+  };
 }
 
 const STYLE = `
@@ -66,7 +99,10 @@ const STYLE = `
   .overflow li.offline { opacity: 0.6; }
 `;
 
-export class PresenceFacepile extends HTMLElement {
+// Node runs the pure functions above in the unit tests; it has no DOM.
+const ElementBase = globalThis.HTMLElement ?? class {};
+
+export class PresenceFacepile extends ElementBase {
   constructor() {
     super();
     this.attachShadow({ mode: "open" });
@@ -95,15 +131,15 @@ export class PresenceFacepile extends HTMLElement {
     const style = document.createElement("style");
     style.textContent = STYLE;
     root.append(style);
-    const now = Date.now();
+    const model = facePileModel(this._users);
     const group = document.createElement("div");
     group.setAttribute("role", "group");
     group.setAttribute("aria-label", `${this._users.filter((u) => u.online).length} online, ${this._users.length} in the room`);
     group.style.display = "inline-flex";
     root.append(group);
 
-    this._users.slice(0, VISIBLE).forEach((user, index) => group.append(this.face(user, index, now)));
-    const rest = this._users.length - VISIBLE;
+    model.visible.forEach((face, index) => group.append(this.face(face, index)));
+    const rest = model.overflowCount;
     if (rest > 0) {
       const more = document.createElement("button");
       more.className = "face more";
@@ -115,10 +151,10 @@ export class PresenceFacepile extends HTMLElement {
       list.hidden = true;
       list.id = "overflow";
       more.setAttribute("aria-controls", "overflow");
-      for (const user of this._users.slice(VISIBLE, VISIBLE + OVERFLOW_LISTED)) {
+      for (const face of model.overflow) {
         const item = document.createElement("li");
-        item.className = user.online ? "online" : "offline";
-        item.textContent = `${emojiFor(user.userId)} ${user.name || user.userId} — ${statusText(user, now)}`;
+        item.className = face.online ? "online" : "offline";
+        item.textContent = `${face.emoji} ${face.title} — ${face.status}`;
         list.append(item);
       }
       more.addEventListener("click", () => {
@@ -133,12 +169,11 @@ export class PresenceFacepile extends HTMLElement {
     }
   }
 
-  face(user, index, now) {
-    const title = user.name || user.userId;
-    const status = statusText(user, now);
+  face(model, index) {
+    const { title, status } = model;
     const face = document.createElement("button");
-    face.className = `face ${user.online ? "online" : "offline"}`;
-    face.dataset.userId = user.userId;
+    face.className = `face ${model.online ? "online" : "offline"}`;
+    face.dataset.userId = model.userId;
     face.style.zIndex = String(VISIBLE - index);
     const tooltipId = `tip-${index}`;
     face.setAttribute("aria-label", `${title}, ${status}`);
@@ -146,13 +181,13 @@ export class PresenceFacepile extends HTMLElement {
 
     const avatar = document.createElement("span");
     avatar.className = "avatar";
-    if (user.image) {
+    if (model.image) {
       const img = document.createElement("img");
-      img.src = user.image;
+      img.src = model.image;
       img.alt = "";
       avatar.append(img);
     } else {
-      avatar.textContent = emojiFor(user.userId);
+      avatar.textContent = model.emoji;
     }
     face.append(avatar);
 
@@ -167,7 +202,7 @@ export class PresenceFacepile extends HTMLElement {
     line.className = "status";
     line.textContent = status;
     tooltip.append(name, line);
-    for (const [key, value] of dataRows(user.data)) {
+    for (const [key, value] of model.dataRows) {
       const row = document.createElement("div");
       row.className = "data";
       row.textContent = `${key}: ${value}`;
@@ -178,4 +213,6 @@ export class PresenceFacepile extends HTMLElement {
   }
 }
 
-if (!customElements.get("presence-facepile")) customElements.define("presence-facepile", PresenceFacepile);
+if (globalThis.customElements && !customElements.get("presence-facepile")) {
+  customElements.define("presence-facepile", PresenceFacepile);
+}

@@ -9,12 +9,33 @@
 // reference). Heartbeats never overlap; the list is a snapshot plus diffs, resubscribed
 // when a diff's `from` shows a gap; the socket reconnects with backoff and jitter.
 
+/**
+ * Unicode code point order: the server's order of user ids (and of UTF-8 bytes). JavaScript's own `<`
+ * compares UTF-16 units, which puts characters above U+FFFF (emoji) before U+E000–U+FFFF.
+ */
+export function compareCodePoints(a, b) {
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i++) {
+    const x = a.codePointAt(i);
+    const y = b.codePointAt(i);
+    if (x !== y) return x < y ? -1 : 1;
+    if (x > 0xffff) i++;
+  }
+  return Math.sign(a.length - b.length);
+}
+
 /** PROTOCOL.md's order: online first by onlineSince, then offline by lastDisconnected (newest first), then userId. */
 export function compareUsers(a, b) {
   if (a.online !== b.online) return a.online ? -1 : 1;
   if (a.online && a.onlineSince !== b.onlineSince) return a.onlineSince - b.onlineSince;
   if (!a.online && a.lastDisconnected !== b.lastDisconnected) return b.lastDisconnected - a.lastDisconnected;
-  return a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0;
+  return compareCodePoints(a.userId, b.userId);
+}
+
+/** The list as a user sees it: themselves first, everyone else in the protocol's order. */
+export function youFirst(users, userId) {
+  const mine = users.filter((u) => u.userId === userId);
+  return mine.concat(users.filter((u) => u.userId !== userId));
 }
 
 /** Drops `remove`, replaces or adds `upsert`, sorts: the list a diff leads to. */
@@ -70,8 +91,7 @@ export class PresenceRoom extends EventTarget {
 
   /** The list: the current user first, then the protocol's order. */
   get users() {
-    const mine = this.list.filter((u) => u.userId === this.options.userId);
-    return mine.concat(this.list.filter((u) => u.userId !== this.options.userId));
+    return youFirst(this.list, this.options.userId);
   }
 
   /** Starts heartbeating and following the room. */
