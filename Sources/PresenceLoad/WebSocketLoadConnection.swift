@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
 
@@ -18,25 +19,41 @@ public final class WebSocketLoadConnection: Sendable {
         self.handler = handler
     }
 
+    /// Connects and upgrades with SwiftNIO's own client upgrader, which also checks the server's
+    /// `Sec-WebSocket-Accept`.
     public static func connect(
         to address: ServerAddress, group: any EventLoopGroup, onPush: @escaping PushHandler = { _, _ in }
     ) async throws -> WebSocketLoadConnection {
         let eventLoop = group.next()
-        let upgraded = eventLoop.makePromise(of: Void.self)
-        let channel = try await ClientBootstrap(group: eventLoop)
+        let upgrade = try await ClientBootstrap(group: eventLoop)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
+            .connect(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let handshake = WebSocketHandshakeHandler(host: address.host, promise: upgraded)
-                    try channel.pipeline.syncOperations.addHandlers([handshake, WebSocketExchangeHandler(onPush: onPush)])
+                    let upgrader = NIOTypedWebSocketClientUpgrader<(any Channel)?>(
+                        maxFrameSize: 1 << 24, enableAutomaticErrorHandling: false,
+                        upgradePipelineHandler: { channel, _ in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandlers([
+                                    NIOWebSocketFrameAggregator(
+                                        minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: 1 << 24),
+                                    WebSocketExchangeHandler(onPush: onPush),
+                                ])
+                                return channel
+                            }
+                        })
+                    var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/api/ws")
+                    head.headers.add(name: "Host", value: address.host)
+                    var configuration = NIOUpgradableHTTPClientPipelineConfiguration(
+                        upgradeConfiguration: NIOTypedHTTPClientUpgradeConfiguration(
+                            upgradeRequestHead: head, upgraders: [upgrader],
+                            notUpgradingCompletionHandler: { channel in channel.eventLoop.makeSucceededFuture(nil) }))
+                    // Whatever the server sends right after its 101 belongs to the WebSocket.
+                    configuration.leftOverBytesStrategy = .forwardBytes
+                    return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: configuration)
                 }
             }
-            .connect(host: address.host, port: address.port).get()
-        do {
-            try await upgraded.futureResult.get()
-        } catch {
-            try? await channel.close()
-            throw error
+        guard let channel = try await upgrade.get() else {
+            throw BenchmarkError("the server refused the WebSocket upgrade")
         }
         let handler = try await channel.eventLoop.submit {
             NIOLoopBound(try channel.pipeline.syncOperations.handler(type: WebSocketExchangeHandler.self), eventLoop: channel.eventLoop)
@@ -67,81 +84,6 @@ public final class WebSocketLoadConnection: Sendable {
     public func close() async {
         try? await channel.close()
     }
-}
-
-/// Writes the upgrade request, reads the `101` answer, then puts the frame codec
-/// in its own place and leaves the pipeline.
-final class WebSocketHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    let promise: EventLoopPromise<Void>
-    private let host: String
-    private var received = ByteBuffer()
-    private var finished = false
-
-    init(host: String, promise: EventLoopPromise<Void>) {
-        self.host = host
-        self.promise = promise
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        let key = (0..<16).map { _ in UInt8.random(in: 0...255) }
-        let request =
-            "GET /api/ws HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Key: \(Data(key).base64EncodedString())\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: request)), promise: nil)
-        context.fireChannelActive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        received.writeBuffer(&incoming)
-        guard let headEnd = received.readableBytesView.firstRange(of: "\r\n\r\n".utf8) else { return }
-        let headLength = headEnd.upperBound - received.readableBytesView.startIndex
-        let head = received.readString(length: headLength) ?? ""
-        guard head.hasPrefix("HTTP/1.1 101") else {
-            fail(BenchmarkError("WebSocket upgrade refused: \(head.prefix(while: { $0 != "\r" }))"), context: context)
-            return
-        }
-        do {
-            try context.pipeline.syncOperations.addHandlers(
-                [
-                    ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 24)),
-                    WebSocketFrameEncoder(),
-                    NIOWebSocketFrameAggregator(
-                        minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: 1 << 24),
-                ],
-                position: .after(self))
-        } catch {
-            fail(error, context: context)
-            return
-        }
-        finished = true
-        let rest = received
-        received = ByteBuffer()
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-        promise.succeed()
-        if rest.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(rest)) }
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        fail(BenchmarkError("the server closed the connection during the WebSocket upgrade"), context: context)
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(error, context: context)
-    }
-
-    private func fail(_ error: any Error, context: ChannelHandlerContext) {
-        guard !finished else { return }
-        finished = true
-        promise.fail(error)
-        context.close(promise: nil)
-    }
-
 }
 
 /// Sends text frames (masked, as a client must) and sorts what comes back into

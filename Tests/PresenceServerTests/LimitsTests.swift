@@ -43,7 +43,7 @@ import PresenceStore
             // Closing one frees a place.
             first.close()
             _ = try await first.closeFrame()
-            try await Task.sleep(for: .milliseconds(200))
+            try await http.waitForMetric("presence_ws_connections", toBe: 1)
             let fourth = TestSocket(port: http.port)
             defer { fourth.close() }
             _ = try await fourth.subscribe("r_x")

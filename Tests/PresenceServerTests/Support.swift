@@ -76,6 +76,18 @@ struct HTTPClient: Sendable {
         metricValue(name, in: try await call(.get, "/metrics").body) ?? -1
     }
 
+    /// Waits (bounded in real time) until a metric reads `value`: how a test knows the server has
+    /// finished with something (a closed socket, say) instead of guessing with a sleep.
+    func waitForMetric(_ name: String, toBe value: Int, timeout: Duration = .seconds(10)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while try await metric(name) != value {
+            guard ContinuousClock.now < deadline else {
+                throw TestFailure("\(name) is \(try await metric(name)), not \(value), after \(timeout)")
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
     func listRoom(_ roomId: String) async throws -> RoomListing {
         let reply = try await call(.get, "/api/rooms/\(roomId)/users?limit=1000", admin: true)
         guard reply.status == 200 else { throw TestFailure("listRoom failed: \(reply.status) \(reply.body)") }

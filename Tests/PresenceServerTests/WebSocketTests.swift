@@ -216,6 +216,8 @@ import PresenceStore
             let tokens = try await socket.heartbeat(user: "alice", session: "a1")
             socket.close()
             _ = try await socket.closeFrame()
+            // Only once the server is done with the socket would a wrong disconnect have happened.
+            try await http.waitForMetric("presence_ws_connections", toBe: 0)
             #expect(try await http.list(tokens.roomToken).users.first?.online == true)
         }
     }
