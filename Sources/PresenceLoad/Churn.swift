@@ -47,10 +47,10 @@ public struct ServerChurn: Sendable {
                     if index.isMultiple(of: 2) {
                         let json = Wire.heartbeat(
                             room: "churn-\(lane % rooms)", user: "c\(lane)", session: "c\(lane)-\(index / 2)", interval: 10_000)
-                        return HTTPRequestBytes.post("/api/heartbeat", json: json)
+                        return HTTPLoadRequest.post("/api/heartbeat", json: json)
                     }
                     let token = previous.flatMap { try? Wire.field("sessionToken", of: $0.body) } ?? "missing"
-                    return HTTPRequestBytes.post("/api/disconnect", json: Wire.disconnect(sessionToken: token))
+                    return HTTPLoadRequest.post("/api/disconnect", json: Wire.disconnect(sessionToken: token))
                 }
             }
             let elapsed = (ContinuousClock.now - started).inSeconds

@@ -51,7 +51,7 @@ public struct FanOut: Sendable {
                     ).sessionToken
                 } else {
                     let response = try await control.send(
-                        HTTPRequestBytes.post("/api/disconnect", json: Wire.disconnect(sessionToken: sessionToken)))
+                        HTTPLoadRequest.post("/api/disconnect", json: Wire.disconnect(sessionToken: sessionToken)))
                     guard response.status == 200 else { throw BenchmarkError("disconnect: \(response.status) \(response.text)") }
                 }
                 let lastArrival = try await arrivals.wait(wait, timeout: .seconds(60))

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 
 /// Where the load goes: a server on this machine.
@@ -84,19 +85,24 @@ public struct RequestTally: Sendable {
     }
 }
 
-/// Request bytes, written once; the load generator shares the CPU with the server,
-/// so it keeps its own per-request work to a minimum.
-public enum HTTPRequestBytes {
-    public static func get(_ path: String, host: String = "127.0.0.1") -> ByteBuffer {
-        ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: \(host)\r\n\r\n")
+/// A request for a load connection: SwiftNIO's HTTP/1.1 codec writes it.
+public struct HTTPLoadRequest: Sendable {
+    let head: HTTPRequestHead
+    let body: ByteBuffer?
+
+    public static func get(_ path: String, host: String = "127.0.0.1") -> HTTPLoadRequest {
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path)
+        head.headers.add(name: "Host", value: host)
+        return HTTPLoadRequest(head: head, body: nil)
     }
 
-    public static func post(_ path: String, json: String, host: String = "127.0.0.1") -> ByteBuffer {
-        let body = Array(json.utf8)
-        var buffer = ByteBuffer(
-            string: "POST \(path) HTTP/1.1\r\nHost: \(host)\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n")
-        buffer.writeBytes(body)
-        return buffer
+    public static func post(_ path: String, json: String, host: String = "127.0.0.1") -> HTTPLoadRequest {
+        let body = ByteBuffer(string: json)
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
+        head.headers.add(name: "Host", value: host)
+        head.headers.add(name: "Content-Type", value: "application/json")
+        head.headers.add(name: "Content-Length", value: String(body.readableBytes))
+        return HTTPLoadRequest(head: head, body: body)
     }
 }
 
@@ -115,6 +121,7 @@ public final class HTTPLoadConnection: Sendable {
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(HTTPExchangeHandler())
                 }
             }
@@ -125,7 +132,7 @@ public final class HTTPLoadConnection: Sendable {
         return HTTPLoadConnection(channel: channel, handler: handler)
     }
 
-    public func send(_ request: ByteBuffer) async throws -> HTTPResponse {
+    public func send(_ request: HTTPLoadRequest) async throws -> HTTPResponse {
         let handler = self.handler
         return try await channel.eventLoop.flatSubmit { handler.value.send(request) }.get()
     }
@@ -133,7 +140,7 @@ public final class HTTPLoadConnection: Sendable {
     /// Sends requests back to back until `deadline`, each made by `next` from the
     /// previous response and its index, without leaving the event loop.
     public func loop(
-        until deadline: NIODeadline, next: @escaping @Sendable (_ previous: HTTPResponse?, _ index: Int) -> ByteBuffer
+        until deadline: NIODeadline, next: @escaping @Sendable (_ previous: HTTPResponse?, _ index: Int) -> HTTPLoadRequest
     ) async throws -> RequestTally {
         let handler = self.handler
         return try await RequestTally.closedLoop(on: channel.eventLoop, until: deadline) { previous, index in
@@ -148,20 +155,21 @@ public final class HTTPLoadConnection: Sendable {
     }
 }
 
-/// Parses responses from raw bytes: a status line, headers with a `Content-Length`, a body.
+/// Writes one request at a time and collects its response from SwiftNIO's HTTP/1.1 decoder.
 final class HTTPExchangeHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
 
-    private var received = ByteBuffer()
     private var pending: EventLoopPromise<HTTPResponse>?
+    private var status = 0
+    private var body = ByteBuffer()
     private var context: ChannelHandlerContext?
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
 
-    func send(_ request: ByteBuffer) -> EventLoopFuture<HTTPResponse> {
+    func send(_ request: HTTPLoadRequest) -> EventLoopFuture<HTTPResponse> {
         guard let context else { preconditionFailure("send before the handler was added") }
         guard pending == nil else {
             return context.eventLoop.makeFailedFuture(BenchmarkError("a request is already in flight"))
@@ -171,22 +179,28 @@ final class HTTPExchangeHandler: ChannelInboundHandler {
         }
         let promise = context.eventLoop.makePromise(of: HTTPResponse.self)
         pending = promise
-        context.writeAndFlush(wrapOutboundOut(request), promise: nil)
+        context.write(wrapOutboundOut(.head(request.head)), promise: nil)
+        if let body = request.body { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         return promise.futureResult
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        received.writeBuffer(&incoming)
-        do {
-            while let response = try Self.parse(&received) {
-                guard let promise = pending else { throw BenchmarkError("a response nobody asked for") }
-                pending = nil
-                promise.succeed(response)
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            status = Int(head.status.code)
+            body.clear()
+        case .body(var part):
+            body.writeBuffer(&part)
+        case .end:
+            guard let promise = pending else {
+                fail(BenchmarkError("a response nobody asked for"))
+                context.close(promise: nil)
+                return
             }
-        } catch {
-            fail(error)
-            context.close(promise: nil)
+            pending = nil
+            promise.succeed(HTTPResponse(status: status, body: body))
+            body = ByteBuffer()
         }
     }
 
@@ -204,43 +218,5 @@ final class HTTPExchangeHandler: ChannelInboundHandler {
         let promise = pending
         pending = nil
         promise?.fail(error)
-    }
-
-    /// One whole response off the front of `buffer`, or nil when more bytes are needed.
-    static func parse(_ buffer: inout ByteBuffer) throws -> HTTPResponse? {
-        let view = buffer.readableBytesView
-        guard let headEnd = endOfHead(view) else { return nil }
-        let head = view[view.startIndex..<headEnd]
-        guard head.count > 12, head.starts(with: "HTTP/1.1 ".utf8),
-            let status = Int(String(decoding: head.dropFirst(9).prefix(3), as: UTF8.self))
-        else { throw BenchmarkError("not an HTTP/1.1 response: \(String(decoding: head.prefix(64), as: UTF8.self))") }
-        guard let length = contentLength(head) else { throw BenchmarkError("a response without Content-Length") }
-        let bodyStart = headEnd + 4 - view.startIndex
-        guard buffer.readableBytes >= bodyStart + length else { return nil }
-        buffer.moveReaderIndex(forwardBy: bodyStart)
-        let body = buffer.readSlice(length: length)!
-        if buffer.readableBytes == 0 { buffer.clear() }
-        return HTTPResponse(status: status, body: body)
-    }
-
-    private static func endOfHead(_ view: ByteBufferView) -> ByteBufferView.Index? {
-        var index = view.startIndex
-        while index + 3 < view.endIndex {
-            if view[index] == 13, view[index + 1] == 10, view[index + 2] == 13, view[index + 3] == 10 { return index }
-            index += 1
-        }
-        return nil
-    }
-
-    private static func contentLength(_ head: ByteBufferView.SubSequence) -> Int? {
-        let name = Array("content-length:".utf8)
-        for line in head.split(separator: 10) {
-            guard line.count > name.count,
-                zip(line.prefix(name.count), name).allSatisfy({ ($0 | 0x20) == $1 })
-            else { continue }
-            let digits = line.dropFirst(name.count).filter { $0 >= 48 && $0 <= 57 }
-            return Int(String(decoding: digits, as: UTF8.self))
-        }
-        return nil
     }
 }

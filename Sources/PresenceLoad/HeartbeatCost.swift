@@ -60,11 +60,11 @@ public struct HeartbeatCost: Sendable {
         var heartbeatSeconds = 0.0
         var healthCPU = 0.0
         var heartbeatCPU = 0.0
-        let healthRequest = HTTPRequestBytes.get("/health")
+        let healthRequest = HTTPLoadRequest.get("/health")
         let heartbeatRequests = (0..<connections).map { index in
             (0..<sessionsPerConnection).map { session in
                 let (room, user) = Self.member("h", connection: index, session: session, rooms: rooms)
-                return HTTPRequestBytes.post(
+                return HTTPLoadRequest.post(
                     "/api/heartbeat", json: Wire.heartbeat(room: room, user: user, session: user, interval: Self.interval))
             }
         }
@@ -140,7 +140,7 @@ public struct HeartbeatCost: Sendable {
 
     /// Every connection sends back to back for one phase.
     private func phase(
-        _ connections: [HTTPLoadConnection], request: @escaping @Sendable (_ connection: Int, HTTPResponse?, _ index: Int) -> ByteBuffer
+        _ connections: [HTTPLoadConnection], request: @escaping @Sendable (_ connection: Int, HTTPResponse?, _ index: Int) -> HTTPLoadRequest
     ) async throws -> (RequestTally, Double) {
         let deadline = NIODeadline.after(seconds: phaseSeconds)
         let started = ContinuousClock.now
