@@ -119,6 +119,9 @@ final class SlowRoomStore: PresenceStore {
             #expect(users == truth.users)
             #expect(store.slowReads.load(ordering: .relaxed) <= 2, "the changes were folded into one more read")
             #expect(await slowWatcher.nextRaw(timeout: .milliseconds(200)) == nil)
+            // The wait shows in the lag metric: every read delivered, and the hung one counted.
+            try await http.waitForMetric("presence_fanout_rooms_waiting", toBe: 0)
+            #expect(try await http.metric("presence_fanout_lag_seconds_count") >= 3)
         }
     }
 }
