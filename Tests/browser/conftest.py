@@ -52,7 +52,13 @@ class Server:
     def stop(self):
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=20)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                # A server that hangs on shutdown fails the test, and is not left running.
+                self.process.kill()
+                self.process.wait()
+                raise
 
     def restart(self):
         self.stop()
