@@ -27,12 +27,14 @@ public struct DurableChanges: Sendable, Equatable {
         public var userId: String
         public var token: String
         public var interval: Int64
-        public init(sessionId: String, roomId: String, userId: String, token: String, interval: Int64) {
+        public var away: Bool
+        public init(sessionId: String, roomId: String, userId: String, token: String, interval: Int64, away: Bool = false) {
             self.sessionId = sessionId
             self.roomId = roomId
             self.userId = userId
             self.token = token
             self.interval = interval
+            self.away = away
         }
     }
 
@@ -84,7 +86,7 @@ extension PresenceState {
             if let session = sessions[sessionId] {
                 changes.sessions.append(
                     .init(sessionId: sessionId, roomId: session.roomId, userId: session.userId, token: session.token,
-                          interval: session.interval))
+                          interval: session.interval, away: session.away))
             } else {
                 changes.deletedSessions.append(sessionId)
             }
@@ -126,7 +128,7 @@ extension PresenceState {
             }
             let session = Session(
                 sessionId: row.sessionId, roomId: row.roomId, userId: row.userId, token: row.token,
-                interval: row.interval, deadline: deadline, queuedDeadline: deadline)
+                interval: row.interval, deadline: deadline, queuedDeadline: deadline, away: row.away)
             state.sessions[row.sessionId] = session
             state.sessionIdByToken[row.token] = row.sessionId
             state.sessionCountByUser[row.userId, default: 0] += 1
@@ -146,8 +148,9 @@ extension PresenceState {
                     record.onlineSince = now
                     record.lastDisconnected = 0
                 }
-                if record != user.record {
-                    state.rooms[roomId]!.users[userId]!.record = record
+                state.rooms[roomId]!.users[userId]!.record = record
+                _ = state.refreshAway(roomId: roomId, userId: userId, at: now)
+                if state.rooms[roomId]!.users[userId]!.record != user.record {
                     state.touchUser(roomId, userId)
                     state.touchRoom(roomId)
                 }
@@ -163,6 +166,7 @@ extension PresenceState {
     public mutating func extendLiveSession(_ request: HeartbeatRequest, now: Int64) -> HeartbeatOutcome? {
         guard let session = sessions[request.sessionId], session.roomId == request.roomId,
             session.userId == request.userId, session.interval == request.interval,
+            request.away == nil || request.away == session.away,
             touched?.sessions.contains(request.sessionId) != true,
             let record = rooms[request.roomId]?.users[request.userId]?.record,
             request.name == nil || request.name == record.name,

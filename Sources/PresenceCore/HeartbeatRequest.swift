@@ -10,22 +10,25 @@ public struct HeartbeatRequest: Sendable, Hashable {
     public let interval: Int64
     public let name: String?
     public let image: String?
+    /// The session's away state from this heartbeat on; nil leaves it as it is (a new session starts not away).
+    public let away: Bool?
 
     /// The same heartbeat with the profile an identity provider vouches for.
     public func withProfile(name: String?, image: String?) -> HeartbeatRequest {
         HeartbeatRequest(
-            validated: (roomId, userId, sessionId, interval), name: name ?? self.name, image: image ?? self.image)
+            validated: (roomId, userId, sessionId, interval), name: name ?? self.name, image: image ?? self.image, away: away)
     }
 
-    private init(validated: (String, String, String, Int64), name: String?, image: String?) {
+    private init(validated: (String, String, String, Int64), name: String?, image: String?, away: Bool?) {
         (roomId, userId, sessionId, interval) = validated
         self.name = name
         self.image = image
+        self.away = away
     }
 
     public init(
         roomId: String, userId: String, sessionId: String, interval: Int64? = nil,
-        name: String? = nil, image: String? = nil
+        name: String? = nil, image: String? = nil, away: Bool? = nil
     ) throws(PresenceError) {
         try Validate.identifier(roomId, field: "roomId")
         try Validate.identifier(userId, field: "userId")
@@ -38,6 +41,7 @@ public struct HeartbeatRequest: Sendable, Hashable {
         self.interval = try Validate.interval(interval)
         self.name = name
         self.image = image
+        self.away = away
     }
 }
 

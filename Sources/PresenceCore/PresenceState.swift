@@ -24,6 +24,8 @@ public struct PresenceState: Sendable {
         public var deadline: Int64
         /// The deadline of this session's live entry in the queue; entries with another value are stale.
         var queuedDeadline: Int64
+        /// What the session's last heartbeat with `away` said.
+        public var away = false
     }
 
     struct RoomUser: Sendable {
@@ -124,6 +126,10 @@ public struct PresenceState: Sendable {
             if session.interval != request.interval { touchSession(session.sessionId) }
             session.interval = request.interval
             session.deadline = deadline
+            if let away = request.away, away != session.away {
+                session.away = away
+                touchSession(session.sessionId)
+            }
             var queued: Int64?
             if deadline < session.queuedDeadline {
                 session.queuedDeadline = deadline
@@ -132,7 +138,9 @@ public struct PresenceState: Sendable {
             }
             sessions[session.sessionId] = session
             var changes: [RoomChange] = []
-            if applyProfile(request, roomId: request.roomId) {
+            let profileChanged = applyProfile(request, roomId: request.roomId)
+            let awayChanged = refreshAway(roomId: request.roomId, userId: request.userId, at: now)
+            if profileChanged || awayChanged {
                 touchUser(request.roomId, request.userId)
                 changes.append(bumpVersion(roomId: request.roomId))
             }
@@ -150,7 +158,8 @@ public struct PresenceState: Sendable {
         }
         let session = Session(
             sessionId: request.sessionId, roomId: request.roomId, userId: request.userId,
-            token: makeToken("s_"), interval: request.interval, deadline: deadline, queuedDeadline: deadline)
+            token: makeToken("s_"), interval: request.interval, deadline: deadline, queuedDeadline: deadline,
+            away: request.away ?? false)
         sessions[session.sessionId] = session
         sessionIdByToken[session.token] = session.sessionId
         sessionCountByUser[session.userId, default: 0] += 1
@@ -176,6 +185,7 @@ public struct PresenceState: Sendable {
             changed = true
         }
         if applyProfile(request, roomId: request.roomId) { changed = true }
+        if refreshAway(roomId: request.roomId, userId: request.userId, at: now) { changed = true }
         if changed { touchUser(request.roomId, request.userId) }
         let changes = changed ? [bumpVersion(roomId: request.roomId)] : []
         return HeartbeatOutcome(
@@ -240,23 +250,40 @@ public struct PresenceState: Sendable {
         return outcome
     }
 
-    /// Removes a session; returns the room id when that took its user offline.
+    /// Removes a session; returns the room id when that changed its user's record: offline, or
+    /// away because the sessions left are all away.
     private mutating func endSession(_ sessionId: String, at time: Int64) -> String? {
         guard let session = sessions.removeValue(forKey: sessionId) else { return nil }
         forgetSession(session)
         guard var user = rooms[session.roomId]?.users[session.userId] else { return nil }
         user.sessionIds.removeAll { $0 == sessionId }
-        var wentOffline = false
+        var changed = false
         if user.sessionIds.isEmpty, user.record.online {
             user.record.online = false
             user.record.onlineSince = 0
             user.record.lastDisconnected = time
             onlineUserCount -= 1
-            wentOffline = true
-            touchUser(session.roomId, session.userId)
+            changed = true
         }
         rooms[session.roomId]!.users[session.userId] = user
-        return wentOffline ? session.roomId : nil
+        if refreshAway(roomId: session.roomId, userId: session.userId, at: time) { changed = true }
+        if changed { touchUser(session.roomId, session.userId) }
+        return changed ? session.roomId : nil
+    }
+
+    /// Whether the user should show as away: online, and every live session in the room away.
+    private func isAway(_ user: RoomUser) -> Bool {
+        user.record.online && !user.sessionIds.isEmpty && user.sessionIds.allSatisfy { sessions[$0]?.away == true }
+    }
+
+    /// Brings the record's `away` and `awaySince` in line with its sessions; true when they changed.
+    mutating func refreshAway(roomId: String, userId: String, at time: Int64) -> Bool {
+        guard let user = rooms[roomId]?.users[userId] else { return false }
+        let away = isAway(user)
+        guard away != user.record.away else { return false }
+        rooms[roomId]!.users[userId]!.record.away = away
+        rooms[roomId]!.users[userId]!.record.awaySince = away ? time : 0
+        return true
     }
 
     /// The earliest queued deadline (possibly of a session whose deadline has since moved later).

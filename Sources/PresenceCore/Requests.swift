@@ -36,6 +36,14 @@ public struct JSONObject: Sendable {
         return value
     }
 
+    public func optionalBool(_ name: String) throws(PresenceError) -> Bool? {
+        switch fields[name] {
+        case .none, .some(.null): return nil
+        case .some(.bool(let value)): return value
+        case .some: throw .invalidArgument("\(name) must be true or false")
+        }
+    }
+
     public func optionalInteger(_ name: String) throws(PresenceError) -> Int64? {
         switch fields[name] {
         case .none, .some(.null): return nil
@@ -60,7 +68,7 @@ extension HeartbeatRequest {
         try self.init(
             roomId: object.string("roomId"), userId: object.string("userId"), sessionId: object.string("sessionId"),
             interval: object.optionalInteger("interval"), name: object.optionalString("name"),
-            image: object.optionalString("image"))
+            image: object.optionalString("image"), away: object.optionalBool("away"))
     }
 }
 

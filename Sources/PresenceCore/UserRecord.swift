@@ -13,10 +13,14 @@ public struct UserRecord: Sendable, Hashable {
     public var data: JSONValue?
     public var name: String?
     public var image: String?
+    /// Online, and every live session of theirs in the room says it is away; false while offline.
+    public var away: Bool
+    /// When the user became away; 0 when not away.
+    public var awaySince: Int64
 
     public init(
         userId: String, online: Bool, lastDisconnected: Int64, onlineSince: Int64,
-        data: JSONValue? = nil, name: String? = nil, image: String? = nil
+        data: JSONValue? = nil, name: String? = nil, image: String? = nil, away: Bool = false, awaySince: Int64 = 0
     ) {
         self.userId = userId
         self.online = online
@@ -25,6 +29,8 @@ public struct UserRecord: Sendable, Hashable {
         self.data = data
         self.name = name
         self.image = image
+        self.away = away
+        self.awaySince = awaySince
     }
 
     /// PROTOCOL.md's order: online first by `onlineSince` ascending, then offline by
@@ -45,6 +51,8 @@ public struct UserRecord: Sendable, Hashable {
             object.field("online", online)
             object.field("lastDisconnected", lastDisconnected)
             object.field("onlineSince", onlineSince)
+            object.field("away", away)
+            object.field("awaySince", awaySince)
             object.field("data", data)
             object.field("name", name)
             object.field("image", image)
@@ -52,7 +60,26 @@ public struct UserRecord: Sendable, Hashable {
     }
 }
 
-extension UserRecord: Codable {}
+extension UserRecord: Codable {
+    enum CodingKeys: String, CodingKey {
+        case userId, online, lastDisconnected, onlineSince, data, name, image, away, awaySince
+    }
+
+    /// `away` and `awaySince` came with protocol 1.1: a record from an older server has neither.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            userId: try container.decode(String.self, forKey: .userId),
+            online: try container.decode(Bool.self, forKey: .online),
+            lastDisconnected: try container.decode(Int64.self, forKey: .lastDisconnected),
+            onlineSince: try container.decode(Int64.self, forKey: .onlineSince),
+            data: try container.decodeIfPresent(JSONValue.self, forKey: .data),
+            name: try container.decodeIfPresent(String.self, forKey: .name),
+            image: try container.decodeIfPresent(String.self, forKey: .image),
+            away: try container.decodeIfPresent(Bool.self, forKey: .away) ?? false,
+            awaySince: try container.decodeIfPresent(Int64.self, forKey: .awaySince) ?? 0)
+    }
+}
 
 extension JSONWriter {
     public mutating func write(_ records: [UserRecord]) {

@@ -37,6 +37,13 @@ enum SQLiteSchema {
                 PRAGMA application_id = \(applicationId);
                 """)
         }
+        migrator.registerMigration("v2-away") { db in
+            try db.execute(sql: """
+                ALTER TABLE users ADD COLUMN away INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE users ADD COLUMN away_since INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE sessions ADD COLUMN away INTEGER NOT NULL DEFAULT 0;
+                """)
+        }
         return migrator
     }
 }

@@ -167,12 +167,13 @@ public final class SQLiteStore: PresenceStore {
                     roomId: row["room_id"],
                     record: UserRecord(
                         userId: row["user_id"], online: row["online"], lastDisconnected: row["last_disconnected"],
-                        onlineSince: row["online_since"], data: data, name: row["name"], image: row["image"]))
+                        onlineSince: row["online_since"], data: data, name: row["name"], image: row["image"],
+                        away: row["away"], awaySince: row["away_since"]))
             }
             let sessions = try Row.fetchAll(db, sql: "SELECT * FROM sessions").map {
                 DurableChanges.SessionRow(
                     sessionId: $0["session_id"], roomId: $0["room_id"], userId: $0["user_id"], token: $0["token"],
-                    interval: $0["interval"])
+                    interval: $0["interval"], away: $0["away"])
             }
             let lastVersion = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'last_version'") ?? 0
             let aliveAt = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'alive_at'")
@@ -195,18 +196,18 @@ public final class SQLiteStore: PresenceStore {
         for row in changes.users {
             let record = row.record
             try db.cachedStatement(sql: """
-                    INSERT OR REPLACE INTO users (room_id, user_id, online, online_since, last_disconnected, data, name, image)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT OR REPLACE INTO users (room_id, user_id, online, online_since, last_disconnected, data, name, image, away, away_since)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """).execute(arguments: [
                     row.roomId, record.userId, record.online, record.onlineSince, record.lastDisconnected,
-                    record.data?.compactJSON, record.name, record.image,
+                    record.data?.compactJSON, record.name, record.image, record.away, record.awaySince,
                 ])
         }
         for sessionId in changes.deletedSessions {
             try db.cachedStatement(sql: "DELETE FROM sessions WHERE session_id = ?").execute(arguments: [sessionId])
         }
         for session in changes.sessions {
-            try db.cachedStatement(sql: "INSERT OR REPLACE INTO sessions (session_id, room_id, user_id, token, interval) VALUES (?, ?, ?, ?, ?)").execute(arguments: [session.sessionId, session.roomId, session.userId, session.token, session.interval])
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO sessions (session_id, room_id, user_id, token, interval, away) VALUES (?, ?, ?, ?, ?, ?)").execute(arguments: [session.sessionId, session.roomId, session.userId, session.token, session.interval, session.away])
         }
         try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_version', ?), ('alive_at', ?)").execute(arguments: [Int64(changes.lastVersion), aliveAt])
     }

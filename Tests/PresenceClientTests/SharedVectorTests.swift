@@ -112,7 +112,7 @@ import Testing
     @Test(arguments: [
         (1.0, "1"), (-0.5, "-0.5"), (100.0, "100"), (1e21, "1e+21"), (1.5e21, "1.5e+21"), (1e20, "100000000000000000000"),
         (1e-7, "1e-7"), (1.25e-7, "1.25e-7"), (0.000001, "0.000001"), (123.456, "123.456"), (0.1, "0.1"),
-        (5e-324, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e+308"), (-0.0, "0"), (12345678.9, "12345678.9"),
+        (Double.leastNonzeroMagnitude, "5e-324"), (1.7976931348623157e308, "1.7976931348623157e+308"), (-0.0, "0"), (12345678.9, "12345678.9"),
     ])
     func javaScriptNumbers(value: Double, text: String) {
         let user = UserRecord(userId: "n", online: true, lastDisconnected: 0, onlineSince: 1, data: .array([.double(value)]))
