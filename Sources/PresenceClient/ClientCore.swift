@@ -21,6 +21,8 @@ actor ClientCore {
         var version: UInt64 = 0
         var users: [UserRecord] = []
         var heartbeatInFlight = false
+        /// Sent with every heartbeat, so a session the server had to start anew keeps its state.
+        var away = false
         var ticker: Task<Void, Never>?
         var joined: CheckedContinuation<Void, any Error>?
     }
@@ -204,12 +206,21 @@ actor ClientCore {
 
     // MARK: - Messages
 
-    private func sendHeartbeat(_ key: RoomKey) {
-        guard let room = rooms[key], !room.heartbeatInFlight, let outgoing else { return }
+    /// One heartbeat at a time, unless `now` asks for one at once (a change of away must not wait).
+    private func sendHeartbeat(_ key: RoomKey, now: Bool = false) {
+        guard let room = rooms[key], !room.heartbeatInFlight || now, let outgoing else { return }
         let id = makeId()
         pending[id] = .heartbeat(key)
         rooms[key]!.heartbeatInFlight = true
-        outgoing.yield(OutgoingMessage.heartbeat(id: id, room: key, interval: room.interval, name: room.name, image: room.image))
+        outgoing.yield(
+            OutgoingMessage.heartbeat(id: id, room: key, interval: room.interval, name: room.name, image: room.image, away: room.away))
+    }
+
+    func setAway(_ key: RoomKey, _ away: Bool) throws {
+        guard rooms[key] != nil else { throw PresenceClientError.left }
+        guard rooms[key]!.away != away else { return }
+        rooms[key]!.away = away
+        sendHeartbeat(key, now: true)
     }
 
     private func subscribe(_ key: RoomKey, token: String) {

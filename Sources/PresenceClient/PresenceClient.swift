@@ -118,6 +118,16 @@ public final class RoomPresence: Sendable {
         try await core.update(key, rawData: raw)
     }
 
+    /// Marks this session away (the app is in the background, the user is idle) or back. Others see
+    /// the user away once every session of theirs in the room is; one heartbeat goes out at once.
+    ///
+    /// ```swift
+    /// try await room.setAway(true)   // scene went to the background
+    /// ```
+    public func setAway(_ away: Bool) async throws {
+        try await core.setAway(key, away)
+    }
+
     /// Ends the session at once: others see the user offline (if this was their last session).
     public func leave() async {
         await core.leave(key)

@@ -27,7 +27,7 @@ struct IncomingMessage: Decodable {
 
 /// Client messages, written compactly.
 enum OutgoingMessage {
-    static func heartbeat(id: Int, room: RoomKey, interval: Int64, name: String?, image: String?) -> String {
+    static func heartbeat(id: Int, room: RoomKey, interval: Int64, name: String?, image: String?, away: Bool) -> String {
         request(type: "heartbeat", id: id) { object in
             object.field("roomId", room.roomId)
             object.field("userId", room.userId)
@@ -35,6 +35,7 @@ enum OutgoingMessage {
             object.field("interval", interval)
             object.field("name", name)
             object.field("image", image)
+            object.field("away", away)
         }
     }
 

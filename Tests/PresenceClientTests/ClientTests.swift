@@ -62,6 +62,28 @@ func waitUntil(
         }
     }
 
+    @Test func awayIsSeenByOthersAndBackAtOnce() async throws {
+        try await withServer { port, _ in
+            let url = "ws://127.0.0.1:\(port)/api/ws"
+            // Heartbeats every 30 s: anything seen within the bounds below came from setAway's own heartbeat.
+            let alice = try await PresenceClient(url: url).join(room: "doc", user: "alice", interval: .seconds(30))
+            let bob = try await PresenceClient(url: url).join(room: "doc", user: "bob", interval: .seconds(30))
+            try await waitUntil(bob, "alice in bob's list") { $0.map(\.userId) == ["bob", "alice"] }
+
+            try await alice.setAway(true)
+            let seen = try await waitUntil(bob, timeout: .seconds(5), "alice away") { $0.last?.away == true }
+            #expect(seen.last?.online == true, "away is not offline")
+            #expect((seen.last?.awaySince ?? 0) > 0)
+            try await alice.setAway(true)  // no change: nothing to send
+
+            try await alice.setAway(false)
+            try await waitUntil(bob, timeout: .seconds(5), "alice back") { $0.last?.away == false && $0.last?.awaySince == 0 }
+            await alice.leave()
+            await expectThrows(code: "left") { try await alice.setAway(true) }
+            await bob.leave()
+        }
+    }
+
     @Test func severalRoomsShareOneClient() async throws {
         try await withServer { port, _ in
             let client = PresenceClient(url: "ws://127.0.0.1:\(port)/api/ws")

@@ -145,6 +145,34 @@ import PresenceTestSupport
         try store.close()
     }
 
+    @Test func awaySurvivesAReopenAndItsRepeatsWriteNothing() async throws {
+        let directory = temporaryDirectory()
+        let clock = ManualWallClock(nowMillis: start)
+        var store = try SQLiteStore(directory: directory, clock: clock)
+        let away = try HeartbeatRequest(roomId: "room", userId: "alice", sessionId: "a1", interval: 10_000, away: true)
+        let tokens = try await store.whileRunning { () async throws in
+            let tokens = try await store.heartbeat(away)
+            let wal = URL(fileURLWithPath: directory).appendingPathComponent("presence.sqlite-wal").path
+            let before = try FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int
+            for _ in 0..<50 {
+                clock.advance(by: 1_000)
+                _ = try await store.heartbeat(away)
+            }
+            #expect(try FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int == before)
+            return tokens
+        }
+        try store.close()
+        store = try SQLiteStore(directory: directory, clock: clock)
+        try await store.whileRunning {
+            let alice = try await store.snapshot(roomToken: tokens.roomToken, limit: 10).users.first
+            #expect(alice?.away == true && alice?.awaySince == start)
+            // The session's own state came back too: a heartbeat without `away` keeps the user away.
+            _ = try await store.heartbeat(request(user: "alice", session: "a1"))
+            #expect(try await store.snapshot(roomToken: tokens.roomToken, limit: 10).users.first?.away == true)
+        }
+        try store.close()
+    }
+
     @Test func heartbeatsOfLiveSessionsWriteNothing() async throws {
         let directory = temporaryDirectory()
         let clock = ManualWallClock(nowMillis: start)
