@@ -20,7 +20,9 @@ public struct FacePileModel: Sendable, Equatable {
         /// A stable emoji per user id: the same on every client and every run.
         public let emoji: String
         public let online: Bool
-        /// "Online now", or "Last seen 5 min ago" / "2 hours ago" / "3 days ago".
+        /// Online but away (every session of theirs in the room is): draw dimmed, with a clock.
+        public let away: Bool
+        /// "Online now", "Away for 3 min", or "Last seen 5 min ago" / "2 hours ago" / "3 days ago".
         public let status: String
         /// The user's data as key: value rows (objects by key; any other value as one "data" row).
         public let dataRows: [DataRow]
@@ -54,8 +56,8 @@ public struct FacePileModel: Sendable, Equatable {
     static func face(for user: UserRecord, nowMillis: Int64) -> Face {
         Face(
             userId: user.userId, title: user.name ?? user.userId, imageURL: user.image, emoji: emoji(for: user.userId),
-            online: user.online,
-            status: user.online ? "Online now" : lastSeen(user.lastDisconnected, nowMillis: nowMillis),
+            online: user.online, away: user.online && user.away,
+            status: status(of: user, nowMillis: nowMillis),
             dataRows: rows(user.data))
     }
 
@@ -71,14 +73,26 @@ public struct FacePileModel: Sendable, Equatable {
         return emojis[Int(hash % UInt32(emojis.count))]
     }
 
+    /// The line under a face's name, the same as the browser face pile's (shared test vectors).
+    public static func status(of user: UserRecord, nowMillis: Int64) -> String {
+        if user.online, user.away { return "Away " + elapsed(since: user.awaySince, nowMillis: nowMillis, prefix: "for ", suffix: "") }
+        if user.online { return "Online now" }
+        return lastSeen(user.lastDisconnected, nowMillis: nowMillis)
+    }
+
     public static func lastSeen(_ lastDisconnected: Int64, nowMillis: Int64) -> String {
-        let minutes = max(0, nowMillis - lastDisconnected) / 60_000
-        if minutes < 1 { return "Last seen just now" }
-        if minutes < 60 { return "Last seen \(minutes) min ago" }
+        "Last seen " + elapsed(since: lastDisconnected, nowMillis: nowMillis, prefix: "", suffix: " ago")
+    }
+
+    /// "just now", or "5 min", "2 hours", "3 days" with the prefix and suffix around it.
+    private static func elapsed(since start: Int64, nowMillis: Int64, prefix: String, suffix: String) -> String {
+        let minutes = max(0, nowMillis - start) / 60_000
+        if minutes < 1 { return "just now" }
+        if minutes < 60 { return "\(prefix)\(minutes) min\(suffix)" }
         let hours = minutes / 60
-        if hours < 24 { return "Last seen \(hours) \(hours == 1 ? "hour" : "hours") ago" }
+        if hours < 24 { return "\(prefix)\(hours) \(hours == 1 ? "hour" : "hours")\(suffix)" }
         let days = hours / 24
-        return "Last seen \(days) \(days == 1 ? "day" : "days") ago"
+        return "\(prefix)\(days) \(days == 1 ? "day" : "days")\(suffix)"
     }
 
     static func rows(_ data: JSONValue?) -> [DataRow] {

@@ -49,7 +49,8 @@ public struct FacePile: View {
         .background(Circle().fill(.background))
         .clipShape(Circle())
         .overlay(Circle().stroke(.white, lineWidth: 2))
-        .opacity(face.online ? 1 : 0.45)
+        .overlay(alignment: .bottomTrailing) { if face.away { Text("🕒").font(.caption2) } }
+        .opacity(face.online ? (face.away ? 0.65 : 1) : 0.45)
     }
 }
 #endif

@@ -46,8 +46,13 @@ struct PresenceWatch: AsyncParsableCommand {
     func render(_ users: [UserRecord], nowMillis: Int64) -> String {
         let pile = FacePileModel(users: users, nowMillis: nowMillis)
         var lines: [String] = []
-        let faces = pile.visible.map { $0.online || plain ? $0.emoji : "\u{1B}[2m\($0.emoji)\u{1B}[0m" }.joined(separator: " ")
-        lines.append("room \(room) — \(users.filter(\.online).count) online, \(users.count) listed")
+        // Offline faces dimmed; away ones carry a clock, as in the browser's face pile.
+        let faces = pile.visible.map { face in
+            let shown = face.away ? face.emoji + "🕒" : face.emoji
+            return face.online || plain ? shown : "\u{1B}[2m\(shown)\u{1B}[0m"
+        }.joined(separator: " ")
+        let away = users.count { $0.online && $0.away }
+        lines.append("room \(room) — \(users.filter(\.online).count) online\(away > 0 ? " (\(away) away)" : ""), \(users.count) listed")
         lines.append(faces + (pile.overflowCount > 0 ? "  +\(pile.overflowCount)" : ""))
         lines.append("")
         for user in users {

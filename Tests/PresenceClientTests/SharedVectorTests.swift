@@ -35,6 +35,7 @@ import Testing
                 let image: String?
                 let emoji: String
                 let online: Bool
+                let away: Bool
                 let status: String
                 let dataRows: [[String]]
             }
@@ -69,7 +70,7 @@ import Testing
     static func face(_ face: FacePileModel.Face) -> Vectors.FacePile.Face {
         .init(
             userId: face.userId, title: face.title, image: face.imageURL, emoji: face.emoji, online: face.online,
-            status: face.status, dataRows: face.dataRows.map { [$0.key, $0.value] })
+            away: face.away, status: face.status, dataRows: face.dataRows.map { [$0.key, $0.value] })
     }
 
     @Test func order() {

@@ -6,7 +6,7 @@
 //   pile.room = presenceRoom;                                 // or bound to a PresenceRoom
 //
 // Theme it with CSS custom properties: --presence-avatar-size, --presence-avatar-bg,
-// --presence-ring-color, --presence-focus-color, --presence-offline-opacity,
+// --presence-ring-color, --presence-focus-color, --presence-offline-opacity, --presence-away-opacity,
 // --presence-tooltip-bg, --presence-tooltip-color, --presence-font.
 
 import { compareCodePoints } from "./presence.js";
@@ -25,16 +25,22 @@ export function emojiFor(userId) {
   return EMOJIS[hash % EMOJIS.length];
 }
 
-/** "Online now", or "Last seen just now / 5 min ago / 2 hours ago / 3 days ago". */
-export function statusText(user, now = Date.now()) {
-  if (user.online) return "Online now";
-  const minutes = Math.floor(Math.max(0, now - user.lastDisconnected) / 60000);
-  if (minutes < 1) return "Last seen just now";
-  if (minutes < 60) return `Last seen ${minutes} min ago`;
+/** "just now", or "5 min", "2 hours", "3 days" with the prefix and suffix around it. */
+function elapsed(start, now, prefix, suffix) {
+  const minutes = Math.floor(Math.max(0, now - start) / 60000);
+  if (minutes < 1) return "just now";
+  if (minutes < 60) return `${prefix}${minutes} min${suffix}`;
   const hours = Math.floor(minutes / 60);
-  if (hours < 24) return `Last seen ${hours} ${hours === 1 ? "hour" : "hours"} ago`;
+  if (hours < 24) return `${prefix}${hours} ${hours === 1 ? "hour" : "hours"}${suffix}`;
   const days = Math.floor(hours / 24);
-  return `Last seen ${days} ${days === 1 ? "day" : "days"} ago`;
+  return `${prefix}${days} ${days === 1 ? "day" : "days"}${suffix}`;
+}
+
+/** "Online now", "Away for 3 min", or "Last seen just now / 5 min ago / 2 hours ago / 3 days ago". */
+export function statusText(user, now = Date.now()) {
+  if (user.online && user.away) return `Away ${elapsed(user.awaySince, now, "for ", "")}`;
+  if (user.online) return "Online now";
+  return `Last seen ${elapsed(user.lastDisconnected, now, "", " ago")}`;
 }
 
 /** A value as JSON with object keys in code point order, so every client shows nested data alike. */
@@ -66,6 +72,7 @@ export function facePileModel(users, now = Date.now()) {
     image: user.image || null,
     emoji: emojiFor(user.userId),
     online: user.online,
+    away: Boolean(user.online && user.away),
     status: statusText(user, now),
     dataRows: dataRows(user.data),
   });
@@ -85,6 +92,9 @@ const STYLE = `
   .face:first-child { margin-left: 0; }
   .face img { width: 100%; height: 100%; border-radius: 50%; object-fit: cover; }
   .face.offline > .avatar { opacity: var(--presence-offline-opacity, 0.4); filter: grayscale(0.6); }
+  .face.away > .avatar { opacity: var(--presence-away-opacity, 0.65); }
+  .face.away::after { content: "🕒"; position: absolute; right: -4px; bottom: -4px; font-size: calc(var(--size) * 0.38);
+    line-height: 1; background: var(--presence-ring-color, #fff); border-radius: 50%; }
   .face:focus-visible { outline: 2px solid var(--presence-focus-color, #4a7cff); outline-offset: 2px; z-index: 2; }
   .more { font-size: calc(var(--presence-avatar-size, 36px) * 0.35); font-weight: 600; cursor: pointer; }
   .tooltip { display: none; position: absolute; top: calc(100% + 6px); left: 50%; transform: translateX(-50%); z-index: 3;
@@ -153,7 +163,7 @@ export class PresenceFacepile extends ElementBase {
       more.setAttribute("aria-controls", "overflow");
       for (const face of model.overflow) {
         const item = document.createElement("li");
-        item.className = face.online ? "online" : "offline";
+        item.className = face.online ? (face.away ? "online away" : "online") : "offline";
         item.textContent = `${face.emoji} ${face.title} — ${face.status}`;
         list.append(item);
       }
@@ -172,7 +182,7 @@ export class PresenceFacepile extends ElementBase {
   face(model, index) {
     const { title, status } = model;
     const face = document.createElement("button");
-    face.className = `face ${model.online ? "online" : "offline"}`;
+    face.className = `face ${model.online ? "online" : "offline"}${model.away ? " away" : ""}`;
     face.dataset.userId = model.userId;
     face.style.zIndex = String(VISIBLE - index);
     const tooltipId = `tip-${index}`;
