@@ -53,4 +53,29 @@ public struct FacePile: View {
         .opacity(face.online ? (face.away ? 0.65 : 1) : 0.45)
     }
 }
+
+@available(macOS 14, iOS 17, tvOS 17, *)
+extension View {
+    /// Shows the user away in `room` while this scene is not active (the app went to the
+    /// background, the window lost its scene), and active again when it is.
+    ///
+    /// ```swift
+    /// EditorView().presenceAway(room)
+    /// ```
+    public func presenceAway(_ room: RoomPresence) -> some View {
+        modifier(ScenePhaseAway(room: room))
+    }
+}
+
+@available(macOS 14, iOS 17, tvOS 17, *)
+struct ScenePhaseAway: ViewModifier {
+    let room: RoomPresence
+    @Environment(\.scenePhase) private var scenePhase
+
+    func body(content: Content) -> some View {
+        content.onChange(of: scenePhase, initial: true) { _, phase in
+            Task { try? await room.setAway(phase != .active) }
+        }
+    }
+}
 #endif

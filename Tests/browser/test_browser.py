@@ -8,10 +8,10 @@ from conftest import hs256_token
 JOIN_BOUND_MS = 1000
 
 
-def open_demo(browser, server, room):
+def open_demo(browser, server, room, query=""):
     context = browser.new_context()
     page = context.new_page()
-    page.goto(f"{server.url}/#{room}")
+    page.goto(f"{server.url}/{query}#{room}")
     user_id = page.wait_for_function("() => window.presenceRoom && window.presenceRoom.sessionToken && sessionStorage.getItem('presence-user')").json_value()
     return page, user_id
 
@@ -80,14 +80,76 @@ def set_visibility(page, state):
     )
 
 
-def test_a_hidden_page_disconnects_and_rejoins_when_shown(browser, server):
+def record_states(page, user_id):
+    """Every state the page's list shows for `user_id` from now on: online, away or offline."""
+    page.evaluate(
+        """(userId) => {
+            window.seenStates = [];
+            presenceRoom.addEventListener('change', (event) => {
+                const user = event.detail.users.find((u) => u.userId === userId);
+                if (user) window.seenStates.push(user.online ? (user.away ? 'away' : 'online') : 'offline');
+            });
+        }""",
+        user_id,
+    )
+
+
+def count_heartbeats(page):
+    page.evaluate(
+        """() => {
+            window.heartbeatsSent = 0;
+            const send = presenceRoom.send.bind(presenceRoom);
+            presenceRoom.send = (message) => {
+                if (message.type === 'heartbeat') window.heartbeatsSent++;
+                return send(message);
+            };
+        }""")
+
+
+def test_a_hidden_page_is_away_never_offline_and_back_when_shown(browser, server):
     first, first_id = open_demo(browser, server, "hidden")
     second, _ = open_demo(browser, server, "hidden")
+    expect(row(second, first_id)).to_have_class("online", timeout=5000)
+    record_states(second, first_id)
+    set_visibility(first, "hidden")
+    # Within one heartbeat interval (5 s on the demo page); it goes out at once.
+    expect(row(second, first_id)).to_have_class("online away", timeout=5000)
+    expect(row(second, first_id).locator("td").nth(1)).to_have_text("Away just now")
+    started = time.monotonic()
+    set_visibility(first, "visible")
+    expect(row(second, first_id)).to_have_class("online", timeout=JOIN_BOUND_MS)
+    assert elapsed_ms(started) < JOIN_BOUND_MS
+    assert second.evaluate("window.seenStates") == ["away", "online"], "never offline"
+    first.context.close()
+    second.context.close()
+
+
+def test_leave_when_hidden_shows_offline_at_once_and_rejoins(browser, server):
+    first, first_id = open_demo(browser, server, "leaving", "?leaveWhenHidden=1")
+    second, _ = open_demo(browser, server, "leaving")
     expect(row(second, first_id)).to_have_class("online", timeout=5000)
     set_visibility(first, "hidden")
     expect(row(second, first_id)).to_have_class("offline", timeout=JOIN_BOUND_MS)
     set_visibility(first, "visible")
     expect(row(second, first_id)).to_have_class("online", timeout=JOIN_BOUND_MS)
+    first.context.close()
+    second.context.close()
+
+
+def test_an_idle_page_becomes_away_and_input_brings_it_back_with_one_heartbeat(browser, server):
+    # Heartbeats every 30 s: whatever the other page sees within the bounds below came from the idle logic.
+    first, first_id = open_demo(browser, server, "idle", "?idleAfter=1500&interval=30000")
+    second, _ = open_demo(browser, server, "idle")
+    expect(row(second, first_id)).to_be_visible(timeout=5000)
+    # No input for idleAfter (plus the check's period): away.
+    expect(row(second, first_id)).to_have_class("online away", timeout=5000)
+    count_heartbeats(first)
+    started = time.monotonic()
+    for step in range(20):
+        first.mouse.move(10 + step * 5, 10 + step * 3)
+    expect(row(second, first_id)).to_have_class("online", timeout=JOIN_BOUND_MS)
+    assert elapsed_ms(started) < JOIN_BOUND_MS
+    assert first.evaluate("window.heartbeatsSent") == 1, "input brings one heartbeat, not a burst"
     first.context.close()
     second.context.close()
 
@@ -122,6 +184,7 @@ def test_facepile_with_seven_users(browser, server, artifacts):
             document.getElementById('pile').users = names.map((name, i) => ({
                 userId: name.toLowerCase(), name, online: i !== 3,
                 onlineSince: i !== 3 ? now - i * 1000 : 0, lastDisconnected: i === 3 ? now - 5 * 60000 : 0,
+                away: i === 2 || i === 5, awaySince: i === 2 || i === 5 ? now - 3 * 60000 : 0,
                 data: i === 0 ? { typing: true } : undefined,
             }));
         }""")
@@ -134,6 +197,13 @@ def test_facepile_with_seven_users(browser, server, artifacts):
     assert faces.nth(0).get_attribute("aria-label") == "Ada, Online now"
     assert faces.nth(3).get_attribute("aria-label") == "Dana, Last seen 5 min ago"
     assert "offline" in faces.nth(3).get_attribute("class")
+    # Away: still online, dimmed with a clock badge, and how long in the tooltip.
+    assert faces.nth(2).get_attribute("aria-label") == "Cyd, Away for 3 min"
+    assert faces.nth(2).get_attribute("class").split() == ["face", "online", "away"]
+    badge = faces.nth(2).evaluate("(face) => getComputedStyle(face, '::after').content")
+    assert "🕒" in badge
+    opacities = [faces.nth(i).locator(".avatar").evaluate("(a) => Number(getComputedStyle(a).opacity)") for i in (0, 2, 3)]
+    assert opacities[0] == 1 and opacities[1] < 1 and opacities[2] < opacities[1], opacities
     # Keyboard: tab to the first face shows its tooltip; the "+2" opens the list of the rest.
     page.keyboard.press("Tab")
     expect(faces.nth(0).locator(".tooltip")).to_be_visible()
@@ -141,10 +211,10 @@ def test_facepile_with_seven_users(browser, server, artifacts):
     more.click()
     assert more.get_attribute("aria-expanded") == "true"
     expect(pile.locator(".overflow li")).to_have_count(2)
-    expect(pile.locator(".overflow li").nth(0)).to_contain_text("Fox")
+    expect(pile.locator(".overflow li").nth(0)).to_contain_text("Fox — Away for 3 min")
     more.click()
     faces.nth(0).focus()
-    path = artifacts / "facepile-7-users.png"
+    path = artifacts / "facepile-online-away-offline.png"
     page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": 420, "height": 200})
     assert path.stat().st_size > 1000
     page.close()

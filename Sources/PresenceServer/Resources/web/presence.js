@@ -44,6 +44,9 @@ export function applyDiff(users, diff) {
   return users.filter((u) => !dropped.has(u.userId)).concat(diff.upsert || []).sort(compareUsers);
 }
 
+/** Input that shows someone is at the tab. */
+const INPUT_EVENTS = ["pointerdown", "pointermove", "keydown", "touchstart", "wheel"];
+
 function randomId() {
   return (crypto.randomUUID && crypto.randomUUID()) || String(Math.random()).slice(2) + String(Date.now());
 }
@@ -59,7 +62,12 @@ export class PresenceRoom extends EventTarget {
    * @param {string} [options.name] display name
    * @param {string} [options.image] avatar URL (http: or https:)
    * @param {number} [options.limit] how many users the list holds (default 104)
-   * @param {boolean} [options.leaveWhenHidden] disconnect while the tab is hidden (default true)
+   * @param {boolean} [options.leaveWhenHidden] leave (show offline) while the tab is hidden, instead of away
+   *   (default false)
+   * @param {number} [options.idleAfter] ms without pointer, keyboard or touch input after which a visible tab
+   *   is away (default 300000; 0 never)
+   * @param {number} [options.hiddenInterval] heartbeat interval in ms while the tab is hidden and away: browsers
+   *   run a hidden tab's timers as seldom as once a minute (default 60000)
    * @param {string | (() => string | Promise<string>)} [options.token] a user token, or a function returning a
    *   fresh one, for servers that require user authentication
    * @param {(users: object[]) => void} [options.onChange] called with the list whenever it changes
@@ -67,7 +75,7 @@ export class PresenceRoom extends EventTarget {
   constructor(options) {
     super();
     if (!options || !options.roomId || !options.userId) throw new Error("PresenceRoom needs roomId and userId");
-    this.options = { interval: 10000, limit: 104, leaveWhenHidden: true, ...options };
+    this.options = { interval: 10000, limit: 104, leaveWhenHidden: false, idleAfter: 300000, hiddenInterval: 60000, ...options };
     const base = this.options.url || location.origin;
     this.httpBase = base.replace(/\/$/, "");
     this.socketURL = this.httpBase.replace(/^http/, "ws") + "/api/ws";
@@ -82,11 +90,16 @@ export class PresenceRoom extends EventTarget {
     this.pending = new Map();
     this.heartbeatInFlight = false;
     this.joined = false;
-    this.hidden = false;
+    this.hidden = false;  // left because hidden (leaveWhenHidden)
+    this.tabHidden = false;
+    this.idle = false;
+    this.away = false;  // what the heartbeats say
+    this.lastInput = Date.now();
     this.backoff = 250;
-    this.timers = { heartbeat: null, reconnect: null };
+    this.timers = { heartbeat: null, reconnect: null, idle: null };
     this.onPageHide = () => this.beacon();
     this.onVisibility = () => this.visibilityChanged();
+    this.onInput = () => this.inputSeen();
   }
 
   /** The list: the current user first, then the protocol's order. */
@@ -101,9 +114,26 @@ export class PresenceRoom extends EventTarget {
     addEventListener("pagehide", this.onPageHide);
     addEventListener("beforeunload", this.onPageHide);
     document.addEventListener("visibilitychange", this.onVisibility);
+    for (const type of INPUT_EVENTS) addEventListener(type, this.onInput, { capture: true, passive: true });
+    this.tabHidden = document.visibilityState === "hidden";
+    if (this.options.idleAfter > 0) {
+      this.timers.idle = setInterval(() => this.checkIdle(), Math.min(this.options.idleAfter / 4, 15000));
+    }
+    this.away = this.isAway();
     this.connect();
-    this.timers.heartbeat = setInterval(() => this.heartbeat(), this.options.interval);
+    this.scheduleHeartbeats();
     return this;
+  }
+
+  /** Heartbeats every `interval`, or every `hiddenInterval` while hidden and away. */
+  scheduleHeartbeats() {
+    clearInterval(this.timers.heartbeat);
+    this.timers.heartbeat = setInterval(() => this.heartbeat(), this.currentInterval());
+  }
+
+  currentInterval() {
+    const { interval, hiddenInterval } = this.options;
+    return this.tabHidden && this.away ? Math.max(interval, Math.min(hiddenInterval, 300000)) : interval;
   }
 
   /** Sets this user's data in the room (any JSON; null clears it). Resolves when stored. */
@@ -123,10 +153,12 @@ export class PresenceRoom extends EventTarget {
     if (!this.joined) return;
     this.joined = false;
     clearInterval(this.timers.heartbeat);
+    clearInterval(this.timers.idle);
     clearTimeout(this.timers.reconnect);
     removeEventListener("pagehide", this.onPageHide);
     removeEventListener("beforeunload", this.onPageHide);
     document.removeEventListener("visibilitychange", this.onVisibility);
+    for (const type of INPUT_EVENTS) removeEventListener(type, this.onInput, { capture: true });
     if (this.sessionToken && this.socket && this.socket.readyState === WebSocket.OPEN) {
       this.send({ type: "disconnect", sessionToken: this.sessionToken });
     } else {
@@ -199,8 +231,8 @@ export class PresenceRoom extends EventTarget {
   heartbeat(force = false) {
     if (!this.joined || this.hidden) return;
     if (this.heartbeatInFlight && !force) return;  // never two in flight
-    const { roomId, userId, interval, name, image } = this.options;
-    const message = { type: "heartbeat", roomId, userId, sessionId: this.sessionId, interval };
+    const { roomId, userId, name, image } = this.options;
+    const message = { type: "heartbeat", roomId, userId, sessionId: this.sessionId, interval: this.currentInterval(), away: this.away };
     if (name) message.name = name;
     if (image) message.image = image;
     const id = this.send(message);
@@ -290,16 +322,53 @@ export class PresenceRoom extends EventTarget {
   }
 
   visibilityChanged() {
-    if (!this.options.leaveWhenHidden || !this.joined) return;
-    if (document.visibilityState === "hidden") {
-      this.hidden = true;
-      if (this.sessionToken) this.send({ type: "disconnect", sessionToken: this.sessionToken });
-      this.sessionToken = null;
-    } else if (this.hidden) {
-      this.hidden = false;
-      this.heartbeatInFlight = false;
-      this.heartbeat();  // the same sessionId starts a new session
+    if (!this.joined) return;
+    const hidden = document.visibilityState === "hidden";
+    if (this.options.leaveWhenHidden) {
+      if (hidden) {
+        this.hidden = true;
+        if (this.sessionToken) this.send({ type: "disconnect", sessionToken: this.sessionToken });
+        this.sessionToken = null;
+      } else if (this.hidden) {
+        this.hidden = false;
+        this.heartbeatInFlight = false;
+        this.heartbeat();  // the same sessionId starts a new session
+      }
+      return;
     }
+    this.tabHidden = hidden;
+    if (!hidden) this.inputSeen();  // showing the tab is activity
+    this.awayChanged();
+  }
+
+  // --- away -------------------------------------------------------------------
+
+  /** Away while the tab is hidden (unless it leaves instead) or nobody touched it for `idleAfter`. */
+  isAway() {
+    return (this.tabHidden && !this.options.leaveWhenHidden) || this.idle;
+  }
+
+  inputSeen() {
+    this.lastInput = Date.now();
+    if (this.idle) {
+      this.idle = false;
+      this.awayChanged();
+    }
+  }
+
+  checkIdle() {
+    if (this.idle || Date.now() - this.lastInput < this.options.idleAfter) return;
+    this.idle = true;
+    this.awayChanged();
+  }
+
+  /** One heartbeat at once when the state others see changes; none when it does not. */
+  awayChanged() {
+    const away = this.isAway();
+    if (away === this.away) return;
+    this.away = away;
+    this.scheduleHeartbeats();
+    this.heartbeat(true);
   }
 }
 
