@@ -78,6 +78,33 @@ func request(room: String = "room", user: String, session: String, interval: Int
         }
     }
 
+    /// Away through a store: each change of it is published once, its repeats never, and the
+    /// last active session ending leaves the user away (not offline).
+    @Test(arguments: StoreKind.all)
+    func awayIsPublishedOncePerChange(kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMillis: start)
+        try await kind.withStore(clock) { store in
+            let recorder = ChangeRecorder(store)
+            func beat(_ session: String, away: Bool?) throws -> HeartbeatRequest {
+                try HeartbeatRequest(roomId: "room", userId: "alice", sessionId: session, interval: 10_000, away: away)
+            }
+            let active = try await store.heartbeat(beat("active", away: nil))
+            _ = try await store.heartbeat(beat("idle", away: true))
+            _ = try await recorder.next()  // the join; the away session alone changes nothing
+            clock.advance(by: 1_000)
+            for _ in 0..<5 { _ = try await store.heartbeat(beat("idle", away: true)) }
+            try await store.disconnect(sessionToken: active.sessionToken)
+            let wentAway = try await recorder.next()
+            #expect(wentAway.count == 1)
+            let alice = try await store.snapshot(roomToken: active.roomToken, limit: 10).users.first
+            #expect(alice?.online == true && alice?.away == true && alice?.awaySince == start + 1_000)
+            #expect(wentAway.first?.roomVersion == (try await store.snapshot(roomToken: active.roomToken, limit: 10).roomVersion))
+            _ = try await store.heartbeat(beat("idle", away: false))
+            _ = try await recorder.next()
+            #expect(try await store.snapshot(roomToken: active.roomToken, limit: 10).users.first?.away == false)
+        }
+    }
+
     @Test(arguments: StoreKind.all)
     func heartbeatOfAnOnlineUserPublishesNothing(kind: StoreKind) async throws {
         let clock = ManualWallClock(nowMillis: start)
