@@ -126,8 +126,10 @@ public struct PresenceState: Sendable {
             if session.interval != request.interval { touchSession(session.sessionId) }
             session.interval = request.interval
             session.deadline = deadline
+            var sessionAwayChanged = false
             if let away = request.away, away != session.away {
                 session.away = away
+                sessionAwayChanged = true
                 touchSession(session.sessionId)
             }
             var queued: Int64?
@@ -139,7 +141,8 @@ public struct PresenceState: Sendable {
             sessions[session.sessionId] = session
             var changes: [RoomChange] = []
             let profileChanged = applyProfile(request, roomId: request.roomId)
-            let awayChanged = refreshAway(roomId: request.roomId, userId: request.userId, at: now)
+            // The user's away state can only follow a change of this session's: the hot path skips it.
+            let awayChanged = sessionAwayChanged && refreshAway(roomId: request.roomId, userId: request.userId, at: now)
             if profileChanged || awayChanged {
                 touchUser(request.roomId, request.userId)
                 changes.append(bumpVersion(roomId: request.roomId))
