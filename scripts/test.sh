@@ -12,9 +12,10 @@ if ! command -v swift >/dev/null 2>&1; then
 fi
 
 # Debian packages: SQLite's headers for GRDB; Chromium and an emoji font for the browser tests;
-# curl for the API fuzzing script; Node for the browser client's unit tests (when the machine has none).
+# curl for the API fuzzing script; Node for the browser client's unit tests (when the machine has none);
+# tsc to check the client's TypeScript declarations.
 missing=()
-for package in libsqlite3-dev chromium fonts-noto-color-emoji curl; do
+for package in libsqlite3-dev chromium fonts-noto-color-emoji curl node-typescript; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
