@@ -36,6 +36,7 @@ swift build --build-tests
 swift test --skip-build
 node --test Tests/js
 scripts/schemathesis.sh
+python3 scripts/fetch-react.py   # React 18 for the React bindings' tests (from PyPI's dash wheel)
 python3 -m pytest -q Tests/browser
 # A short pass over the request decoders, so the fuzz target and its corpus cannot rot.
 scripts/fuzz.sh 45

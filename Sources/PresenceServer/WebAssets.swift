@@ -21,6 +21,7 @@ struct WebAssets: Sendable {
             ("/", "index.html", "text/html; charset=utf-8", "no-cache"),
             ("/presence.js", "presence.js", "text/javascript; charset=utf-8", "public, max-age=300"),
             ("/presence-facepile.js", "presence-facepile.js", "text/javascript; charset=utf-8", "public, max-age=300"),
+            ("/presence-react.js", "presence-react.js", "text/javascript; charset=utf-8", "public, max-age=300"),
             ("/openapi.json", "openapi.json", "application/json; charset=utf-8", "no-cache"),
         ]
         var assets: [String: Asset] = [:]

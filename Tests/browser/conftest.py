@@ -98,7 +98,12 @@ def jwt_server():
 @pytest.fixture(scope="session")
 def browser():
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        # A page the tests fulfil themselves (the React app) has no address, so Chromium's Local
+        # Network Access counts it as public and blocks its sockets to 127.0.0.1; served by the
+        # presence server itself, as in production, it would be local.
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-features=LocalNetworkAccessChecks"])
         yield browser
         browser.close()
 

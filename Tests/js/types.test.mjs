@@ -30,3 +30,21 @@ test("each deliberate mistake fails with its own error", () => {
   assert.ok(expected.length >= 5);
   assert.deepEqual(found, expected);
 });
+
+test("the web folder packs as an npm package with its modules and types", () => {
+  const result = spawnSync("npm", ["pack", "--dry-run", "--json"], {
+    cwd: `${root}/Sources/PresenceServer/Resources/web`, encoding: "utf8",
+    env: { ...process.env, npm_config_update_notifier: "false", npm_config_fund: "false" },
+  });
+  assert.equal(result.status, 0, result.stderr);
+  const [pack] = JSON.parse(result.stdout);
+  assert.equal(pack.name, "swift-presence-client");
+  assert.deepEqual(pack.files.map((file) => file.path).sort(), [
+    "package.json", "presence-facepile.d.ts", "presence-facepile.js", "presence-react.d.ts", "presence-react.js",
+    "presence.d.ts", "presence.js",
+  ]);
+  const manifest = JSON.parse(readFileSync(`${root}/Sources/PresenceServer/Resources/web/package.json`, "utf8"));
+  for (const entry of Object.values(manifest.exports)) {
+    for (const file of Object.values(entry)) assert.ok(pack.files.some((f) => `./${f.path}` === file), file);
+  }
+});

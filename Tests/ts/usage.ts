@@ -1,6 +1,7 @@
 // What an app writes with the browser client's types: this must compile under --strict.
 import { PresenceRoom, applyDiff, joinRoom, youFirst, type PresenceUser } from "../../Sources/PresenceServer/Resources/web/presence.js";
 import { facePileModel, statusText } from "../../Sources/PresenceServer/Resources/web/presence-facepile.js";
+import { FacePile, presenceRoomFor, usePresence } from "../../Sources/PresenceServer/Resources/web/presence-react.js";
 
 const room = new PresenceRoom({
   roomId: "doc-42",
@@ -31,3 +32,10 @@ const element = document.createElement("presence-facepile");
 element.room = room;
 element.users = list;
 other.leave();
+
+// React: the hook's list is undefined while loading.
+const maybeUsers = usePresence("doc-42", "alice", { interval: 5000, token: "t", idleAfter: 60_000 });
+const names: string[] = (maybeUsers ?? []).map((user) => user.name ?? user.userId);
+void presenceRoomFor("doc-42", "alice")?.update({ typing: false });
+FacePile({ users: maybeUsers, className: "pile" });
+console.log(names);
