@@ -103,90 +103,13 @@ public struct FacePileModel: Sendable, Equatable {
         return [DataRow(key: "data", value: text(data))]
     }
 
+    /// Nested data as the browser face pile shows it (`JSON.stringify`, keys sorted), so both
+    /// piles print `100`, `1e-7` and `\b` alike (shared test vectors).
     static func text(_ value: JSONValue) -> String {
         if case .string(let string) = value { return string }
-        var text = ""
-        writeDisplayJSON(value, into: &text)
-        return text
-    }
-
-    /// Nested data as the browser face pile shows it: JavaScript's `JSON.stringify` with keys in code
-    /// point order, so both piles print `100` (not `100.0`), `1e-7` and `\b` alike (shared test vectors).
-    static func writeDisplayJSON(_ value: JSONValue, into text: inout String) {
-        switch value {
-        case .null: text += "null"
-        case .bool(let bool): text += bool ? "true" : "false"
-        case .integer(let integer): text += String(integer)
-        case .double(let double): text += javaScriptNumber(double)
-        case .string(let string): writeJavaScriptString(string, into: &text)
-        case .array(let elements):
-            text += "["
-            for (index, element) in elements.enumerated() {
-                if index > 0 { text += "," }
-                writeDisplayJSON(element, into: &text)
-            }
-            text += "]"
-        case .object(let members):
-            text += "{"
-            for (index, key) in members.keys.sorted().enumerated() {
-                if index > 0 { text += "," }
-                writeJavaScriptString(key, into: &text)
-                text += ":"
-                writeDisplayJSON(members[key]!, into: &text)
-            }
-            text += "}"
-        }
-    }
-
-    private static func writeJavaScriptString(_ string: String, into text: inout String) {
-        text += "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": text += "\\\""
-            case "\\": text += "\\\\"
-            case "\u{08}": text += "\\b"
-            case "\u{0C}": text += "\\f"
-            case "\n": text += "\\n"
-            case "\r": text += "\\r"
-            case "\t": text += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                text += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: text.unicodeScalars.append(scalar)
-            }
-        }
-        text += "\""
-    }
-
-    /// A number as JavaScript's `Number.prototype.toString` writes it (ECMA-262, Number::toString):
-    /// the same shortest round-trip digits as Swift's, placed by JavaScript's rules.
-    static func javaScriptNumber(_ value: Double) -> String {
-        guard value.isFinite else { return "null" }
-        if value == 0 { return "0" }
-        let sign = value < 0 ? "-" : ""
-        let swiftText = "\(abs(value))"
-        let parts = swiftText.split(separator: "e", maxSplits: 1)
-        let exponent = parts.count == 2 ? Int(parts[1])! : 0
-        let mantissa = parts[0].split(separator: ".", maxSplits: 1)
-        let integerDigits = String(mantissa[0])
-        var digits = integerDigits + (mantissa.count == 2 ? String(mantissa[1]) : "")
-        // The value is 0.digits × 10^point.
-        var point = integerDigits.count + exponent
-        while digits.first == "0" {
-            digits.removeFirst()
-            point -= 1
-        }
-        while digits.last == "0" { digits.removeLast() }
-        let count = digits.count
-        if count <= point, point <= 21 { return sign + digits + String(repeating: "0", count: point - count) }
-        if 0 < point, point <= 21 {
-            return sign + digits.prefix(point) + "." + digits.dropFirst(point)
-        }
-        if -6 < point, point <= 0 { return sign + "0." + String(repeating: "0", count: -point) + digits }
-        let shown = point - 1
-        let exponentText = (shown < 0 ? "-" : "+") + String(abs(shown))
-        let head = count == 1 ? digits : digits.prefix(1) + "." + digits.dropFirst()
-        return sign + head + "e" + exponentText
+        var writer = JSONWriter(style: .javaScript)
+        writer.write(value)
+        return writer.output
     }
 }
 

@@ -68,12 +68,22 @@ extension JSONValue: Codable {
 /// writer.object { $0.field("type", "updated"); $0.field("id", requestId) }
 /// ```
 public struct JSONWriter: Sendable {
+    /// `wire` is what the server sends. `javaScript` writes what JavaScript's `JSON.stringify`
+    /// does, for text both clients show alike: doubles as `Number.prototype.toString` (`100`,
+    /// `1e-7`), and `\b` and `\f` as short escapes.
+    public enum Style: Sendable {
+        case wire
+        case javaScript
+    }
+
     public private(set) var output: String = ""
     /// Whether the next key in the current object needs a comma before it.
     private var needsComma = false
+    private let style: Style
 
-    public init(capacity: Int = 256) {
+    public init(capacity: Int = 256, style: Style = .wire) {
         output.reserveCapacity(capacity)
+        self.style = style
     }
 
     public mutating func raw(_ text: String) {
@@ -99,6 +109,8 @@ public struct JSONWriter: Sendable {
             case "\n": output.append("\\n")
             case "\r": output.append("\\r")
             case "\t": output.append("\\t")
+            case "\u{08}" where style == .javaScript: output.append("\\b")
+            case "\u{0C}" where style == .javaScript: output.append("\\f")
             case _ where scalar.value < 0x20:
                 let hex = String(scalar.value, radix: 16)
                 output.append("\\u" + String(repeating: "0", count: 4 - hex.count) + hex)
@@ -124,7 +136,11 @@ public struct JSONWriter: Sendable {
         case .integer(let integer): write(integer)
         case .double(let double):
             // JSON has no NaN or infinity; they cannot arrive from parsed JSON, so this only guards hand-built values.
-            output.append(double.isFinite ? String(double) : "null")
+            guard double.isFinite else {
+                output.append("null")
+                return
+            }
+            output.append(style == .javaScript ? Self.javaScriptNumber(double) : String(double))
         case .string(let string): write(string)
         case .array(let elements):
             output.append("[")
@@ -201,5 +217,37 @@ public struct JSONWriter: Sendable {
             write(string)
         }
         output.append("]")
+    }
+}
+
+extension JSONWriter {
+    /// A number as JavaScript's `Number.prototype.toString` writes it (ECMA-262, Number::toString):
+    /// the same shortest round-trip digits as Swift's, placed by JavaScript's rules.
+    static func javaScriptNumber(_ value: Double) -> String {
+        if value == 0 { return "0" }
+        let sign = value < 0 ? "-" : ""
+        let swiftText = "\(abs(value))"
+        let parts = swiftText.split(separator: "e", maxSplits: 1)
+        let exponent = parts.count == 2 ? Int(parts[1])! : 0
+        let mantissa = parts[0].split(separator: ".", maxSplits: 1)
+        let integerDigits = String(mantissa[0])
+        var digits = integerDigits + (mantissa.count == 2 ? String(mantissa[1]) : "")
+        // The value is 0.digits × 10^point.
+        var point = integerDigits.count + exponent
+        while digits.first == "0" {
+            digits.removeFirst()
+            point -= 1
+        }
+        while digits.last == "0" { digits.removeLast() }
+        let count = digits.count
+        if count <= point, point <= 21 { return sign + digits + String(repeating: "0", count: point - count) }
+        if 0 < point, point <= 21 {
+            return sign + digits.prefix(point) + "." + digits.dropFirst(point)
+        }
+        if -6 < point, point <= 0 { return sign + "0." + String(repeating: "0", count: -point) + digits }
+        let shown = point - 1
+        let exponentText = (shown < 0 ? "-" : "+") + String(abs(shown))
+        let head = count == 1 ? digits : digits.prefix(1) + "." + digits.dropFirst()
+        return sign + head + "e" + exponentText
     }
 }
