@@ -1,3 +1,4 @@
+import DequeModule
 import Logging
 import NIOCore
 import PresenceStore
@@ -165,7 +166,7 @@ final class FanoutHub: Service, Sendable {
         var subscriptions: [Int: [String: Int]] = [:]
         var subscriptionCount = 0
         var readsInFlight = 0
-        var readQueue: [String] = []
+        var readQueue = Deque<String>()
         var readsToStart: [ReadRequest] = []
 
         var roomsWaitingForRead: Int { readsInFlight + readQueue.count }
@@ -268,11 +269,7 @@ final class FanoutHub: Service, Sendable {
         if var view = room.views[limit], room.endedReason == nil {
             // The view's snapshot and the diffs it will get form one unbroken chain, even while a read runs.
             let snapshot = ServerFrame.snapshot(id: requestId, roomToken: roomToken, version: view.version, users: view.users)
-            guard outbox.send(snapshot) else {
-                state.rooms[roomToken] = room
-                dropped(outbox, state: &state)
-                return
-            }
+            guard deliver(snapshot, to: outbox, state: &state) else { return }
             view.subscribers[outbox.id] = outbox
             room.views[limit] = view
             state.rooms[roomToken] = room
@@ -401,12 +398,8 @@ final class FanoutHub: Service, Sendable {
     @discardableResult
     private func deliver(_ message: ByteBuffer, to outbox: Outbox, state: inout State) -> Bool {
         if outbox.send(message) { return true }
-        dropped(outbox, state: &state)
-        return false
-    }
-
-    private func dropped(_ outbox: Outbox, state: inout State) {
         if outbox.overflowed { metrics.slowSubscribersDropped.increment() }
         state.detachEverywhere(outbox.id)
+        return false
     }
 }
