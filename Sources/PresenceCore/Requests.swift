@@ -77,11 +77,6 @@ public struct UpdateRequest: Sendable, Hashable {
     public let sessionToken: String
     public let data: JSONValue?
 
-    public init(sessionToken: String, data: JSONValue?) throws(PresenceError) {
-        self.sessionToken = sessionToken
-        self.data = try data.flatMap { value throws(PresenceError) in try Validate.data(value) }
-    }
-
     public init(json object: JSONObject) throws(PresenceError) {
         sessionToken = try object.string("sessionToken")
         data = try object.data()

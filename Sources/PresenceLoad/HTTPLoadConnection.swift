@@ -189,7 +189,6 @@ final class HTTPExchangeHandler: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             status = Int(head.status.code)
-            body.clear()
         case .body(var part):
             body.writeBuffer(&part)
         case .end:

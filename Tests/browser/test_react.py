@@ -2,6 +2,7 @@
 PyPI's dash wheel (scripts/fetch-react.py), "react" mapped by an import map, as an app without a
 bundler would."""
 import json
+import time
 import urllib.request
 
 import pytest
@@ -83,7 +84,6 @@ def admin_list(server, room):
 
 
 def wait_for(condition, timeout=10.0):
-    import time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
