@@ -7,20 +7,8 @@ import PresenceTestSupport
 @Suite struct AwayStateTests {
     let t0: Int64 = 1_000_000
 
-    func beat(
-        _ state: inout PresenceState, user: String = "alice", session: String, at now: Int64, away: Bool? = nil,
-        interval: Int64 = 10_000
-    ) throws(PresenceError) -> PresenceState.HeartbeatOutcome {
-        try state.heartbeat(
-            HeartbeatRequest(roomId: "room", userId: user, sessionId: session, interval: interval, away: away), now: now)
-    }
-
     func record(_ state: PresenceState, _ user: String = "alice") -> UserRecord? {
-        state.roomUsers(roomId: "room", onlineOnly: false, limit: 1_000).users.first { $0.userId == user }
-    }
-
-    func version(_ state: PresenceState) -> UInt64 {
-        state.roomUsers(roomId: "room", onlineOnly: false, limit: 1).roomVersion
+        users(state).first { $0.userId == user }
     }
 
     @Test func theOnlySessionGoingAwayMakesTheUserAwayAndBack() throws {
@@ -86,8 +74,8 @@ import PresenceTestSupport
 
     @Test func anActiveSessionExpiringLeavesTheUserAwayFromItsDeadline() throws {
         var state = PresenceState()
-        _ = try beat(&state, session: "active", at: t0, interval: 2_000)   // deadline t0 + 5,000
-        _ = try beat(&state, session: "idle", at: t0, away: true, interval: 60_000)
+        _ = try beat(&state, session: "active", interval: 2_000, at: t0)   // deadline t0 + 5,000
+        _ = try beat(&state, session: "idle", interval: 60_000, at: t0, away: true)
         let (expired, outcome) = state.expireDue(now: t0 + 6_000, limit: 10)
         #expect(expired == 1 && outcome.changes.count == 1)
         #expect(record(state)?.away == true && record(state)?.awaySince == t0 + 5_000)
@@ -95,8 +83,8 @@ import PresenceTestSupport
 
     @Test func anAwaySessionExpiringChangesNothingWhileAnActiveOneLives() throws {
         var state = PresenceState()
-        _ = try beat(&state, session: "active", at: t0, interval: 60_000)
-        _ = try beat(&state, session: "idle", at: t0, away: true, interval: 2_000)
+        _ = try beat(&state, session: "active", interval: 60_000, at: t0)
+        _ = try beat(&state, session: "idle", interval: 2_000, at: t0, away: true)
         let settled = version(state)
         let (expired, outcome) = state.expireDue(now: t0 + 6_000, limit: 10)
         #expect(expired == 1 && outcome.changes.isEmpty)

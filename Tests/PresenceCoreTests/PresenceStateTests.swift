@@ -6,23 +6,6 @@ import PresenceTestSupport
 @Suite struct PresenceStateTests {
     let t0: Int64 = 1_000_000
 
-    func beat(
-        _ state: inout PresenceState, room: String = "room", user: String, session: String,
-        interval: Int64 = 10_000, at now: Int64, name: String? = nil, image: String? = nil
-    ) throws(PresenceError) -> PresenceState.HeartbeatOutcome {
-        try state.heartbeat(
-            HeartbeatRequest(roomId: room, userId: user, sessionId: session, interval: interval, name: name, image: image),
-            now: now)
-    }
-
-    func users(_ state: PresenceState, room: String = "room") -> [UserRecord] {
-        state.roomUsers(roomId: room, onlineOnly: false, limit: 1_000).users
-    }
-
-    func version(_ state: PresenceState, room: String = "room") -> UInt64 {
-        state.roomUsers(roomId: room, onlineOnly: false, limit: 1).roomVersion
-    }
-
     @Test func heartbeatCreatesAnOnlineRecordAndStableRoomToken() throws {
         var state = PresenceState()
         let first = try beat(&state, user: "alice", session: "a1", at: t0)
