@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "PresenceCore", targets: ["PresenceCore"]),
         .library(name: "PresenceStore", targets: ["PresenceStore"]),
         .library(name: "PresenceSQLite", targets: ["PresenceSQLite"]),
+        .library(name: "PresencePostgres", targets: ["PresencePostgres"]),
         .library(name: "PresenceServer", targets: ["PresenceServer"]),
         .library(name: "PresenceClient", targets: ["PresenceClient"]),
         .executable(name: "presence-server", targets: ["PresenceServerExecutable"]),
@@ -30,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         .target(
@@ -51,6 +53,15 @@ let package = Package(
             dependencies: [
                 "PresenceStore",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "PresencePostgres",
+            dependencies: [
+                "PresenceStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

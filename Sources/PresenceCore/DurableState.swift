@@ -28,13 +28,20 @@ public struct DurableChanges: Sendable, Equatable {
         public var token: String
         public var interval: Int64
         public var away: Bool
-        public init(sessionId: String, roomId: String, userId: String, token: String, interval: Int64, away: Bool = false) {
+        /// The session's deadline when the row was taken; a store shared by several processes keeps
+        /// it, the embedded one does not (it grants a grace period on start instead).
+        public var deadline: Int64
+        public init(
+            sessionId: String, roomId: String, userId: String, token: String, interval: Int64, away: Bool = false,
+            deadline: Int64 = 0
+        ) {
             self.sessionId = sessionId
             self.roomId = roomId
             self.userId = userId
             self.token = token
             self.interval = interval
             self.away = away
+            self.deadline = deadline
         }
     }
 
@@ -86,7 +93,7 @@ extension PresenceState {
             if let session = sessions[sessionId] {
                 changes.sessions.append(
                     .init(sessionId: sessionId, roomId: session.roomId, userId: session.userId, token: session.token,
-                          interval: session.interval, away: session.away))
+                          interval: session.interval, away: session.away, deadline: session.deadline))
             } else {
                 changes.deletedSessions.append(sessionId)
             }
@@ -97,15 +104,25 @@ extension PresenceState {
     /// The session ids touched since the last `takeDurableChanges()`, i.e. not yet stored.
     public var unstoredSessionIds: Set<String> { touched?.sessions ?? [] }
 
+    /// Puts a live session's row into the next `takeDurableChanges()` although nothing in it
+    /// changed but its deadline, which a store shared by several processes must then store.
+    public mutating func markSessionUnstored(_ sessionId: String) {
+        guard sessions[sessionId] != nil else { return }
+        touchSession(sessionId)
+    }
+
     /// Rebuilds the state a durable store saved.
     ///
     /// Deadlines were not saved. A session gets a grace deadline of 2.5 × its interval from
     /// `now`, so clients that come back in time never flicker offline, unless the store was
     /// last known alive (`aliveAt`) so long ago that the session would have expired anyway:
     /// then its deadline is the latest it could have had, and the expiry loop ends it at once.
+    /// With `storedDeadlines` (a store that other processes kept serving) each session keeps
+    /// the deadline of its row instead.
     public static func restoring(
         rooms roomRows: [DurableChanges.RoomRow], users userRows: [DurableChanges.UserRow],
         sessions sessionRows: [DurableChanges.SessionRow], lastVersion: UInt64, aliveAt: Int64?, now: Int64,
+        storedDeadlines: Bool = false,
         quotas: UserQuotas = UserQuotas(), makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)
     ) -> PresenceState {
         var state = PresenceState(tracksDurableChanges: true, quotas: quotas, makeToken: makeToken)
@@ -122,8 +139,8 @@ extension PresenceState {
         }
         for row in sessionRows {
             guard state.rooms[row.roomId]?.users[row.userId] != nil else { continue }
-            var deadline = ProtocolLimits.deadline(now: now, interval: row.interval)
-            if let aliveAt, ProtocolLimits.deadline(now: aliveAt, interval: row.interval) < now {
+            var deadline = storedDeadlines ? row.deadline : ProtocolLimits.deadline(now: now, interval: row.interval)
+            if !storedDeadlines, let aliveAt, ProtocolLimits.deadline(now: aliveAt, interval: row.interval) < now {
                 deadline = ProtocolLimits.deadline(now: aliveAt, interval: row.interval)
             }
             let session = Session(
@@ -158,6 +175,91 @@ extension PresenceState {
             }
         }
         return state
+    }
+
+    /// Applies the rows of a batch that another process stored (its `takeDurableChanges()`), so
+    /// this copy becomes what that process held after the batch. Replicated rows are not tracked
+    /// as touched: they are stored already.
+    public mutating func applyReplicated(_ changes: DurableChanges) {
+        for sessionId in changes.deletedSessions { removeReplicatedSession(sessionId) }
+        for user in changes.deletedUsers { removeReplicatedUser(roomId: user.roomId, userId: user.userId) }
+        for roomId in changes.deletedRooms {
+            guard let room = rooms[roomId] else { continue }
+            for userId in room.users.keys { removeReplicatedUser(roomId: roomId, userId: userId) }
+            rooms.removeValue(forKey: roomId)
+            roomIdByToken.removeValue(forKey: room.token)
+        }
+        for row in changes.rooms {
+            if let room = rooms[row.roomId] {
+                if room.token != row.token {
+                    roomIdByToken.removeValue(forKey: room.token)
+                    roomIdByToken[row.token] = row.roomId
+                    rooms[row.roomId]!.token = row.token
+                }
+                rooms[row.roomId]!.version = row.version
+            } else {
+                rooms[row.roomId] = Room(roomId: row.roomId, token: row.token, version: row.version)
+                roomIdByToken[row.token] = row.roomId
+            }
+        }
+        for row in changes.users {
+            let userId = row.record.userId
+            guard rooms[row.roomId] != nil else { continue }
+            if let existing = rooms[row.roomId]!.users[userId] {
+                if existing.record.online != row.record.online { onlineUserCount += row.record.online ? 1 : -1 }
+                rooms[row.roomId]!.users[userId]!.record = row.record
+            } else {
+                rooms[row.roomId]!.users[userId] = RoomUser(record: row.record)
+                if roomIdsByUser[userId, default: []].insert(row.roomId).inserted { userRecordCount += 1 }
+                if row.record.online { onlineUserCount += 1 }
+            }
+        }
+        for row in changes.sessions {
+            guard rooms[row.roomId]?.users[row.userId] != nil else { continue }
+            if let existing = sessions[row.sessionId] {
+                if existing.token == row.token, existing.roomId == row.roomId, existing.userId == row.userId {
+                    if existing.interval != row.interval {
+                        // The heartbeat that changed the interval is the latest: its deadline stands, even if earlier.
+                        sessions[row.sessionId]!.deadline = row.deadline
+                        if row.deadline < existing.queuedDeadline {
+                            sessions[row.sessionId]!.queuedDeadline = row.deadline
+                            deadlines.insert(DeadlineEntry(deadline: row.deadline, sessionId: row.sessionId))
+                        }
+                    } else {
+                        raiseDeadline(sessionId: row.sessionId, to: row.deadline)
+                    }
+                    sessions[row.sessionId]!.interval = row.interval
+                    sessions[row.sessionId]!.away = row.away
+                    continue
+                }
+                // Ended and started again within the batch: a new session under the same id.
+                removeReplicatedSession(row.sessionId)
+            }
+            let session = Session(
+                sessionId: row.sessionId, roomId: row.roomId, userId: row.userId, token: row.token,
+                interval: row.interval, deadline: row.deadline, queuedDeadline: row.deadline, away: row.away)
+            sessions[row.sessionId] = session
+            sessionIdByToken[row.token] = row.sessionId
+            sessionCountByUser[row.userId, default: 0] += 1
+            rooms[row.roomId]!.users[row.userId]!.sessionIds.append(row.sessionId)
+            deadlines.insert(DeadlineEntry(deadline: row.deadline, sessionId: row.sessionId))
+        }
+        lastVersion = max(lastVersion, changes.lastVersion)
+    }
+
+    private mutating func removeReplicatedSession(_ sessionId: String) {
+        guard let session = sessions.removeValue(forKey: sessionId) else { return }
+        forgetSession(session, touching: false)
+        rooms[session.roomId]?.users[session.userId]?.sessionIds.removeAll { $0 == sessionId }
+    }
+
+    private mutating func removeReplicatedUser(roomId: String, userId: String) {
+        guard let user = rooms[roomId]?.users.removeValue(forKey: userId) else { return }
+        for sessionId in user.sessionIds {
+            if let session = sessions.removeValue(forKey: sessionId) { forgetSession(session, touching: false) }
+        }
+        if user.record.online { onlineUserCount -= 1 }
+        forgetRoom(roomId, ofUser: userId)
     }
 
     /// A heartbeat that only moves the deadline of a live, stored session: nil when the

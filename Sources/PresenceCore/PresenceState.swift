@@ -212,9 +212,10 @@ public struct PresenceState: Sendable {
         }
     }
 
-    private mutating func forgetSession(_ session: Session) {
+    /// Drops the indexes of a session already removed from `sessions`.
+    mutating func forgetSession(_ session: Session, touching: Bool = true) {
         sessionIdByToken.removeValue(forKey: session.token)
-        touchSession(session.sessionId)
+        if touching { touchSession(session.sessionId) }
         let remaining = sessionCountByUser[session.userId, default: 1] - 1
         sessionCountByUser[session.userId] = remaining > 0 ? remaining : nil
     }
@@ -296,19 +297,51 @@ public struct PresenceState: Sendable {
     /// session expires goes offline with `lastDisconnected` = that session's deadline.
     /// Each affected room changes once per call, however many of its users went offline.
     public mutating func expireDue(now: Int64, limit: Int) -> (expired: Int, outcome: Outcome) {
-        var expired = 0
+        expire(sessionIds: takeDueSessionIds(now: now, limit: limit), now: now)
+    }
+
+    /// Takes up to `limit` sessions due at `now` off the deadline queue, for a store that must
+    /// check them elsewhere first (another process may have heard from them); `expire(sessionIds:now:)`
+    /// ends them or puts them back.
+    public mutating func takeDueSessionIds(now: Int64, limit: Int) -> [String] {
+        var due: [String] = []
         var examined = 0
-        var roomsWentOffline: [String] = []
-        var seenRooms = Set<String>()
         // Stale entries are examined too; bound them so one call stays short.
-        while expired < limit, examined < limit * 4, let top = deadlines.min, top.deadline <= now {
+        while due.count < limit, examined < limit * 4, let top = deadlines.min, top.deadline <= now {
             examined += 1
             let entry = deadlines.removeMin()
             guard var session = sessions[entry.sessionId], session.queuedDeadline == entry.deadline else { continue }
             if session.deadline > now {
-                session.queuedDeadline = session.deadline
-                sessions[session.sessionId] = session
-                deadlines.insert(DeadlineEntry(deadline: session.deadline, sessionId: session.sessionId))
+                requeue(&session)
+                continue
+            }
+            due.append(session.sessionId)
+        }
+        return due
+    }
+
+    private mutating func requeue(_ session: inout Session) {
+        session.queuedDeadline = session.deadline
+        sessions[session.sessionId] = session
+        deadlines.insert(DeadlineEntry(deadline: session.deadline, sessionId: session.sessionId))
+    }
+
+    /// Moves a session's deadline later (never earlier): what another process heard from it.
+    public mutating func raiseDeadline(sessionId: String, to deadline: Int64) {
+        guard let session = sessions[sessionId], deadline > session.deadline else { return }
+        sessions[sessionId]!.deadline = deadline
+    }
+
+    /// Ends those of `sessionIds` (taken by `takeDueSessionIds`) whose deadline is still at or
+    /// before `now`, and queues the others again.
+    public mutating func expire(sessionIds: [String], now: Int64) -> (expired: Int, outcome: Outcome) {
+        var expired = 0
+        var roomsWentOffline: [String] = []
+        var seenRooms = Set<String>()
+        for sessionId in sessionIds {
+            guard var session = sessions[sessionId] else { continue }
+            if session.deadline > now {
+                requeue(&session)
                 continue
             }
             expired += 1
@@ -428,7 +461,7 @@ public struct PresenceState: Sendable {
         return (token, outcome)
     }
 
-    private mutating func forgetRoom(_ roomId: String, ofUser userId: String) {
+    mutating func forgetRoom(_ roomId: String, ofUser userId: String) {
         if roomIdsByUser[userId]?.remove(roomId) != nil { userRecordCount -= 1 }
         if roomIdsByUser[userId]?.isEmpty == true { roomIdsByUser.removeValue(forKey: userId) }
     }
