@@ -31,6 +31,14 @@ if ! python3 -c "import playwright.sync_api, pytest" >/dev/null 2>&1 || ! comman
     python3 -m pip install --quiet --disable-pip-version-check playwright pytest schemathesis
 fi
 
+# A PostgreSQL server of the tests' own (Debian's, installed when missing) for the PostgreSQL store
+# and the several-process tests; stopped when this script ends.
+postgres_folder=$(mktemp -d /tmp/presence-postgres.XXXXXX)
+chmod 755 "$postgres_folder"
+trap 'scripts/postgres.sh stop "$postgres_folder" || true; rm -rf "$postgres_folder"' EXIT
+PRESENCE_TEST_POSTGRES_URL=$(scripts/postgres.sh start "$postgres_folder")
+export PRESENCE_TEST_POSTGRES_URL PRESENCE_TEST_POSTGRES_FOLDER="$postgres_folder" PRESENCE_REQUIRE_POSTGRES=1
+
 # Build everything once (libraries, executables, tests); later tests run the built binaries.
 swift build --build-tests
 swift test --skip-build

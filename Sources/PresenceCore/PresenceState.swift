@@ -68,7 +68,7 @@ public struct PresenceState: Sendable {
     var deadlines = Heap<DeadlineEntry>()
     /// One counter for all rooms: a room's version is the counter value of its last change,
     /// so versions never go backwards, even for a room that is removed and created again.
-    var lastVersion: UInt64 = 0
+    public internal(set) var lastVersion: UInt64 = 0
     var onlineUserCount = 0
     /// Kept as it changes, so `statistics` (read by every `/health` and `/metrics`) is O(1).
     var userRecordCount = 0
@@ -531,6 +531,11 @@ public struct PresenceState: Sendable {
     public func sessionOwner(sessionToken: String) -> SessionOwner? {
         guard let sessionId = sessionIdByToken[sessionToken], let session = sessions[sessionId] else { return nil }
         return SessionOwner(roomId: session.roomId, userId: session.userId)
+    }
+
+    /// Each room's token and version: what a store compares to tell subscribers what a reload changed.
+    public var roomHeads: [String: (token: String, version: UInt64)] {
+        rooms.mapValues { ($0.token, $0.version) }
     }
 
     public var statistics: PresenceStatistics {

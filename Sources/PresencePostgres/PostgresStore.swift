@@ -1,1 +1,915 @@
+import Foundation
+import Logging
 import PostgresNIO
+import PresenceStore
+import Synchronization
+
+/// The store for several `presence-server` processes sharing one PostgreSQL database.
+///
+/// Every process holds the whole presence state in memory, the same state machine as the other
+/// stores, and keeps it equal to the database's:
+/// - A change (join, leave, data, removal) is one transaction: it locks `presence.head`, applies
+///   what other processes committed since (`presence.log`), applies the queued operations, writes
+///   their rows and one log entry, and NOTIFYs. Room versions therefore follow commit order, across
+///   processes. Operations queued while a transaction runs go into the next one (group commit).
+/// - The other processes read the new entries on the notification (and once per tick in case
+///   one was lost) and publish the same room changes to their subscribers.
+/// - A heartbeat of a live session writes nothing at once: the deadlines heartbeats moved are
+///   stored together once per tick, in the statement that renews the process's lease. A
+///   heartbeat whose stored deadline is near is stored before it is answered, so no process can
+///   expire a session another process has just heard from.
+/// - One process at a time, the expiry leader (a lease in `presence.leader`), expires sessions:
+///   in its transaction it reads the stored deadlines of the sessions it believes due, so a
+///   heartbeat taken anywhere counts.
+/// - A process that has not reached the database for `fenceAfter` answers 503 until it has again.
+///
+/// ```swift
+/// let store = try await PostgresStore.open(settings: PostgresSettings(url: "postgres://presence@127.0.0.1/presence"))
+/// try await store.whileRunning {
+///     _ = try await store.heartbeat(HeartbeatRequest(roomId: "doc", userId: "alice", sessionId: "tab-1"))
+/// }
+/// ```
+public final class PostgresStore: PresenceStore {
+    public let clock: any WallClock
+    public let deadlineAlarm = DeadlineAlarm()
+    /// This process's name in `presence.nodes` and `presence.leader`.
+    public let nodeId: String
+    public let settings: PostgresSettings
+    private let client: PostgresClient
+    private let listenClient: PostgresClient
+    private let logger: Logger
+    private let quotas: PresenceState.UserQuotas
+    private let feed = ChangeFeed()
+    private let inner: Mutex<Inner>
+    private let writerWake: AsyncStream<Void>.Continuation
+    private let writerWakes: AsyncStream<Void>
+    private let counters = Mutex(Counters())
+
+    private enum WriterStatus { case notStarted, running, stopped }
+
+    private struct Inner {
+        var state: PresenceState
+        /// The last log entry this copy has applied.
+        var seq: Int64
+        var queue: [PendingOperation] = []
+        var writer = WriterStatus.notStarted
+        /// True while a batch applied to `state` is being written: reads wait for it.
+        var committing = false
+        var waitingReads: [@Sendable (PresenceState) -> Void] = []
+        var unstoredSessions = Set<String>()
+        /// What this process knows the database holds as each session's deadline (a lower bound).
+        var storedDeadlines: [String: Int64] = [:]
+        /// Deadlines heartbeats here moved that are not stored yet.
+        var pendingDeadlines: [String: Int64] = [:]
+        var catchUpWanted = false
+        var catchUpWaiters: [Promise<Result<Void, any Error>>] = []
+        /// When the last statement that succeeded was sent.
+        var lastContact: ContinuousClock.Instant
+        /// Since when contact has been unbroken (nil while fenced).
+        var contactSince: ContinuousClock.Instant?
+        /// Until when this process may act as the expiry leader.
+        var leaderUntil: ContinuousClock.Instant?
+        /// Memory may hold changes the database does not (a commit failed): reload before serving.
+        var stale = false
+        var lastExpiryCheck: Int64 = 0
+    }
+
+    /// For the benchmark and the operator: what this process asked of PostgreSQL.
+    public struct Counters: Sendable {
+        public var transactions = 0
+        public var deadlineFlushes = 0
+        public var fastHeartbeats = 0
+        public var storedHeartbeats = 0
+        public var catchUps = 0
+        public var reloads = 0
+    }
+
+    public var counterValues: Counters { counters.withLock { $0 } }
+
+    private init(
+        settings: PostgresSettings, state: PresenceState, seq: Int64, storedDeadlines: [String: Int64], clock: any WallClock,
+        quotas: PresenceState.UserQuotas, logger: Logger
+    ) {
+        self.settings = settings
+        self.clock = clock
+        self.quotas = quotas
+        self.logger = logger
+        nodeId = Tokens.make(prefix: "n_")
+        client = PostgresClient(configuration: settings.client, backgroundLogger: logger)
+        listenClient = PostgresClient(configuration: settings.listenClient, backgroundLogger: logger)
+        let now = ContinuousClock.now
+        inner = Mutex(Inner(state: state, seq: seq, storedDeadlines: storedDeadlines, lastContact: now, contactSince: now))
+        (writerWakes, writerWake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Connects, creates or migrates the schema, and loads the state; throws a clear error for an
+    /// unreachable server, a refused login, or a database that holds another application's schema.
+    public static func open(
+        settings: PostgresSettings, clock: any WallClock = SystemWallClock(), quotas: PresenceState.UserQuotas = .init(),
+        logger: Logger = Logger(label: "presence.postgres")
+    ) async throws -> PostgresStore {
+        let setupClient = PostgresClient(configuration: settings.client, backgroundLogger: logger)
+        let loaded: Loaded = try await withThrowingTaskGroup(of: Loaded?.self) { group in
+            group.addTask {
+                await setupClient.run()
+                return nil
+            }
+            defer { group.cancelAll() }
+            do {
+                return try await Self.withTimeout(.seconds(15), "connecting to \(settings.displayName)") {
+                    try await setupClient.withConnection { connection in
+                        try await PostgresSchema.migrate(connection, logger: logger)
+                        return try await Self.load(connection, now: clock.nowMillis(), quotas: quotas, logger: logger)
+                    }
+                }
+            } catch let error as PostgresStoreError {
+                throw error
+            } catch let error as PSQLError {
+                throw PostgresStoreError("cannot use PostgreSQL at \(settings.displayName): \(Self.describe(error))")
+            }
+        }
+        logger.info(
+            "opened \(settings.displayName)",
+            metadata: ["sessions": "\(loaded.state.statistics.sessions)", "rooms": "\(loaded.state.statistics.rooms)"])
+        return PostgresStore(
+            settings: settings, state: loaded.state, seq: loaded.seq, storedDeadlines: loaded.storedDeadlines, clock: clock,
+            quotas: quotas, logger: logger)
+    }
+
+    static func describe(_ error: PSQLError) -> String {
+        if let message = error.serverInfo?[.message] { return message }
+        return "\(error.code)"
+    }
+
+    /// For logs: PostgresNIO hides a server's message unless asked for it.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError { return describe(error) }
+        return "\(error)"
+    }
+
+    // MARK: - Loading
+
+    struct Loaded: Sendable {
+        var state: PresenceState
+        var seq: Int64
+        var storedDeadlines: [String: Int64]
+    }
+
+    /// The whole stored state, read in one snapshot of the database.
+    private static func load(
+        _ connection: PostgresConnection, now: Int64, quotas: PresenceState.UserQuotas, logger: Logger
+    ) async throws -> Loaded {
+        try await connection.withTransaction(logger: logger) { connection in
+            try await connection.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+            var seq: Int64 = 0
+            var lastVersion: Int64 = 0
+            for try await (headSeq, version) in try await connection.query(
+                "SELECT seq, last_version FROM presence.head", logger: logger
+            ).decode((Int64, Int64).self) {
+                seq = headSeq
+                lastVersion = version
+            }
+            var rooms: [DurableChanges.RoomRow] = []
+            for try await (roomId, token, version) in try await connection.query(
+                "SELECT room_id, token, version FROM presence.rooms", logger: logger
+            ).decode((String, String, Int64).self) {
+                rooms.append(.init(roomId: roomId, token: token, version: UInt64(version)))
+            }
+            var users: [DurableChanges.UserRow] = []
+            for try await row in try await connection.query(
+                """
+                SELECT room_id, user_id, online, online_since, last_disconnected, data, name, image, away, away_since
+                FROM presence.users
+                """, logger: logger
+            ).decode((String, String, Bool, Int64, Int64, String?, String?, String?, Bool, Int64).self) {
+                let user = LogEntry.User(
+                    roomId: row.0, userId: row.1, online: row.2, onlineSince: row.3, lastDisconnected: row.4, data: row.5,
+                    name: row.6, image: row.7, away: row.8, awaySince: row.9)
+                users.append(try user.row)
+            }
+            var sessions: [DurableChanges.SessionRow] = []
+            var storedDeadlines: [String: Int64] = [:]
+            for try await row in try await connection.query(
+                #"SELECT session_id, room_id, user_id, token, "interval", away, deadline FROM presence.sessions"#, logger: logger
+            ).decode((String, String, String, String, Int64, Bool, Int64).self) {
+                sessions.append(.init(
+                    sessionId: row.0, roomId: row.1, userId: row.2, token: row.3, interval: row.4, away: row.5, deadline: row.6))
+                storedDeadlines[row.0] = row.6
+            }
+            let state = PresenceState.restoring(
+                rooms: rooms, users: users, sessions: sessions, lastVersion: UInt64(lastVersion), aliveAt: nil, now: now,
+                storedDeadlines: true, quotas: quotas)
+            return Loaded(state: state, seq: seq, storedDeadlines: storedDeadlines)
+        }
+    }
+
+    // MARK: - Serving or not
+
+    /// Throws 503 while this process is cut off from the database or its memory awaits a reload.
+    private func ensureServing() throws(PresenceError) {
+        let problem = inner.withLock { inner -> String? in
+            if inner.writer == .stopped { return "the store has stopped" }
+            if inner.stale { return "the store is reloading after a failed commit" }
+            if inner.contactSince == nil || ContinuousClock.now - inner.lastContact > settings.fenceAfter {
+                return "the database is unreachable"
+            }
+            return nil
+        }
+        if let problem { throw .unavailable(problem) }
+    }
+
+    /// Whether this process serves: false while fenced (the server closes sockets with 1013).
+    public var isServing: Bool { (try? ensureServing()) != nil }
+
+    private func noteContact(since sent: ContinuousClock.Instant) {
+        inner.withLock { inner in
+            if sent > inner.lastContact { inner.lastContact = sent }
+            if inner.contactSince == nil { inner.contactSince = sent }
+        }
+    }
+
+    // MARK: - Group commit
+
+    private final class PendingOperation: Sendable {
+        let apply: @Sendable (inout PresenceState, Int64, [String]) -> [RoomChange]
+        let finish: @Sendable ((any Error)?) -> Void
+        /// An expiry: the writer reads the stored deadlines of the due sessions first.
+        let expiryLimit: Int?
+        init(
+            expiryLimit: Int? = nil, apply: @escaping @Sendable (inout PresenceState, Int64, [String]) -> [RoomChange],
+            finish: @escaping @Sendable ((any Error)?) -> Void
+        ) {
+            self.expiryLimit = expiryLimit
+            self.apply = apply
+            self.finish = finish
+        }
+    }
+
+    /// Queues a mutation for the writer that `run()` owns and returns once it is committed.
+    private func perform<Value: Sendable>(
+        expiryLimit: Int? = nil,
+        _ body: @escaping @Sendable (inout PresenceState, Int64, [String]) throws(PresenceError) -> (Value, [RoomChange])
+    ) async throws -> Value {
+        try ensureServing()
+        let promise = Promise<Result<Value, any Error>>()
+        let outcome = Mutex<Result<Value, any Error>?>(nil)
+        let operation = PendingOperation(
+            expiryLimit: expiryLimit,
+            apply: { state, now, due in
+                do throws(PresenceError) {
+                    let (value, changes) = try body(&state, now, due)
+                    outcome.withLock { $0 = .success(value) }
+                    return changes
+                } catch {
+                    outcome.withLock { $0 = .failure(error) }
+                    return []
+                }
+            },
+            finish: { storeError in
+                if let storeError {
+                    promise.fulfil(.failure(storeError))
+                } else {
+                    promise.fulfil(outcome.withLock { $0 } ?? .failure(PresenceError.unavailable("operation was not applied")))
+                }
+            })
+        let accepted = inner.withLock { inner -> Bool in
+            guard inner.writer != .stopped else { return false }
+            inner.queue.append(operation)
+            return true
+        }
+        guard accepted else { throw PresenceError.unavailable("the store has stopped") }
+        writerWake.yield()
+        return try await promise.value.get()
+    }
+
+    /// Commits everything queued, batch after batch. Only the writer in `run()` calls this.
+    private func commitQueuedBatches() async {
+        while true {
+            let operations = inner.withLock { inner -> [PendingOperation] in
+                defer { inner.queue.removeAll(keepingCapacity: true) }
+                return inner.queue
+            }
+            guard !operations.isEmpty else { return }
+            await commit(operations)
+        }
+    }
+
+    private func commit(_ operations: [PendingOperation]) async {
+        var published: [RoomChange] = []
+        var failure: (any Error)?
+        let sent = ContinuousClock.now
+        do {
+            published = try await Self.withTimeout(settings.fenceAfter, "a commit") { [self] in
+                try await client.withTransaction(logger: logger) { connection in
+                    try await self.commitBatch(operations, on: connection)
+                }
+            }
+            noteContact(since: sent)
+            counters.withLock { $0.transactions += 1 }
+        } catch {
+            failure = error
+            logger.error("commit failed; reloading the stored state", metadata: ["error": "\(Self.describe(error))"])
+        }
+        inner.withLock { inner in
+            inner.committing = false
+            inner.unstoredSessions.removeAll()
+            if failure != nil { inner.stale = true }
+            let reads = inner.waitingReads
+            inner.waitingReads.removeAll()
+            // Reads that waited see exactly the state just stored (or, after a failure, are told so below).
+            if failure == nil { for read in reads { read(inner.state) } } else { inner.waitingReads = reads }
+        }
+        if failure == nil {
+            feed.publish(published)
+        } else {
+            await reload()
+        }
+        let storeError = failure.map { _ in PresenceError.unavailable("the change could not be stored") }
+        for operation in operations { operation.finish(storeError) }
+    }
+
+    /// Inside the transaction: lock the head, catch up, apply, write. Returns the changes to publish
+    /// (those of other processes caught up first, then the batch's own).
+    private func commitBatch(_ operations: [PendingOperation], on connection: PostgresConnection) async throws -> [RoomChange] {
+        var headSeq: Int64 = 0
+        for try await seq in try await connection.query(
+            "SELECT seq FROM presence.head WHERE id = 1 FOR UPDATE", logger: logger
+        ).decode(Int64.self) {
+            headSeq = seq
+        }
+        var published = try await applyLog(upTo: headSeq, on: connection)
+
+        // Expiry: sessions this process believes due may have been heard of elsewhere.
+        let now = clock.nowMillis()
+        var due: [String] = []
+        if let limit = operations.compactMap(\.expiryLimit).max() {
+            due = inner.withLock { $0.state.takeDueSessionIds(now: now, limit: limit) }
+            if !due.isEmpty {
+                var stored: [(String, Int64)] = []
+                for try await row in try await connection.query(
+                    "SELECT session_id, deadline FROM presence.sessions WHERE session_id = ANY(\(due)) FOR UPDATE",
+                    logger: logger
+                ).decode((String, Int64).self) {
+                    stored.append(row)
+                }
+                inner.withLock { inner in
+                    for (sessionId, deadline) in stored {
+                        inner.state.raiseDeadline(sessionId: sessionId, to: deadline)
+                        inner.storedDeadlines[sessionId] = max(inner.storedDeadlines[sessionId] ?? 0, deadline)
+                    }
+                }
+            }
+        }
+
+        let batch = inner.withLock { inner -> (changes: [RoomChange], rows: DurableChanges) in
+            var changes: [RoomChange] = []
+            for operation in operations { changes.append(contentsOf: operation.apply(&inner.state, now, due)) }
+            inner.committing = true
+            let rows = inner.state.takeDurableChanges()
+            inner.unstoredSessions = Set(rows.sessions.map(\.sessionId)).union(rows.deletedSessions)
+            return (changes, rows)
+        }
+        guard !batch.rows.isEmpty || !batch.changes.isEmpty else { return published }
+        let entry = try LogEntry(batch.rows, changes: batch.changes).encoded()
+        let nextSeq = headSeq + 1
+        try await connection.query(Self.writeEntry(entry, seq: nextSeq, lastVersion: Int64(batch.rows.lastVersion)), logger: logger)
+        inner.withLock { inner in
+            inner.seq = nextSeq
+            for session in batch.rows.sessions {
+                inner.storedDeadlines[session.sessionId] = session.deadline
+                if let pending = inner.pendingDeadlines[session.sessionId], pending <= session.deadline {
+                    inner.pendingDeadlines.removeValue(forKey: session.sessionId)
+                }
+            }
+            for sessionId in batch.rows.deletedSessions {
+                inner.storedDeadlines.removeValue(forKey: sessionId)
+                inner.pendingDeadlines.removeValue(forKey: sessionId)
+            }
+        }
+        published.append(contentsOf: batch.changes)
+        return published
+    }
+
+    /// One statement writes a batch: its rows, its log entry, the head, and the notification.
+    private static func writeEntry(_ entry: String, seq: Int64, lastVersion: Int64) -> PostgresQuery {
+        """
+        WITH entry AS (SELECT \(entry)::jsonb AS e),
+        deleted_sessions AS (
+            DELETE FROM presence.sessions
+            WHERE session_id IN (SELECT jsonb_array_elements_text(e->'deleted_sessions') FROM entry)),
+        deleted_users AS (
+            DELETE FROM presence.users u
+            USING jsonb_to_recordset((SELECT e->'deleted_users' FROM entry)) AS d(room_id text, user_id text)
+            WHERE u.room_id = d.room_id AND u.user_id = d.user_id),
+        deleted_rooms AS (
+            DELETE FROM presence.rooms
+            WHERE room_id IN (SELECT jsonb_array_elements_text(e->'deleted_rooms') FROM entry)),
+        rooms AS (
+            INSERT INTO presence.rooms
+            SELECT * FROM jsonb_populate_recordset(NULL::presence.rooms, (SELECT e->'rooms' FROM entry))
+            ON CONFLICT (room_id) DO UPDATE SET token = EXCLUDED.token, version = EXCLUDED.version),
+        users AS (
+            INSERT INTO presence.users
+            SELECT * FROM jsonb_populate_recordset(NULL::presence.users, (SELECT e->'users' FROM entry))
+            ON CONFLICT (room_id, user_id) DO UPDATE SET
+                online = EXCLUDED.online, online_since = EXCLUDED.online_since,
+                last_disconnected = EXCLUDED.last_disconnected, data = EXCLUDED.data, name = EXCLUDED.name,
+                image = EXCLUDED.image, away = EXCLUDED.away, away_since = EXCLUDED.away_since),
+        sessions AS (
+            INSERT INTO presence.sessions
+            SELECT * FROM jsonb_populate_recordset(NULL::presence.sessions, (SELECT e->'sessions' FROM entry))
+            ON CONFLICT (session_id) DO UPDATE SET
+                room_id = EXCLUDED.room_id, user_id = EXCLUDED.user_id, token = EXCLUDED.token,
+                "interval" = EXCLUDED."interval", away = EXCLUDED.away,
+                deadline = CASE WHEN presence.sessions."interval" <> EXCLUDED."interval" THEN EXCLUDED.deadline
+                    ELSE GREATEST(presence.sessions.deadline, EXCLUDED.deadline) END),
+        logged AS (INSERT INTO presence.log (seq, entry) VALUES (\(seq), \(entry))),
+        head AS (UPDATE presence.head SET seq = \(seq), last_version = \(lastVersion) WHERE id = 1)
+        SELECT pg_notify('presence', \(String(seq)))
+        """
+    }
+
+    /// Applies the log entries after this copy's position up to `headSeq`; reloads everything when
+    /// the entries it needs were trimmed. Returns the room changes to publish.
+    private func applyLog(upTo headSeq: Int64, on connection: PostgresConnection) async throws -> [RoomChange] {
+        var published: [RoomChange] = []
+        while true {
+            let from = inner.withLock { $0.seq }
+            guard from < headSeq else { return published }
+            var entries: [(Int64, String)] = []
+            for try await row in try await connection.query(
+                "SELECT seq, entry FROM presence.log WHERE seq > \(from) AND seq <= \(headSeq) ORDER BY seq LIMIT 1000",
+                logger: logger
+            ).decode((Int64, String).self) {
+                entries.append(row)
+            }
+            guard let first = entries.first, first.0 == from + 1 else {
+                // Trimmed past us (a long partition): the tables themselves are the truth.
+                published.append(contentsOf: try await reloadState(on: connection))
+                continue
+            }
+            let decoded = try entries.map { ($0.0, try LogEntry.decode($0.1)) }
+            counters.withLock { $0.catchUps += 1 }
+            inner.withLock { inner in
+                for (seq, entry) in decoded {
+                    guard let rows = try? entry.durableChanges else {
+                        logger.error("unreadable log entry; reloading", metadata: ["seq": "\(seq)"])
+                        inner.stale = true
+                        break
+                    }
+                    inner.state.applyReplicated(rows)
+                    for session in rows.sessions {
+                        inner.storedDeadlines[session.sessionId] = max(inner.storedDeadlines[session.sessionId] ?? 0, session.deadline)
+                    }
+                    for sessionId in rows.deletedSessions {
+                        inner.storedDeadlines.removeValue(forKey: sessionId)
+                        inner.pendingDeadlines.removeValue(forKey: sessionId)
+                    }
+                    inner.seq = seq
+                    published.append(contentsOf: entry.roomChanges)
+                }
+            }
+            if inner.withLock({ $0.stale }) {
+                published.append(contentsOf: try await reloadState(on: connection))
+            }
+        }
+    }
+
+    /// Replaces memory with the tables (after a failed commit, or when the log was trimmed past
+    /// this copy) and returns a change for every room that differs, so subscribers catch up.
+    private func reloadState(on connection: PostgresConnection) async throws -> [RoomChange] {
+        let loaded = try await Self.load(connection, now: clock.nowMillis(), quotas: quotas, logger: logger)
+        counters.withLock { $0.reloads += 1 }
+        return inner.withLock { inner in
+            let before = inner.state.roomHeads
+            inner.state = loaded.state
+            inner.seq = loaded.seq
+            inner.storedDeadlines = loaded.storedDeadlines
+            inner.stale = false
+            for (sessionId, deadline) in inner.pendingDeadlines {
+                inner.state.raiseDeadline(sessionId: sessionId, to: deadline)
+            }
+            let after = inner.state.roomHeads
+            var changes: [RoomChange] = []
+            for (roomId, head) in before {
+                if let now = after[roomId] {
+                    if now.token != head.token {
+                        changes.append(RoomChange(roomId: roomId, roomToken: head.token, roomVersion: head.version, kind: .tokenRotated))
+                    } else if now.version != head.version {
+                        changes.append(RoomChange(roomId: roomId, roomToken: now.token, roomVersion: now.version, kind: .updated))
+                    }
+                } else {
+                    changes.append(RoomChange(roomId: roomId, roomToken: head.token, roomVersion: loaded.state.lastVersion, kind: .removed))
+                }
+            }
+            for (roomId, head) in after where before[roomId] == nil {
+                changes.append(RoomChange(roomId: roomId, roomToken: head.token, roomVersion: head.version, kind: .updated))
+            }
+            let reads = inner.waitingReads
+            inner.waitingReads.removeAll()
+            for read in reads { read(inner.state) }
+            return changes
+        }
+    }
+
+    /// After a failed commit: reload as soon as the database answers; until then the store refuses to serve.
+    private func reload() async {
+        do {
+            let changes = try await Self.withTimeout(settings.fenceAfter, "a reload") { [self] in
+                try await client.withConnection { connection in try await self.reloadState(on: connection) }
+            }
+            feed.publish(changes)
+        } catch {
+            logger.error("could not reload the stored state; retrying", metadata: ["error": "\(Self.describe(error))"])
+        }
+    }
+
+    /// Reads what other processes committed since this copy's position.
+    private func catchUp() async {
+        let waiters = inner.withLock { inner in
+            inner.catchUpWanted = false
+            defer { inner.catchUpWaiters.removeAll() }
+            return inner.catchUpWaiters
+        }
+        let sent = ContinuousClock.now
+        do {
+            let changes = try await Self.withTimeout(settings.fenceAfter, "catching up") { [self] in
+                try await client.withConnection { connection in
+                    if inner.withLock({ $0.stale }) { return try await self.reloadState(on: connection) }
+                    var headSeq: Int64 = 0
+                    for try await seq in try await connection.query("SELECT seq FROM presence.head", logger: logger)
+                        .decode(Int64.self)
+                    {
+                        headSeq = seq
+                    }
+                    return try await self.applyLog(upTo: headSeq, on: connection)
+                }
+            }
+            noteContact(since: sent)
+            feed.publish(changes)
+            for waiter in waiters { waiter.fulfil(.success(())) }
+        } catch {
+            logger.warning("catching up failed", metadata: ["error": "\(Self.describe(error))"])
+            for waiter in waiters { waiter.fulfil(.failure(PresenceError.unavailable("the database is unreachable"))) }
+        }
+    }
+
+    /// Reads wait while a batch is being written, so they never show an unstored change.
+    private func read<Value: Sendable>(_ body: @escaping @Sendable (PresenceState) -> Value) async throws -> Value {
+        try ensureServing()
+        let promise = Promise<Value>()
+        let immediate = inner.withLock { inner -> Value? in
+            if !inner.committing && !inner.stale { return body(inner.state) }
+            inner.waitingReads.append { state in promise.fulfil(body(state)) }
+            return nil
+        }
+        if let immediate { return immediate }
+        return await promise.value
+    }
+
+    private func requestCatchUp() {
+        inner.withLock { $0.catchUpWanted = true }
+        writerWake.yield()
+    }
+
+    // MARK: - PresenceStore
+
+    public func synchronize() async throws {
+        try ensureServing()
+        let promise = Promise<Result<Void, any Error>>()
+        inner.withLock { inner in
+            inner.catchUpWaiters.append(promise)
+            inner.catchUpWanted = true
+        }
+        writerWake.yield()
+        try await promise.value.get()
+    }
+
+    public func heartbeat(_ request: HeartbeatRequest) async throws -> SessionTokens {
+        try ensureServing()
+        let now = clock.nowMillis()
+        let deadline = ProtocolLimits.deadline(now: now, interval: request.interval)
+        // The next tick stores a deadline moved now; one nearer than that (and a margin) is stored at once.
+        let margin = settings.syncMargin.milliseconds + settings.tick.milliseconds
+        let fastPath = inner.withLock { inner -> PresenceState.HeartbeatOutcome? in
+            guard !inner.unstoredSessions.contains(request.sessionId),
+                let stored = inner.storedDeadlines[request.sessionId], stored - now > margin
+            else { return nil }
+            guard let outcome = inner.state.extendLiveSession(request, now: now) else { return nil }
+            inner.pendingDeadlines[request.sessionId] = deadline
+            return outcome
+        }
+        if let fast = fastPath {
+            counters.withLock { $0.fastHeartbeats += 1 }
+            if let queued = fast.queuedDeadline { deadlineAlarm.note(deadline: queued) }
+            return fast.tokens
+        }
+        counters.withLock { $0.storedHeartbeats += 1 }
+        let outcome = try await perform { state, now, _ throws(PresenceError) in
+            let outcome = try state.heartbeat(request, now: now)
+            // Its deadline is stored with the batch, however little else changed.
+            state.markSessionUnstored(request.sessionId)
+            return (outcome, outcome.changes)
+        }
+        if let queued = outcome.queuedDeadline { deadlineAlarm.note(deadline: queued) }
+        return outcome.tokens
+    }
+
+    public func disconnect(sessionToken: String) async throws {
+        try await perform { state, now, _ in ((), state.disconnect(sessionToken: sessionToken, now: now).changes) }
+    }
+
+    public func update(sessionToken: String, data: JSONValue?) async throws {
+        try await perform { state, _, _ throws(PresenceError) in
+            ((), try state.update(sessionToken: sessionToken, data: data).changes)
+        }
+    }
+
+    public func updateRoomUser(roomId: String, userId: String, data: JSONValue?) async throws {
+        try await perform { state, _, _ throws(PresenceError) in
+            ((), try state.updateRoomUser(roomId: roomId, userId: userId, data: data).changes)
+        }
+    }
+
+    public func snapshot(roomToken: String, limit: Int) async throws -> RoomSnapshot {
+        try await read { $0.snapshot(roomToken: roomToken, limit: limit) }
+    }
+
+    public func roomUsers(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot {
+        try await read { $0.roomUsers(roomId: roomId, onlineOnly: onlineOnly, limit: limit) }
+    }
+
+    public func userRooms(userId: String, onlineOnly: Bool, limit: Int) async throws -> [UserRoomStatus] {
+        try await read { $0.userRooms(userId: userId, onlineOnly: onlineOnly, limit: limit) }
+    }
+
+    public func removeRoomUser(roomId: String, userId: String) async throws {
+        try await perform { state, _, _ in ((), state.removeRoomUser(roomId: roomId, userId: userId).changes) }
+    }
+
+    public func removeRoom(roomId: String) async throws {
+        try await perform { state, _, _ in ((), state.removeRoom(roomId: roomId).changes) }
+    }
+
+    public func rotateRoomToken(roomId: String) async throws -> String? {
+        try await perform { state, _, _ in
+            guard let (token, outcome) = state.rotateRoomToken(roomId: roomId) else { return (nil, []) }
+            return (token, outcome.changes)
+        }
+    }
+
+    public func forgetOfflineUsers(before cutoff: Int64, limit: Int) async throws -> Int {
+        // One process sweeps for all of them: the expiry leader.
+        guard isLeading else { return 0 }
+        return try await perform { state, _, _ in
+            let (forgotten, outcome) = state.forgetOfflineUsers(before: cutoff, limit: limit)
+            return (forgotten, outcome.changes)
+        }
+    }
+
+    /// A token another process made a moment ago may not have reached this copy: look again after catching up.
+    public func roomId(forToken roomToken: String) async throws -> String? {
+        if let roomId = try await read({ $0.roomId(forToken: roomToken) }) { return roomId }
+        try await synchronize()
+        return try await read { $0.roomId(forToken: roomToken) }
+    }
+
+    public func sessionOwner(sessionToken: String) async throws -> SessionOwner? {
+        if let owner = try await read({ $0.sessionOwner(sessionToken: sessionToken) }) { return owner }
+        try await synchronize()
+        return try await read { $0.sessionOwner(sessionToken: sessionToken) }
+    }
+
+    /// True while this process holds the expiry lease and has been in unbroken contact with the
+    /// database for a whole lease: after a database restart the others have stored their
+    /// heartbeats' deadlines by then, so nobody is expired for the outage.
+    public var isLeading: Bool {
+        inner.withLock { inner in
+            let now = ContinuousClock.now
+            guard let until = inner.leaderUntil, now < until, let since = inner.contactSince else { return false }
+            return now - since >= settings.lease && now - inner.lastContact <= settings.fenceAfter
+        }
+    }
+
+    public func expireDueSessions(limit: Int) async throws -> Int {
+        guard isLeading else { return 0 }
+        let now = clock.nowMillis()
+        let due = inner.withLock { inner -> Bool in
+            guard inner.state.hasDue(now: now) else { return false }
+            inner.lastExpiryCheck = now
+            return true
+        }
+        guard due else { return 0 }
+        return try await perform(expiryLimit: limit) { state, now, due in
+            let (expired, outcome) = state.expire(sessionIds: due, now: now)
+            return (expired, outcome.changes)
+        }
+    }
+
+    public func nextDeadline() async throws -> Int64? {
+        guard isLeading else { return nil }
+        let granularity = settings.expiryGranularity.milliseconds
+        return inner.withLock { inner in
+            inner.state.nextDeadline.map { max($0, inner.lastExpiryCheck + granularity) }
+        }
+    }
+
+    public func roomChanges() -> AsyncStream<RoomChange> {
+        feed.stream()
+    }
+
+    public func statistics() async throws -> PresenceStatistics {
+        try await read { $0.statistics }
+    }
+
+    // MARK: - Running
+
+    /// The store's work: the connection pools, the writer (group commit and catching up), the
+    /// LISTENing connection, and the tick (lease, leader lease, deadlines, polling). When
+    /// cancelled it commits what it accepted, stores every pending deadline and gives up its leases,
+    /// so another process takes over expiry at once and no client appears offline.
+    public func run() async throws {
+        let starts = inner.withLock { inner -> Bool in
+            guard inner.writer == .notStarted else { return false }
+            inner.writer = .running
+            return true
+        }
+        guard starts else { throw PostgresStoreError("the store's writer runs once") }
+        // Cancellation asks the work to stop; it must not cancel the statements that finish it
+        // (the last commits, the last deadlines, giving up the leases), so the work runs in a task
+        // of its own that this one awaits to the end.
+        let work = Task { await self.serve() }
+        await withTaskCancellationHandler {
+            await work.value
+        } onCancel: {
+            writerWake.finish()
+        }
+    }
+
+    private func serve() async {
+        await withTaskGroup(of: Void.self) { pools in
+            pools.addTask { await self.client.run() }
+            pools.addTask { await self.listenClient.run() }
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.listen() }
+                group.addTask { await self.tickLoop() }
+                // Ends when `run()` is cancelled.
+                for await _ in writerWakes {
+                    await commitQueuedBatches()
+                    if inner.withLock({ $0.catchUpWanted || $0.stale }) { await catchUp() }
+                }
+                group.cancelAll()
+            }
+            inner.withLock { $0.writer = .stopped }
+            await commitQueuedBatches()
+            await tick(final: true)
+            pools.cancelAll()
+        }
+        feed.finish()
+    }
+
+    /// LISTENs on its own connection; after every reconnect it catches up, since notifications
+    /// sent meanwhile are lost.
+    private func listen() async {
+        while !Task.isCancelled {
+            do {
+                try await listenClient.withConnection { connection in
+                    try await connection.listen(on: "presence") { notifications in
+                        requestCatchUp()
+                        for try await _ in notifications { requestCatchUp() }
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("the listening connection failed; reconnecting", metadata: ["error": "\(Self.describe(error))"])
+            }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+    }
+
+    private func tickLoop() async {
+        while !Task.isCancelled {
+            await tick(final: false)
+            try? await Task.sleep(for: settings.tick)
+        }
+    }
+
+    /// One statement per tick: renew this process's lease, renew or claim the expiry lease, store
+    /// the deadlines heartbeats moved, and read the head to notice a lost notification.
+    /// The final tick stores the deadlines and gives both leases up.
+    private func tick(final: Bool) async {
+        let pending = inner.withLock { $0.pendingDeadlines }
+        let sessionIds = Array(pending.keys)
+        let deadlines = sessionIds.map { pending[$0]! }
+        let leaseMillis = settings.lease.milliseconds
+        let sent = ContinuousClock.now
+        let mayClaim = inner.withLock { inner in inner.contactSince.map { sent - $0 >= settings.lease } ?? false }
+        do {
+            let (headSeq, leading) = try await Self.withTimeout(settings.fenceAfter, "the tick") { [self] in
+                let query: PostgresQuery = final
+                    ? """
+                    WITH flushed AS (
+                        UPDATE presence.sessions s SET deadline = f.deadline
+                        FROM unnest(\(sessionIds)::text[], \(deadlines)::bigint[]) AS f(session_id, deadline)
+                        WHERE s.session_id = f.session_id AND s.deadline < f.deadline),
+                    resigned AS (
+                        UPDATE presence.leader SET lease_until = '-infinity' WHERE id = 1 AND node_id = \(nodeId)),
+                    gone AS (DELETE FROM presence.nodes WHERE node_id = \(nodeId))
+                    SELECT (SELECT seq FROM presence.head), false
+                    """
+                    : """
+                    WITH node AS (
+                        INSERT INTO presence.nodes (node_id, lease_until)
+                        VALUES (\(nodeId), now() + \(leaseMillis) * interval '1 millisecond')
+                        ON CONFLICT (node_id) DO UPDATE SET lease_until = EXCLUDED.lease_until),
+                    leader AS (
+                        UPDATE presence.leader
+                        SET node_id = \(nodeId), lease_until = now() + \(leaseMillis) * interval '1 millisecond'
+                        WHERE id = 1 AND (node_id = \(nodeId) OR (lease_until < now() AND \(mayClaim)))
+                        RETURNING 1),
+                    flushed AS (
+                        UPDATE presence.sessions s SET deadline = f.deadline
+                        FROM unnest(\(sessionIds)::text[], \(deadlines)::bigint[]) AS f(session_id, deadline)
+                        WHERE s.session_id = f.session_id AND s.deadline < f.deadline)
+                    SELECT (SELECT seq FROM presence.head), EXISTS (SELECT 1 FROM leader)
+                    """
+                var result: (Int64, Bool) = (0, false)
+                for try await row in try await client.query(query, logger: logger).decode((Int64, Bool).self) {
+                    result = row
+                }
+                return result
+            }
+            noteContact(since: sent)
+            if !pending.isEmpty { counters.withLock { $0.deadlineFlushes += 1 } }
+            let (wasLeading, behind) = inner.withLock { inner -> (Bool, Bool) in
+                for (sessionId, deadline) in pending {
+                    if inner.pendingDeadlines[sessionId] == deadline { inner.pendingDeadlines.removeValue(forKey: sessionId) }
+                    if inner.state.session(id: sessionId) != nil {
+                        inner.storedDeadlines[sessionId] = max(inner.storedDeadlines[sessionId] ?? 0, deadline)
+                    }
+                }
+                let wasLeading = inner.leaderUntil.map { sent < $0 } ?? false
+                // The lease counts from when the statement was sent, the earliest it can have started.
+                inner.leaderUntil = leading ? sent + settings.lease - settings.tick : nil
+                return (wasLeading, inner.seq < headSeq)
+            }
+            if behind { requestCatchUp() }
+            if leading, !wasLeading, let next = inner.withLock({ $0.state.nextDeadline }) {
+                logger.info("this process now expires sessions for all", metadata: ["node": "\(nodeId)"])
+                deadlineAlarm.note(deadline: next)
+            }
+            if leading, isLeading { await trimLog() }
+        } catch {
+            if final {
+                logger.error("could not store the last deadlines", metadata: ["error": "\(Self.describe(error))"])
+                return
+            }
+            let fenced = inner.withLock { inner -> Bool in
+                inner.leaderUntil = nil
+                guard ContinuousClock.now - inner.lastContact > settings.fenceAfter, inner.contactSince != nil else {
+                    return false
+                }
+                inner.contactSince = nil
+                return true
+            }
+            if fenced {
+                logger.error("cut off from PostgreSQL: not serving until it answers", metadata: ["error": "\(Self.describe(error))"])
+            } else {
+                logger.warning("the tick failed", metadata: ["error": "\(Self.describe(error))"])
+            }
+        }
+    }
+
+    private func trimLog() async {
+        let retentionMillis = settings.logRetention.milliseconds
+        do {
+            try await client.query(
+                """
+                DELETE FROM presence.log
+                WHERE written_at < now() - \(retentionMillis) * interval '1 millisecond'
+                AND seq < (SELECT seq FROM presence.head)
+                """, logger: logger)
+        } catch {
+            logger.warning("could not trim the log", metadata: ["error": "\(Self.describe(error))"])
+        }
+    }
+
+    /// Runs `body`, or throws once `limit` has passed: a statement that hangs (a cut network)
+    /// must not hold the writer, which would hang every caller with it.
+    static func withTimeout<Value: Sendable>(
+        _ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> Value
+    ) async throws -> Value {
+        try await withThrowingTaskGroup(of: Value?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw PostgresStoreError("\(what) took longer than \(limit)")
+            }
+            return value
+        }
+    }
+}

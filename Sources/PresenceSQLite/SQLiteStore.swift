@@ -224,34 +224,6 @@ public final class SQLiteStore: PresenceStore {
         }
     }
 
-    /// A one-shot value a caller awaits. Not cancellable on purpose: an operation that was queued
-    /// is committed whatever happens to its caller, and the caller learns how it went.
-    private final class Promise<Value: Sendable>: Sendable {
-        private let state = Mutex<(value: Value?, waiter: CheckedContinuation<Value, Never>?)>((nil, nil))
-
-        func fulfil(_ value: Value) {
-            let waiter = state.withLock { state -> CheckedContinuation<Value, Never>? in
-                state.value = value
-                defer { state.waiter = nil }
-                return state.waiter
-            }
-            waiter?.resume(returning: value)
-        }
-
-        var value: Value {
-            get async {
-                await withCheckedContinuation { continuation in
-                    let ready = state.withLock { state -> Value? in
-                        if let value = state.value { return value }
-                        state.waiter = continuation
-                        return nil
-                    }
-                    if let ready { continuation.resume(returning: ready) }
-                }
-            }
-        }
-    }
-
     /// Queues a mutation for the writer that `run()` owns and returns once its effects are stored.
     private func perform<Value: Sendable>(
         _ body: @escaping @Sendable (inout PresenceState, Int64) throws(PresenceError) -> (Value, [RoomChange])

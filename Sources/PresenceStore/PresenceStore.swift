@@ -47,6 +47,9 @@ public protocol PresenceStore: Sendable {
     /// A new stream of every room change from now on, in the order they were stored.
     func roomChanges() -> AsyncStream<RoomChange>
     func statistics() async throws -> PresenceStatistics
+    /// Returns once this process's reads show every change committed anywhere before the call:
+    /// a store shared by several processes catches up with the others. The default has nothing to do.
+    func synchronize() async throws
     /// The store's own work while it serves (a durable store's writer and its "alive at" mark);
     /// runs until cancelled, then finishes what it accepted. Operations of a store whose `run()`
     /// needs to run wait for it. The default has nothing to do.
@@ -71,6 +74,8 @@ extension PresenceStore {
             }
         }
     }
+
+    public func synchronize() async throws {}
 
     public func run() async throws {
         // Nothing to keep up: wait for cancellation, like any service.

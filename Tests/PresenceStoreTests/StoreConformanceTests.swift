@@ -1,6 +1,7 @@
 import Testing
 import PresenceTestSupport
 import Foundation
+import PresencePostgres
 import PresenceSQLite
 import PresenceStore
 
@@ -8,18 +9,66 @@ import PresenceStore
 struct StoreKind: Sendable, CustomTestStringConvertible {
     let name: String
     let make: @Sendable (ManualWallClock) async throws -> any PresenceStore
+    /// Waits until a running store does all its work (the PostgreSQL store: until it leads expiry).
+    var ready: @Sendable (any PresenceStore) async throws -> Void = { _ in }
     var testDescription: String { name }
 
-    /// Every store implementation is listed here and must pass every conformance test.
-    static let all: [StoreKind] = [
-        StoreKind(name: "memory") { clock in MemoryStore(clock: clock) },
-        StoreKind(name: "sqlite") { clock in try SQLiteStore(directory: temporaryDirectory(), clock: clock) },
-    ]
+    /// Every store implementation is listed here and must pass every conformance test. The
+    /// PostgreSQL store joins when `scripts/test.sh` has started a server for the tests.
+    static let all: [StoreKind] = {
+        var kinds = [
+            StoreKind(name: "memory") { clock in MemoryStore(clock: clock) },
+            StoreKind(name: "sqlite") { clock in try SQLiteStore(directory: temporaryDirectory(), clock: clock) },
+        ]
+        if PostgresForTests.url != nil {
+            kinds.append(StoreKind(name: "postgres", make: { clock in
+                try await PostgresStore.open(settings: PostgresForTests.freshDatabase(), clock: clock)
+            }, ready: { store in try await PostgresForTests.waitUntilLeading(store as! PostgresStore) }))
+        }
+        return kinds
+    }()
 
     /// A fresh store, served by its `run()` while `body` uses it.
     func withStore(_ clock: ManualWallClock, _ body: (any PresenceStore) async throws -> Void) async throws {
         let store = try await make(clock)
-        try await store.whileRunning { try await body(store) }
+        try await store.whileRunning {
+            try await ready(store)
+            try await body(store)
+        }
+    }
+}
+
+/// The PostgreSQL server `scripts/test.sh` starts (PRESENCE_TEST_POSTGRES_URL), with short
+/// leases and ticks so tests take fractions of a second.
+enum PostgresForTests {
+    static let url = ProcessInfo.processInfo.environment["PRESENCE_TEST_POSTGRES_URL"]
+
+    static func freshDatabase() async throws -> PostgresSettings {
+        var settings = try PostgresSettings(url: url!)
+        settings.lease = .milliseconds(600)
+        settings.tick = .milliseconds(100)
+        settings.fenceAfter = .milliseconds(450)
+        settings.syncMargin = .milliseconds(200)
+        settings.expiryGranularity = .milliseconds(10)
+        let name = "t_" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        return try await settings.creatingDatabase(named: name)
+    }
+
+    static func waitUntilLeading(_ store: PostgresStore) async throws {
+        let start = ContinuousClock.now
+        while !store.isLeading {
+            guard ContinuousClock.now - start < .seconds(20) else { throw TestFailure("the store never took the expiry lease") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+@Suite struct PostgresAvailability {
+    /// `scripts/test.sh` sets PRESENCE_REQUIRE_POSTGRES, so CI cannot pass by skipping PostgreSQL.
+    @Test func postgresIsThereWhenRequired() {
+        if ProcessInfo.processInfo.environment["PRESENCE_REQUIRE_POSTGRES"] == "1" {
+            #expect(PostgresForTests.url != nil, "PRESENCE_TEST_POSTGRES_URL is not set")
+        }
     }
 }
 
