@@ -118,6 +118,7 @@ let package = Package(
             dependencies: [
                 "PresenceServer",
                 "PresenceSQLite",
+                "PresencePostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

@@ -31,6 +31,15 @@ public struct PostgresSettings: Sendable {
     /// Log entries older than this are trimmed; a process further behind reloads everything.
     public var logRetention: Duration = .seconds(300)
 
+    /// Sets the lease and the timings that follow from it: a tick of a sixth of it, fencing after
+    /// two thirds, so a cut-off process stops before another may take over.
+    public mutating func useLease(_ lease: Duration) {
+        self.lease = lease
+        tick = lease / 6
+        fenceAfter = lease * 2 / 3
+        syncMargin = min(.seconds(1), lease / 6)
+    }
+
     /// - Parameters:
     ///   - url: `postgres://user:password@host:port/database`, with `?sslmode=disable|prefer|require`
     ///     (default `prefer`) and `?host=/path/to/socket-directory` for a Unix socket.

@@ -44,6 +44,7 @@ public final class PostgresStore: PresenceStore {
     private let writerWake: AsyncStream<Void>.Continuation
     private let writerWakes: AsyncStream<Void>
     private let counters = Mutex(Counters())
+    private let outageListeners = Mutex<[AsyncStream<Void>.Continuation]>([])
 
     private enum WriterStatus { case notStarted, running, stopped }
 
@@ -67,6 +68,8 @@ public final class PostgresStore: PresenceStore {
         var lastContact: ContinuousClock.Instant
         /// Since when contact has been unbroken (nil while fenced).
         var contactSince: ContinuousClock.Instant?
+        /// When contact came back after this process was fenced; nil if it never was.
+        var recoveredAt: ContinuousClock.Instant?
         /// Until when this process may act as the expiry leader.
         var leaderUntil: ContinuousClock.Instant?
         /// Memory may hold changes the database does not (a commit failed): reload before serving.
@@ -224,7 +227,10 @@ public final class PostgresStore: PresenceStore {
     private func noteContact(since sent: ContinuousClock.Instant) {
         inner.withLock { inner in
             if sent > inner.lastContact { inner.lastContact = sent }
-            if inner.contactSince == nil { inner.contactSince = sent }
+            if inner.contactSince == nil {
+                inner.contactSince = sent
+                inner.recoveredAt = sent
+            }
         }
     }
 
@@ -680,14 +686,16 @@ public final class PostgresStore: PresenceStore {
         return try await read { $0.sessionOwner(sessionToken: sessionToken) }
     }
 
-    /// True while this process holds the expiry lease and has been in unbroken contact with the
-    /// database for a whole lease: after a database restart the others have stored their
-    /// heartbeats' deadlines by then, so nobody is expired for the outage.
+    /// True while this process holds the expiry lease, is not fenced, and (if it was ever cut
+    /// off) has been back for a whole lease: after a database restart the others have stored
+    /// their heartbeats' deadlines by then, so nobody is expired for the outage.
     public var isLeading: Bool {
         inner.withLock { inner in
             let now = ContinuousClock.now
-            guard let until = inner.leaderUntil, now < until, let since = inner.contactSince else { return false }
-            return now - since >= settings.lease && now - inner.lastContact <= settings.fenceAfter
+            guard let until = inner.leaderUntil, now < until, inner.contactSince != nil,
+                now - inner.lastContact <= settings.fenceAfter
+            else { return false }
+            return inner.recoveredAt.map { now - $0 >= settings.lease } ?? true
         }
     }
 
@@ -716,6 +724,12 @@ public final class PostgresStore: PresenceStore {
 
     public func roomChanges() -> AsyncStream<RoomChange> {
         feed.stream()
+    }
+
+    public func outages() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        outageListeners.withLock { $0.append(continuation) }
+        return stream
     }
 
     public func statistics() async throws -> PresenceStatistics {
@@ -766,6 +780,7 @@ public final class PostgresStore: PresenceStore {
             pools.cancelAll()
         }
         feed.finish()
+        for listener in outageListeners.withLock({ $0 }) { listener.finish() }
     }
 
     /// LISTENs on its own connection; after every reconnect it catches up, since notifications
@@ -803,6 +818,8 @@ public final class PostgresStore: PresenceStore {
         let deadlines = sessionIds.map { pending[$0]! }
         let leaseMillis = settings.lease.milliseconds
         let sent = ContinuousClock.now
+        // A lease that ran out (rather than one given up) may mean the database was away for
+        // everyone: claim it only after a whole lease of contact, when the others have stored their deadlines.
         let mayClaim = inner.withLock { inner in inner.contactSince.map { sent - $0 >= settings.lease } ?? false }
         do {
             let (headSeq, leading) = try await Self.withTimeout(settings.fenceAfter, "the tick") { [self] in
@@ -825,7 +842,8 @@ public final class PostgresStore: PresenceStore {
                     leader AS (
                         UPDATE presence.leader
                         SET node_id = \(nodeId), lease_until = now() + \(leaseMillis) * interval '1 millisecond'
-                        WHERE id = 1 AND (node_id = \(nodeId) OR (lease_until < now() AND \(mayClaim)))
+                        WHERE id = 1 AND (node_id = \(nodeId) OR lease_until = '-infinity'
+                            OR (lease_until < now() AND \(mayClaim)))
                         RETURNING 1),
                     flushed AS (
                         UPDATE presence.sessions s SET deadline = f.deadline
@@ -874,6 +892,7 @@ public final class PostgresStore: PresenceStore {
             }
             if fenced {
                 logger.error("cut off from PostgreSQL: not serving until it answers", metadata: ["error": "\(Self.describe(error))"])
+                for listener in outageListeners.withLock({ $0 }) { listener.yield() }
             } else {
                 logger.warning("the tick failed", metadata: ["error": "\(Self.describe(error))"])
             }

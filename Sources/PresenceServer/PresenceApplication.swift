@@ -45,6 +45,7 @@ public enum PresenceApplication {
         WebAssets.load().register(on: router)
 
         let connectionIds = Atomic<Int>(0)
+        let openSockets = OpenSockets()
         let closeGrace = TimeAmount.milliseconds(configuration.closeGrace.milliseconds)
         let webSocketRouter = Router(context: PresenceRequestContext.self)
         webSocketRouter.middlewares.add(ErrorMiddleware(logger: logger, metrics: metrics))
@@ -70,6 +71,8 @@ public enum PresenceApplication {
             defer { addressLimits.closeConnection(address) }
             let id = connectionIds.wrappingAdd(1, ordering: .relaxed).newValue
             let outbox = Outbox(id: id, capacity: configuration.outboxCapacity)
+            openSockets.insert(outbox)
+            defer { openSockets.remove(outbox) }
             var identity: Identity?
             if let token = WebSocketAdmission.token(context.request) {
                 identity = try? await operations.authenticateUser(token: token).identity
@@ -112,7 +115,7 @@ public enum PresenceApplication {
                 address: .hostname(configuration.host, port: configuration.port),
                 serverName: "presence-server",
                 backlog: configuration.backlog),
-            services: [StoreService(store: store), hub, expiry]
+            services: [StoreService(store: store), hub, expiry, OutageService(store: store, sockets: openSockets, logger: logger)]
                 + (configuration.retention.map { [RetentionService(store: store, retention: $0, interval: configuration.retentionSweepInterval, logger: logger)] } ?? []),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
             logger: logger)
@@ -165,6 +168,36 @@ struct StoreService: Service {
         try await cancelWhenGracefulShutdown {
             try await store.run()
         }
+    }
+}
+
+/// The outboxes of the open WebSockets, so all of them can be closed at once.
+final class OpenSockets: Sendable {
+    private let outboxes = Mutex<[Int: Outbox]>([:])
+
+    func insert(_ outbox: Outbox) { outboxes.withLock { $0[outbox.id] = outbox } }
+    func remove(_ outbox: Outbox) { _ = outboxes.withLock { $0.removeValue(forKey: outbox.id) } }
+    var all: [Outbox] { outboxes.withLock { Array($0.values) } }
+}
+
+/// When the store stops serving (cut off from its database), every socket is closed with 1013:
+/// a subscriber must not keep showing a list that no longer changes, and its client reconnects,
+/// through a load balancer perhaps to a process that still serves.
+struct OutageService: Service {
+    let store: any PresenceStore
+    let sockets: OpenSockets
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            for await _ in store.outages() {
+                let outboxes = sockets.all
+                logger.warning("the store is unavailable: closing every WebSocket with 1013", metadata: ["sockets": "\(outboxes.count)"])
+                for outbox in outboxes { outbox.close(code: CloseCode.tryAgainLater, reason: "the store is unavailable") }
+            }
+        }
+        // A store that never stops serving ends the stream at once; a service that returned would end the server.
+        try? await gracefulShutdown()
     }
 }
 

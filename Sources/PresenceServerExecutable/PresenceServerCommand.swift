@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import PresencePostgres
 import PresenceServer
 import PresenceSQLite
 import PresenceStore
@@ -22,8 +23,17 @@ struct PresenceServerCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on, 0 for any free port [PRESENCE_PORT]. Default 8080.")
     var port: Int?
 
-    @Option(help: "Storage: sqlite (durable, in --data-dir) or memory (gone on restart) [PRESENCE_STORE]. Default sqlite.")
+    @Option(help: "Storage: sqlite (durable, in --data-dir), postgres (shared by several servers, at --postgres-url) or memory (gone on restart) [PRESENCE_STORE]. Default sqlite.")
     var store: String?
+
+    @Option(help: "postgres://user:password@host:5432/database[?sslmode=disable|prefer|require] for --store postgres [PRESENCE_POSTGRES_URL].")
+    var postgresUrl: String?
+
+    @Option(help: "A URL for the connection that LISTENs, when --postgres-url goes through PgBouncer in transaction mode [PRESENCE_POSTGRES_LISTEN_URL]. Default: --postgres-url.")
+    var postgresListenUrl: String?
+
+    @Option(help: "Seconds a server may stay silent before another takes over expiry; a server cut off from PostgreSQL stops serving after two thirds of it [PRESENCE_POSTGRES_LEASE]. Default 6.")
+    var postgresLease: Double?
 
     @Option(help: "Folder of the sqlite store's presence.sqlite [PRESENCE_DATA_DIR]. Default ./presence-data.")
     var dataDir: String?
@@ -180,8 +190,21 @@ struct PresenceServerCommand: AsyncParsableCommand {
             let directory = setting(dataDir, "PRESENCE_DATA_DIR") ?? "./presence-data"
             presenceStore = try SQLiteStore(directory: directory, quotas: userQuotas, logger: logger)
             storeName = "sqlite, \((directory as NSString).standardizingPath)/\(SQLiteStore.fileName)"
+        case "postgres":
+            guard let url = setting(postgresUrl, "PRESENCE_POSTGRES_URL") else {
+                throw ValidationError("--store postgres needs --postgres-url (or PRESENCE_POSTGRES_URL)")
+            }
+            var settings = try PostgresSettings(url: url, listenURL: setting(postgresListenUrl, "PRESENCE_POSTGRES_LISTEN_URL"))
+            if let leaseText = setting(postgresLease.map { String($0) }, "PRESENCE_POSTGRES_LEASE") {
+                guard let seconds = Double(leaseText), seconds >= 0.3, seconds <= 600 else {
+                    throw ValidationError("--postgres-lease must be a number of seconds from 0.3 to 600")
+                }
+                settings.useLease(.milliseconds(Int64(seconds * 1_000)))
+            }
+            presenceStore = try await PostgresStore.open(settings: settings, quotas: userQuotas, logger: logger)
+            storeName = "postgres, \(settings.displayName)"
         default:
-            throw ValidationError("unknown store \(storeName); choose sqlite or memory")
+            throw ValidationError("unknown store \(storeName); choose sqlite, postgres or memory")
         }
 
         let host = configuration.host

@@ -50,6 +50,10 @@ public protocol PresenceStore: Sendable {
     /// Returns once this process's reads show every change committed anywhere before the call:
     /// a store shared by several processes catches up with the others. The default has nothing to do.
     func synchronize() async throws
+    /// Yields each time the store stops serving (a shared store cut off from its database), so the
+    /// server closes its sockets with 1013 and their clients reconnect, perhaps to another process.
+    /// The default never yields.
+    func outages() -> AsyncStream<Void>
     /// The store's own work while it serves (a durable store's writer and its "alive at" mark);
     /// runs until cancelled, then finishes what it accepted. Operations of a store whose `run()`
     /// needs to run wait for it. The default has nothing to do.
@@ -76,6 +80,11 @@ extension PresenceStore {
     }
 
     public func synchronize() async throws {}
+
+    public func outages() -> AsyncStream<Void> {
+        // No continuation is kept, so the stream ends at once: this store never stops serving.
+        AsyncStream { _ in }
+    }
 
     public func run() async throws {
         // Nothing to keep up: wait for cancellation, like any service.
