@@ -158,6 +158,7 @@ let package = Package(
             dependencies: [
                 "PresenceServer",
                 "PresenceSQLite",
+                "PresencePostgres",
                 "PresenceTestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "JWTKit", package: "jwt-kit"),

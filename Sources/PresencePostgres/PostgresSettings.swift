@@ -24,6 +24,10 @@ public struct PostgresSettings: Sendable {
     /// A process that has not reached the database for this long stops serving (503, sockets
     /// closed with 1013) until it does again; shorter than `lease`, so it stops before others take over.
     public var fenceAfter: Duration = .seconds(4)
+    /// The longest a commit, catch-up or reload may take before it is given up on (and its callers
+    /// answered 503). Longer than `fenceAfter`: a large batch is slow, not lost, and new calls
+    /// are refused by fencing meanwhile anyway.
+    public var statementTimeout: Duration = .seconds(10)
     /// A heartbeat whose stored deadline is nearer than this is stored before it is answered.
     public var syncMargin: Duration = .seconds(1)
     /// The expiry leader checks due sessions at most this often (each check is one transaction).

@@ -75,7 +75,24 @@ public final class PostgresStore: PresenceStore {
         /// Memory may hold changes the database does not (a commit failed): reload before serving.
         var stale = false
         var lastExpiryCheck: Int64 = 0
+        /// Bumped when a statement is given up on: work of an earlier epoch, still running on a
+        /// connection that hung, may no longer touch memory.
+        var epoch = 0
     }
+
+    private struct Superseded: Error {}
+
+    /// Changes memory on behalf of work started in `epoch`, unless that work was given up on.
+    private func mutate<Value>(ifStill epoch: Int, _ body: (inout Inner) throws -> Value) throws -> Value {
+        try inner.withLock { inner in
+            guard inner.epoch == epoch else { throw Superseded() }
+            return try body(&inner)
+        }
+    }
+
+    private func currentEpoch() -> Int { inner.withLock { $0.epoch } }
+
+    private func abandonEpoch() { inner.withLock { $0.epoch += 1 } }
 
     /// For the benchmark and the operator: what this process asked of PostgreSQL.
     public struct Counters: Sendable {
@@ -304,16 +321,18 @@ public final class PostgresStore: PresenceStore {
         var published: [RoomChange] = []
         var failure: (any Error)?
         let sent = ContinuousClock.now
+        let epoch = currentEpoch()
         do {
-            published = try await Self.withTimeout(settings.fenceAfter, "a commit") { [self] in
+            published = try await Self.withTimeout(settings.statementTimeout, "a commit") { [self] in
                 try await client.withTransaction(logger: logger) { connection in
-                    try await self.commitBatch(operations, on: connection)
+                    try await self.commitBatch(operations, on: connection, epoch: epoch)
                 }
             }
             noteContact(since: sent)
             counters.withLock { $0.transactions += 1 }
         } catch {
             failure = error
+            abandonEpoch()
             logger.error("commit failed; reloading the stored state", metadata: ["error": "\(Self.describe(error))"])
         }
         inner.withLock { inner in
@@ -336,20 +355,20 @@ public final class PostgresStore: PresenceStore {
 
     /// Inside the transaction: lock the head, catch up, apply, write. Returns the changes to publish
     /// (those of other processes caught up first, then the batch's own).
-    private func commitBatch(_ operations: [PendingOperation], on connection: PostgresConnection) async throws -> [RoomChange] {
+    private func commitBatch(_ operations: [PendingOperation], on connection: PostgresConnection, epoch: Int) async throws -> [RoomChange] {
         var headSeq: Int64 = 0
         for try await seq in try await connection.query(
             "SELECT seq FROM presence.head WHERE id = 1 FOR UPDATE", logger: logger
         ).decode(Int64.self) {
             headSeq = seq
         }
-        var published = try await applyLog(upTo: headSeq, on: connection)
+        var published = try await applyLog(upTo: headSeq, on: connection, epoch: epoch)
 
         // Expiry: sessions this process believes due may have been heard of elsewhere.
         let now = clock.nowMillis()
         var due: [String] = []
         if let limit = operations.compactMap(\.expiryLimit).max() {
-            due = inner.withLock { $0.state.takeDueSessionIds(now: now, limit: limit) }
+            due = try mutate(ifStill: epoch) { $0.state.takeDueSessionIds(now: now, limit: limit) }
             if !due.isEmpty {
                 var stored: [(String, Int64)] = []
                 for try await row in try await connection.query(
@@ -358,7 +377,7 @@ public final class PostgresStore: PresenceStore {
                 ).decode((String, Int64).self) {
                     stored.append(row)
                 }
-                inner.withLock { inner in
+                try mutate(ifStill: epoch) { inner in
                     for (sessionId, deadline) in stored {
                         inner.state.raiseDeadline(sessionId: sessionId, to: deadline)
                         inner.storedDeadlines[sessionId] = max(inner.storedDeadlines[sessionId] ?? 0, deadline)
@@ -367,7 +386,7 @@ public final class PostgresStore: PresenceStore {
             }
         }
 
-        let batch = inner.withLock { inner -> (changes: [RoomChange], rows: DurableChanges) in
+        let batch = try mutate(ifStill: epoch) { inner -> (changes: [RoomChange], rows: DurableChanges) in
             var changes: [RoomChange] = []
             for operation in operations { changes.append(contentsOf: operation.apply(&inner.state, now, due)) }
             inner.committing = true
@@ -379,7 +398,7 @@ public final class PostgresStore: PresenceStore {
         let entry = try LogEntry(batch.rows, changes: batch.changes).encoded()
         let nextSeq = headSeq + 1
         try await connection.query(Self.writeEntry(entry, seq: nextSeq, lastVersion: Int64(batch.rows.lastVersion)), logger: logger)
-        inner.withLock { inner in
+        try mutate(ifStill: epoch) { inner in
             inner.seq = nextSeq
             for session in batch.rows.sessions {
                 inner.storedDeadlines[session.sessionId] = session.deadline
@@ -437,7 +456,7 @@ public final class PostgresStore: PresenceStore {
 
     /// Applies the log entries after this copy's position up to `headSeq`; reloads everything when
     /// the entries it needs were trimmed. Returns the room changes to publish.
-    private func applyLog(upTo headSeq: Int64, on connection: PostgresConnection) async throws -> [RoomChange] {
+    private func applyLog(upTo headSeq: Int64, on connection: PostgresConnection, epoch: Int) async throws -> [RoomChange] {
         var published: [RoomChange] = []
         while true {
             let from = inner.withLock { $0.seq }
@@ -451,12 +470,12 @@ public final class PostgresStore: PresenceStore {
             }
             guard let first = entries.first, first.0 == from + 1 else {
                 // Trimmed past us (a long partition): the tables themselves are the truth.
-                published.append(contentsOf: try await reloadState(on: connection))
+                published.append(contentsOf: try await reloadState(on: connection, epoch: epoch))
                 continue
             }
             let decoded = try entries.map { ($0.0, try LogEntry.decode($0.1)) }
             counters.withLock { $0.catchUps += 1 }
-            inner.withLock { inner in
+            try mutate(ifStill: epoch) { inner in
                 for (seq, entry) in decoded {
                     guard let rows = try? entry.durableChanges else {
                         logger.error("unreadable log entry; reloading", metadata: ["seq": "\(seq)"])
@@ -476,17 +495,17 @@ public final class PostgresStore: PresenceStore {
                 }
             }
             if inner.withLock({ $0.stale }) {
-                published.append(contentsOf: try await reloadState(on: connection))
+                published.append(contentsOf: try await reloadState(on: connection, epoch: epoch))
             }
         }
     }
 
     /// Replaces memory with the tables (after a failed commit, or when the log was trimmed past
     /// this copy) and returns a change for every room that differs, so subscribers catch up.
-    private func reloadState(on connection: PostgresConnection) async throws -> [RoomChange] {
+    private func reloadState(on connection: PostgresConnection, epoch: Int) async throws -> [RoomChange] {
         let loaded = try await Self.load(connection, now: clock.nowMillis(), quotas: quotas, logger: logger)
         counters.withLock { $0.reloads += 1 }
-        return inner.withLock { inner in
+        return try mutate(ifStill: epoch) { inner in
             let before = inner.state.roomHeads
             inner.state = loaded.state
             inner.seq = loaded.seq
@@ -520,12 +539,14 @@ public final class PostgresStore: PresenceStore {
 
     /// After a failed commit: reload as soon as the database answers; until then the store refuses to serve.
     private func reload() async {
+        let epoch = currentEpoch()
         do {
-            let changes = try await Self.withTimeout(settings.fenceAfter, "a reload") { [self] in
-                try await client.withConnection { connection in try await self.reloadState(on: connection) }
+            let changes = try await Self.withTimeout(settings.statementTimeout, "a reload") { [self] in
+                try await client.withConnection { connection in try await self.reloadState(on: connection, epoch: epoch) }
             }
             feed.publish(changes)
         } catch {
+            abandonEpoch()
             logger.error("could not reload the stored state; retrying", metadata: ["error": "\(Self.describe(error))"])
         }
     }
@@ -538,23 +559,25 @@ public final class PostgresStore: PresenceStore {
             return inner.catchUpWaiters
         }
         let sent = ContinuousClock.now
+        let epoch = currentEpoch()
         do {
-            let changes = try await Self.withTimeout(settings.fenceAfter, "catching up") { [self] in
+            let changes = try await Self.withTimeout(settings.statementTimeout, "catching up") { [self] in
                 try await client.withConnection { connection in
-                    if inner.withLock({ $0.stale }) { return try await self.reloadState(on: connection) }
+                    if inner.withLock({ $0.stale }) { return try await self.reloadState(on: connection, epoch: epoch) }
                     var headSeq: Int64 = 0
                     for try await seq in try await connection.query("SELECT seq FROM presence.head", logger: logger)
                         .decode(Int64.self)
                     {
                         headSeq = seq
                     }
-                    return try await self.applyLog(upTo: headSeq, on: connection)
+                    return try await self.applyLog(upTo: headSeq, on: connection, epoch: epoch)
                 }
             }
             noteContact(since: sent)
             feed.publish(changes)
             for waiter in waiters { waiter.fulfil(.success(())) }
         } catch {
+            abandonEpoch()
             logger.warning("catching up failed", metadata: ["error": "\(Self.describe(error))"])
             for waiter in waiters { waiter.fulfil(.failure(PresenceError.unavailable("the database is unreachable"))) }
         }
@@ -869,7 +892,7 @@ public final class PostgresStore: PresenceStore {
                 let wasLeading = inner.leaderUntil.map { sent < $0 } ?? false
                 // The lease counts from when the statement was sent, the earliest it can have started.
                 inner.leaderUntil = leading ? sent + settings.lease - settings.tick : nil
-                return (wasLeading, inner.seq < headSeq)
+                return (wasLeading, inner.seq < headSeq || inner.stale)
             }
             if behind { requestCatchUp() }
             if leading, !wasLeading, let next = inner.withLock({ $0.state.nextDeadline }) {
@@ -913,22 +936,24 @@ public final class PostgresStore: PresenceStore {
         }
     }
 
-    /// Runs `body`, or throws once `limit` has passed: a statement that hangs (a cut network)
-    /// must not hold the writer, which would hang every caller with it.
+    /// Runs `body`, or throws once `limit` has passed, without waiting for `body` to notice: a
+    /// statement on a connection that hangs (a cut network, a pool waiting for a server that is
+    /// down) must not hold the writer, and every caller with it. `body` is cancelled and left to
+    /// end on its own; the epoch keeps it from touching memory afterwards.
     static func withTimeout<Value: Sendable>(
         _ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> Value
     ) async throws -> Value {
-        try await withThrowingTaskGroup(of: Value?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw PostgresStoreError("\(what) took longer than \(limit)")
-            }
-            return value
+        let outcome = Promise<Result<Value, any Error>>()
+        let work = Task {
+            do { outcome.fulfil(.success(try await body())) } catch { outcome.fulfil(.failure(error)) }
         }
+        let timer = Task {
+            guard (try? await Task.sleep(for: limit)) != nil else { return }
+            outcome.fulfil(.failure(PostgresStoreError("\(what) took longer than \(limit)")))
+            work.cancel()
+        }
+        let result = await outcome.value
+        timer.cancel()
+        return try result.get()
     }
 }

@@ -53,6 +53,8 @@ struct PresenceOperations: Sendable {
     }
 
     // MARK: - Client calls
+    // Reads first `synchronize()`: with several processes, a list shows every change any of them
+    // acknowledged before it was asked for.
 
     func heartbeat(_ request: HeartbeatRequest, by caller: UserCaller) async throws(PresenceError) -> SessionTokens {
         try await authorize(caller, .join(roomId: request.roomId, userId: request.userId))
@@ -65,7 +67,10 @@ struct PresenceOperations: Sendable {
     func list(_ request: ListRequest, by caller: UserCaller) async throws(PresenceError) -> RoomSnapshot {
         // An unknown token reads as an empty room, so the answer never tells whether a room exists.
         guard try await authorizeRead(roomToken: request.roomToken, by: caller) else { return .empty }
-        return try await checked { try await store.snapshot(roomToken: request.roomToken, limit: request.limit) }
+        return try await checked {
+            try await store.synchronize()
+            return try await store.snapshot(roomToken: request.roomToken, limit: request.limit)
+        }
     }
 
     /// Whether `caller` may follow the room; the hub sends the snapshot (empty for an unknown token).
@@ -93,11 +98,17 @@ struct PresenceOperations: Sendable {
     }
 
     func roomUsers(roomId: String, onlineOnly: Bool, limit: Int, by _: AdminCaller) async throws(PresenceError) -> RoomSnapshot {
-        try await checked { try await store.roomUsers(roomId: roomId, onlineOnly: onlineOnly, limit: limit) }
+        try await checked {
+            try await store.synchronize()
+            return try await store.roomUsers(roomId: roomId, onlineOnly: onlineOnly, limit: limit)
+        }
     }
 
     func userRooms(userId: String, onlineOnly: Bool, limit: Int, by _: AdminCaller) async throws(PresenceError) -> [UserRoomStatus] {
-        try await checked { try await store.userRooms(userId: userId, onlineOnly: onlineOnly, limit: limit) }
+        try await checked {
+            try await store.synchronize()
+            return try await store.userRooms(userId: userId, onlineOnly: onlineOnly, limit: limit)
+        }
     }
 
     func removeRoomUser(roomId: String, userId: String, by _: AdminCaller) async throws(PresenceError) {

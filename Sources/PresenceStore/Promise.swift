@@ -1,7 +1,7 @@
 import Synchronization
 
-/// A one-shot value a caller awaits. Not cancellable on purpose: an operation that was queued
-/// is committed whatever happens to its caller, and the caller learns how it went.
+/// A one-shot value a caller awaits; the first value given wins. Not cancellable on purpose: an
+/// operation that was queued is committed whatever happens to its caller, and the caller learns how it went.
 public final class Promise<Value: Sendable>: Sendable {
     public init() {}
 
@@ -9,6 +9,7 @@ public final class Promise<Value: Sendable>: Sendable {
 
     public func fulfil(_ value: Value) {
         let waiter = state.withLock { state -> CheckedContinuation<Value, Never>? in
+            guard state.value == nil else { return nil }
             state.value = value
             defer { state.waiter = nil }
             return state.waiter

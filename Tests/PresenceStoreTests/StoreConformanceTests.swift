@@ -45,9 +45,11 @@ enum PostgresForTests {
 
     static func freshDatabase() async throws -> PostgresSettings {
         var settings = try PostgresSettings(url: url!)
-        settings.lease = .milliseconds(600)
+        // Short enough for quick tests, long enough that a machine busy with the rest of the
+        // suite does not fence the store by accident.
+        settings.lease = .seconds(3)
         settings.tick = .milliseconds(100)
-        settings.fenceAfter = .milliseconds(450)
+        settings.fenceAfter = .seconds(2)
         settings.syncMargin = .milliseconds(200)
         settings.expiryGranularity = .milliseconds(10)
         let name = "t_" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
