@@ -35,7 +35,8 @@ public enum PresenceApplication {
 
         let router = Router(context: PresenceRequestContext.self)
         router.middlewares.add(ErrorMiddleware(logger: logger, metrics: metrics))
-        router.middlewares.add(AddressRateLimitMiddleware(limits: addressLimits, clock: store.clock, metrics: metrics))
+        router.middlewares.add(AddressRateLimitMiddleware(
+            limits: addressLimits, trustedProxies: configuration.trustedProxies, clock: store.clock, metrics: metrics))
         if !configuration.allowedOrigins.isEmpty {
             router.middlewares.add(CORSOriginsMiddleware(allowedOrigins: configuration.allowedOrigins))
         }
@@ -51,7 +52,7 @@ public enum PresenceApplication {
         webSocketRouter.middlewares.add(ErrorMiddleware(logger: logger, metrics: metrics))
         webSocketRouter.ws("/api/ws") { request, context in
             try WebSocketAdmission.checkOrigin(request, allowed: configuration.allowedOrigins)
-            let address = AddressLimits.key(context.channel.remoteAddress)
+            let address = configuration.trustedProxies.clientAddress(peer: context.channel.remoteAddress, headers: request.headers)
             guard addressLimits.allow(address, now: store.clock.nowMillis()) else {
                 metrics.rateLimited.increment()
                 throw PresenceError.rateLimited("too many requests from this address; slow down")
@@ -62,7 +63,8 @@ public enum PresenceApplication {
             }
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
-            let address = AddressLimits.key(context.requestContext.channel.remoteAddress)
+            let address = configuration.trustedProxies.clientAddress(
+                peer: context.requestContext.channel.remoteAddress, headers: context.request.headers)
             guard addressLimits.openConnection(address, now: store.clock.nowMillis()) else {
                 metrics.connectionsRefused.increment()
                 try? await outbound.close(.init(codeNumber: Int(CloseCode.policyViolation)), reason: "too many connections from this address")

@@ -48,10 +48,6 @@ final class AddressLimits: Sendable {
         self.maxConnections = maxConnections
     }
 
-    static func key(_ address: SocketAddress?) -> String {
-        address?.ipAddress ?? "unknown"
-    }
-
     /// One request or message from `address`; false when it is over the limit.
     func allow(_ address: String, now: Int64) -> Bool {
         state.withLock { state in

@@ -41,6 +41,8 @@ public struct PresenceServerConfiguration: Sendable {
     public var addressRequestBurst: Double = 400
     /// Open WebSocket connections from one client address.
     public var connectionsPerAddress: Int = 100
+    /// Proxies whose forwarding headers name the client address the limits count.
+    public var trustedProxies: TrustedProxies = .none
     /// Rooms one socket may subscribe to at once.
     public var subscriptionsPerSocket: Int = 100
     /// How long a client may take to send a request's head (counted from connecting, for the

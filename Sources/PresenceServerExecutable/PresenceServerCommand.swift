@@ -68,6 +68,9 @@ struct PresenceServerCommand: AsyncParsableCommand {
     @Option(help: "Requests + WebSocket messages per second per client address [PRESENCE_RATE_LIMIT]. Default 200.")
     var rateLimit: Double?
 
+    @Option(name: .customLong("trusted-proxy"), help: "A load balancer's address or CIDR range whose Forwarded / X-Forwarded-For names the client for the per-address limits, repeatable [PRESENCE_TRUSTED_PROXIES, comma-separated]. Default: none; the headers are ignored.")
+    var trustedProxies: [String] = []
+
     @Option(help: "Open WebSockets per client address [PRESENCE_MAX_CONNECTIONS_PER_ADDRESS]. Default 100.")
     var maxConnectionsPerAddress: Int?
 
@@ -116,10 +119,19 @@ struct PresenceServerCommand: AsyncParsableCommand {
             }
             configuration.port = value
         }
-        let origins = corsOrigins.isEmpty
-            ? (environment["PRESENCE_CORS_ORIGINS"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-            : corsOrigins
-        configuration.allowedOrigins = origins.filter { !$0.isEmpty }
+        /// A repeatable flag, or else its comma-separated environment variable.
+        func list(_ flags: [String], _ variable: String) -> [String] {
+            let values = flags.isEmpty
+                ? (environment[variable] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                : flags
+            return values.filter { !$0.isEmpty }
+        }
+        configuration.allowedOrigins = list(corsOrigins, "PRESENCE_CORS_ORIGINS")
+        do {
+            configuration.trustedProxies = try TrustedProxies(list(trustedProxies, "PRESENCE_TRUSTED_PROXIES"))
+        } catch {
+            throw ValidationError("--trusted-proxy: \(error.message)")
+        }
 
         func number<T: LosslessStringConvertible & Comparable>(_ flag: T?, _ variable: String, minimum: T) throws -> T? {
             guard let text = setting(flag.map { "\($0)" }, variable) else { return nil }
@@ -153,10 +165,7 @@ struct PresenceServerCommand: AsyncParsableCommand {
         case "jwt":
             var jwt = JWTAuthorizer.Configuration()
             jwt.hmacSecret = setting(jwtSecret, "PRESENCE_JWT_SECRET")
-            let keyPaths = jwtPublicKeys.isEmpty
-                ? (environment["PRESENCE_JWT_PUBLIC_KEYS"] ?? "").split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
-                : jwtPublicKeys
-            jwt.publicKeysPEM = try keyPaths.filter { !$0.isEmpty }.map { path in
+            jwt.publicKeysPEM = try list(jwtPublicKeys, "PRESENCE_JWT_PUBLIC_KEYS").map { path in
                 do { return try String(contentsOfFile: path, encoding: .utf8) } catch {
                     throw ValidationError("cannot read the JWT public key \(path)")
                 }
