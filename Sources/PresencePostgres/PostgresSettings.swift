@@ -42,6 +42,9 @@ public struct PostgresSettings: Sendable {
         tick = lease / 6
         fenceAfter = lease * 2 / 3
         syncMargin = min(.seconds(1), lease / 6)
+        // A commit stuck on a connection the database dropped (seen during its restarts) holds
+        // every write behind it: give up on it within about a lease, not ten seconds.
+        statementTimeout = max(.seconds(2), lease * 4 / 3)
     }
 
     /// - Parameters:
@@ -113,7 +116,7 @@ extension PostgresSettings {
         var settings = self
         settings.client.database = name
         settings.listenClient.database = name
-        settings.displayName = displayName.split(separator: "/").dropLast().joined(separator: "/") + "/\(name)"
+        if let slash = displayName.lastIndex(of: "/") { settings.displayName = displayName[...slash] + name }
         return settings
     }
 }

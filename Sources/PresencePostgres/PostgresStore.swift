@@ -308,14 +308,18 @@ public final class PostgresStore: PresenceStore {
     /// Commits everything queued, batch after batch. Only the writer in `run()` calls this.
     private func commitQueuedBatches() async {
         while true {
+            // Bounded, so one commit stays well inside the statement timeout however large the burst.
             let operations = inner.withLock { inner -> [PendingOperation] in
-                defer { inner.queue.removeAll(keepingCapacity: true) }
-                return inner.queue
+                let taken = Array(inner.queue.prefix(Self.maximumBatch))
+                inner.queue.removeFirst(taken.count)
+                return taken
             }
             guard !operations.isEmpty else { return }
             await commit(operations)
         }
     }
+
+    static let maximumBatch = 1_000
 
     private func commit(_ operations: [PendingOperation]) async {
         var published: [RoomChange] = []

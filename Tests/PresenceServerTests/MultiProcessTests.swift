@@ -28,11 +28,11 @@ struct Cluster {
         databaseURL = components.string!
     }
 
-    /// Starts one more process and returns its index.
+    /// Starts one more process and returns its index; `url` reaches the database another way (a relay).
     @discardableResult
-    mutating func start() async throws -> Int {
-        let server = try ServerProcess(arguments: [
-            "--port", "0", "--store", "postgres", "--postgres-url", databaseURL, "--postgres-lease", "\(Self.lease)",
+    mutating func start(url: String? = nil) async throws -> Int {
+        let server = try ServerProcess(executable: presenceServerExecutable, arguments: [
+            "--port", "0", "--store", "postgres", "--postgres-url", url ?? databaseURL, "--postgres-lease", "\(Self.lease)",
             "--admin-key", adminKey,
         ])
         try await server.waitUntilListening()
@@ -63,6 +63,43 @@ func runToCompletion(_ path: String, _ arguments: [String]) throws -> Int32 {
 /// The process id of the test cluster's PostgreSQL server.
 func postmasterId(_ folder: String) throws -> String {
     try String(contentsOfFile: folder + "/data/postmaster.pid", encoding: .utf8).split(separator: "\n").first.map(String.init) ?? ""
+}
+
+/// `Tests/support/tcp_relay.py` between a process and PostgreSQL; SIGSTOP cuts the link the
+/// way a partition does (nothing answers, nothing closes), SIGCONT mends it.
+final class Relay: @unchecked Sendable {
+    let process = Process()
+    let output = Pipe()
+    var port = 0
+
+    init(toPort target: Int) async throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "Tests/support/tcp_relay.py", "\(target)"]
+        process.standardOutput = output
+        try process.run()
+        let handle = output.fileHandleForReading
+        let line = try await offThePool { () -> String in
+            var text = ""
+            while !text.hasSuffix("\n") {
+                let data = handle.availableData
+                if data.isEmpty { break }
+                text += String(decoding: data, as: UTF8.self)
+            }
+            return text
+        }
+        guard let port = Int(line.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw TestFailure("the relay printed no port: \(line)")
+        }
+        self.port = port
+    }
+
+    func cut() { kill(process.processIdentifier, SIGSTOP) }
+    func mend() { kill(process.processIdentifier, SIGCONT) }
+
+    deinit {
+        kill(process.processIdentifier, SIGCONT)
+        kill(process.processIdentifier, SIGKILL)
+    }
 }
 
 /// HTTP to a real process over a real socket.
@@ -317,5 +354,42 @@ struct MultiProcessTests {
         #expect(try await clients[0].listRoom() == after)
         // The database really restarted under the load: a new postmaster.
         #expect(try postmasterId(folder) != postmasterBefore)
+    }
+
+    @Test func aProcessCutOffFromTheDatabaseStopsServingUntilItIsBack() async throws {
+        var cluster = try await Cluster()
+        var components = URLComponents(string: cluster.databaseURL)!
+        let relay = try await Relay(toPort: components.port!)
+        components.port = relay.port
+        try await cluster.start(url: components.string!)
+        try await cluster.start()
+        let cutOff = ProcessClient(port: cluster.port(0))
+        let healthy = ProcessClient(port: cluster.port(1))
+        let tokens = try await cutOff.heartbeat(user: "early", session: "e-1", interval: 60_000)
+        let socket = TestSocket(port: cluster.port(0))
+        _ = try await socket.subscribe(tokens.roomToken)
+
+        relay.cut()
+        let cutAt = ContinuousClock.now
+        // It fences itself: the load balancer's health check sees 503, its sockets are closed with 1013.
+        let close = try await socket.closeFrame(timeout: .seconds(10))
+        #expect(close?.closeCode == .unknown(1013))
+        #expect(ContinuousClock.now - cutAt < .seconds(Cluster.lease * 3))
+        #expect(try await cutOff.call("GET", "/health").status == 503)
+        #expect(try await cutOff.call(
+            "POST", "/api/heartbeat", body: #"{"roomId":"room","userId":"early","sessionId":"e-1","interval":60000}"#
+        ).status == 503)
+        // The other process serves on, and takes over expiry if the cut-off one had it.
+        _ = try await healthy.heartbeat(user: "later", session: "l-1", interval: 60_000)
+        #expect(try await healthy.listRoom().users.map(\.userId) == ["early", "later"])
+
+        relay.mend()
+        let end = ContinuousClock.now + .seconds(15)
+        while (try? await cutOff.call("GET", "/health"))?.status != 200 {
+            guard ContinuousClock.now < end else { throw TestFailure("the cut-off process never served again") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        // Back, it shows what happened meanwhile.
+        #expect(try await cutOff.listRoom() == healthy.listRoom())
     }
 }

@@ -87,8 +87,7 @@ import PresenceStore
         }
     }
 
-    // Not yet on PostgreSQL: one group commit of 100,000 sessions outlasts the statement timeout there (to fix).
-    @Test(arguments: StoreKind.all.filter { $0.name != "postgres" })
+    @Test(arguments: StoreKind.all)
     func oneHundredThousandSessionsExpiringTogether(kind: StoreKind) async throws {
         let clock = ManualWallClock(nowMillis: start)
         try await kind.withStore(clock) { store in
