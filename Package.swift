@@ -136,6 +136,7 @@ let package = Package(
             dependencies: [
                 "PresenceLoad",
                 "PresenceSQLite",
+                "PresencePostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

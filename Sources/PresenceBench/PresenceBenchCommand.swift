@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import PresenceLoad
+import PresencePostgres
 import PresenceSQLite
 import PresenceStore
 
@@ -20,7 +21,7 @@ struct PresenceBenchCommand: AsyncParsableCommand {
 }
 
 enum Scenario: String, CaseIterable, ExpressibleByArgument {
-    case heartbeat, fanout, expiry, memory, churn
+    case heartbeat, fanout, expiry, memory, churn, multinode
 }
 
 struct Run: AsyncParsableCommand {
@@ -40,6 +41,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Also write the measurements as JSON to this file.")
     var json: String?
 
+    @Option(help: "A PostgreSQL server for the multinode scenario; each run makes databases of its own there [PRESENCE_BENCH_POSTGRES_URL].")
+    var postgresUrl: String?
+
     func run() async throws {
         raiseOpenFileLimit()
         let executable = URL(fileURLWithPath: server)
@@ -50,7 +54,9 @@ struct Run: AsyncParsableCommand {
         let context = BenchmarkContext(serverExecutable: executable, group: group) { line in
             FileHandle.standardError.write(Data("\(line)\n".utf8))
         }
-        let chosen = scenarios.isEmpty ? Scenario.allCases : scenarios
+        let postgres = postgresUrl ?? ProcessInfo.processInfo.environment["PRESENCE_BENCH_POSTGRES_URL"]
+        // Without a PostgreSQL server the default run leaves the several-process scenario out.
+        let chosen = scenarios.isEmpty ? Scenario.allCases.filter { $0 != .multinode || postgres != nil } : scenarios
         let started = ContinuousClock.now
         var measurements = [Figure]()
         for scenario in chosen {
@@ -75,6 +81,11 @@ struct Run: AsyncParsableCommand {
                         }))
             case .churn:
                 measurements += try await (smoke ? ServerChurn.smoke : ServerChurn()).run(context)
+            case .multinode:
+                guard let postgres else {
+                    throw ValidationError("multinode needs --postgres-url (or PRESENCE_BENCH_POSTGRES_URL): scripts/postgres.sh start DIR prints one")
+                }
+                measurements += try await (smoke ? MultiNode.smoke : MultiNode()).run(context, database: try Self.databases(on: postgres))
             }
         }
         try await group.shutdownGracefully()
@@ -126,4 +137,22 @@ private func raiseOpenFileLimit() {
     limit.rlim_cur = limit.rlim_max
     _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
     #endif
+}
+
+extension Run {
+    /// Fresh databases on the given server, and PostgreSQL's own count of committed transactions.
+    static func databases(on url: String) throws -> MultiNode.Database {
+        let settings = try PostgresSettings(url: url)
+        return MultiNode.Database(
+            makeURL: {
+                let name = "bench_" + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+                _ = try await settings.creatingDatabase(named: name)
+                var components = URLComponents(string: url)!
+                components.path = "/" + name
+                return components.string!
+            },
+            committedTransactions: { databaseURL in
+                try await PostgresSettings(url: databaseURL).committedTransactions()
+            })
+    }
 }

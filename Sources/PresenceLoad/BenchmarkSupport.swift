@@ -90,8 +90,8 @@ public struct BenchmarkContext: Sendable {
 
     /// A fresh server whose limits let one address open thousands of sockets and
     /// send as fast as it can (the per-address limits would otherwise be the bottleneck).
-    public func startServer(store: String = "memory") async throws -> RunningServer {
-        var arguments = [
+    public func startServer(store: String = "memory", extraArguments: [String] = []) async throws -> RunningServer {
+        var arguments = extraArguments + [
             "--port", "0", "--store", store, "--admin-key", "bench", "--log-level", "error",
             "--rate-limit", "1000000000", "--socket-rate-limit", "1000000000",
             "--max-connections-per-address", "19000", "--max-sessions-per-user", "1000",

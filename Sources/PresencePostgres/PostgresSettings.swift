@@ -119,4 +119,27 @@ extension PostgresSettings {
         if let slash = displayName.lastIndex(of: "/") { settings.displayName = displayName[...slash] + name }
         return settings
     }
+
+    /// PostgreSQL's count of transactions committed in this database (`pg_stat_database`), for
+    /// measuring what a workload costs the database. The statistics lag by up to half a second.
+    public func committedTransactions() async throws -> Int {
+        let reader = PostgresClient(configuration: client)
+        return try await withThrowingTaskGroup(of: Int?.self) { group in
+            group.addTask {
+                await reader.run()
+                return nil
+            }
+            defer { group.cancelAll() }
+            // Ask for fresh statistics, not the snapshot this session may hold.
+            try await reader.query("SELECT pg_stat_clear_snapshot()")
+            try await Task.sleep(for: .milliseconds(600))
+            var count = 0
+            for try await value in try await reader.query(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            ).decode(Int64.self) {
+                count = Int(value)
+            }
+            return count
+        }!
+    }
 }

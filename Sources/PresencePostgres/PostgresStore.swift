@@ -779,7 +779,9 @@ public final class PostgresStore: PresenceStore {
         // Cancellation asks the work to stop; it must not cancel the statements that finish it
         // (the last commits, the last deadlines, giving up the leases), so the work runs in a task
         // of its own that this one awaits to the end.
-        let work = Task { await self.serve() }
+        // Detached: PostgresClient's run() ends at a graceful shutdown it learns of through a task
+        // local, which an inheriting task would pass on, and the pools must outlive the last statements.
+        let work = Task.detached { await self.serve() }
         await withTaskCancellationHandler {
             await work.value
         } onCancel: {
@@ -885,6 +887,10 @@ public final class PostgresStore: PresenceStore {
                 return result
             }
             noteContact(since: sent)
+            if final {
+                logger.info("stored the last deadlines and gave up the leases", metadata: ["sessions": "\(pending.count)"])
+                return
+            }
             if !pending.isEmpty { counters.withLock { $0.deadlineFlushes += 1 } }
             let (wasLeading, behind) = inner.withLock { inner -> (Bool, Bool) in
                 for (sessionId, deadline) in pending {

@@ -54,6 +54,27 @@ import PresenceTestSupport
         }
     }
 
+    @Test(.enabled(if: PostgresForTests.url != nil, "needs the PostgreSQL server of scripts/test.sh"))
+    func severalProcessScenarioRunsAndReports() async throws {
+        let json = temporaryDirectory() + "/figures.json"
+        let (status, table) = try await Self.runBench([
+            "run", "multinode", "--smoke", "--server", presenceServerExecutable.path, "--json", json,
+            "--postgres-url", PostgresForTests.url!,
+        ])
+        #expect(status == 0, "\(table)")
+        let figures = try JSONDecoder().decode([Figure].self, from: Data(contentsOf: URL(fileURLWithPath: json)))
+        for expected in [
+            "cross-process fan-out, 20 subscribers over 2 processes, p99", "PostgreSQL transactions per heartbeat",
+            "joins + leaves/s through 1 process", "joins + leaves/s through 2 processes", "seconds past the real deadline",
+        ] {
+            let matching = figures.filter { $0.name.contains(expected) }
+            #expect(!matching.isEmpty, "no figure named \(expected) in \(figures.map(\.name))")
+            #expect(matching.allSatisfy { $0.value.isFinite }, "\(expected)")
+            #expect(table.contains(expected))
+        }
+        #expect(figures.filter { $0.name.contains("joins + leaves/s") || $0.name.contains("heartbeats/s") }.allSatisfy { $0.value > 0 })
+    }
+
     @Test func storeChurnRunsAndPrintsItsTable() async throws {
         let (status, text) = try await Self.runBench(["store-churn", "--clients", "4", "--seconds", "0.2"])
         #expect(status == 0)
