@@ -30,11 +30,11 @@ struct Cluster {
 
     /// Starts one more process and returns its index; `url` reaches the database another way (a relay).
     @discardableResult
-    mutating func start(url: String? = nil) async throws -> Int {
+    mutating func start(url: String? = nil, extraArguments: [String] = []) async throws -> Int {
         let server = try ServerProcess(executable: presenceServerExecutable, arguments: [
             "--port", "0", "--store", "postgres", "--postgres-url", url ?? databaseURL, "--postgres-lease", "\(Self.lease)",
             "--admin-key", adminKey,
-        ])
+        ] + extraArguments)
         try await server.waitUntilListening()
         servers.append(server)
         return servers.count - 1
