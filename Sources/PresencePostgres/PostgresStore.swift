@@ -479,6 +479,9 @@ public final class PostgresStore: PresenceStore {
             }
             let decoded = try entries.map { ($0.0, try LogEntry.decode($0.1)) }
             counters.withLock { $0.catchUps += 1 }
+            // Sessions other processes started or changed may be due before the expiry loop wakes.
+            let earliest = decoded.flatMap { $0.1.sessions.map(\.deadline) }.min()
+            defer { if let earliest { deadlineAlarm.note(deadline: earliest) } }
             try mutate(ifStill: epoch) { inner in
                 for (seq, entry) in decoded {
                     guard let rows = try? entry.durableChanges else {
@@ -509,6 +512,7 @@ public final class PostgresStore: PresenceStore {
     private func reloadState(on connection: PostgresConnection, epoch: Int) async throws -> [RoomChange] {
         let loaded = try await Self.load(connection, now: clock.nowMillis(), quotas: quotas, logger: logger)
         counters.withLock { $0.reloads += 1 }
+        defer { if let next = loaded.state.nextDeadline { deadlineAlarm.note(deadline: next) } }
         return try mutate(ifStill: epoch) { inner in
             let before = inner.state.roomHeads
             inner.state = loaded.state
@@ -843,7 +847,9 @@ public final class PostgresStore: PresenceStore {
     /// The final tick stores the deadlines and gives both leases up.
     private func tick(final: Bool) async {
         let pending = inner.withLock { $0.pendingDeadlines }
-        let sessionIds = Array(pending.keys)
+        // Sorted: every process then locks the rows it updates in the same order, so two ticks
+        // flushing the same sessions wait for each other instead of deadlocking.
+        let sessionIds = pending.keys.sorted()
         let deadlines = sessionIds.map { pending[$0]! }
         let leaseMillis = settings.lease.milliseconds
         let sent = ContinuousClock.now
