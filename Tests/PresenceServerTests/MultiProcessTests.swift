@@ -60,6 +60,11 @@ func runToCompletion(_ path: String, _ arguments: [String]) throws -> Int32 {
     return (status >> 8) & 0xff
 }
 
+/// Per writer: the last value acknowledged, and the one sent since (which may or may not have landed).
+final class Acknowledged: Sendable {
+    let values = Mutex<[String: (done: Int, inFlight: Int)]>([:])
+}
+
 /// The process id of the test cluster's PostgreSQL server.
 func postmasterId(_ folder: String) throws -> String {
     try String(contentsOfFile: folder + "/data/postmaster.pid", encoding: .utf8).split(separator: "\n").first.map(String.init) ?? ""
@@ -246,8 +251,39 @@ struct MultiProcessTests {
             #expect(update.status == 200)
             try await Task.sleep(for: .milliseconds(400))
         }
+        // Under load: writers keep changing their own data through the doomed process until it
+        // dies. What each saw acknowledged must be there afterwards (or the one in flight).
+        let writers = (0..<8).map { "writer\($0)" }
+        for writer in writers { _ = try await doomed.heartbeat(user: writer, session: "\(writer)-1", interval: 60_000) }
+        let acknowledged = Acknowledged()
+        let doomedPort = cluster.port(0)
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for writer in writers {
+                    group.addTask {
+                        let client = ProcessClient(port: doomedPort)
+                        for value in 1... {
+                            acknowledged.values.withLock { $0[writer, default: (0, 0)].inFlight = value }
+                            guard let reply = try? await client.call(
+                                "PUT", "/api/rooms/room/users/\(writer)/data", body: "\(value)", admin: true), reply.status == 200
+                            else { return }
+                            acknowledged.values.withLock { $0[writer]!.done = value }
+                        }
+                    }
+                }
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
         kill(cluster.servers[0].process.processIdentifier, SIGKILL)
         let killedAt = Int64(Date().timeIntervalSince1970 * 1_000)
+        await load.value
+        let afterKill = try await survivor.listRoom()
+        for writer in writers {
+            let (done, inFlight) = acknowledged.values.withLock { $0[writer] ?? (0, 0) }
+            #expect(done > 0, "\(writer) got nothing acknowledged before the kill")
+            let stored = afterKill.users.first { $0.userId == writer }?.data
+            #expect(stored == .integer(Int64(done)) || stored == .integer(Int64(inFlight)), "\(writer): \(String(describing: stored)), acknowledged \(done)")
+        }
 
         let allOffline = await view.follow(timeout: .seconds(20)) { users in
             ["a", "b", "c"].allSatisfy { id in users.contains { $0.userId == id && !$0.online } }
