@@ -164,9 +164,39 @@ public struct MultiNode: Sendable {
         figures.append(.below(
             0.01, scenario: Self.name, name: "PostgreSQL transactions per heartbeat of an online user",
             value: Double(after - before) / Double(max(sent, 1)), unit: ""))
+        figures += try await expiryOnTime(context, servers: servers, control: controls[0])
         for control in controls { await control.close() }
         for server in servers { try await server.stop() }
         return figures
+    }
+
+    /// Sessions that stop heartbeating while every process lives: how long after each deadline
+    /// a subscriber on another process sees the user go offline.
+    private func expiryOnTime(_ context: BenchmarkContext, servers: [RunningServer], control: HTTPLoadConnection) async throws -> [Figure] {
+        let interval = 1_000
+        let (roomToken, _) = try await control.heartbeat(room: "expiry", user: "anchor", session: "expiry-anchor", interval: 300_000)
+        let offline = OfflineArrivals()
+        let subscriber = try await context.openSockets(
+            1, to: servers[servers.count - 1].address,
+            prepare: { _, socket in _ = try await socket.request(Wire.subscribe(roomToken: roomToken, limit: 1_000, id: 1)) },
+            onPush: { _ in offline.record })
+        context.progress("several processes: \(lostSessions) sessions expiring while every process lives")
+        var deadlines: [String: Int64] = [:]
+        for index in 0..<lostSessions {
+            _ = try await control.heartbeat(room: "expiry", user: "e\(index)", session: "e\(index)", interval: interval)
+            deadlines["e\(index)"] = Int64(Date().timeIntervalSince1970 * 1_000) + Int64(interval) * 5 / 2
+            // Spread the deadlines over a second, as real sessions' are.
+            try await Task.sleep(for: .milliseconds(1_000 / max(lostSessions, 1)))
+        }
+        let seen = try await offline.waitFor(lostSessions, timeout: .seconds(lease * 2 + 10))
+        await context.closeAll(subscriber)
+        let lateness = seen.compactMap { id, arrived in deadlines[id].map { Double(arrived - $0) } }
+        let percentiles = Percentiles(lateness)
+        let label = "offline diff after the deadline, processes alive, subscriber on another process"
+        return [
+            Figure(scenario: Self.name, name: "\(label), p50", value: percentiles.p50, unit: "ms"),
+            .below(250, scenario: Self.name, name: "\(label), p99", value: percentiles.p99, unit: "ms"),
+        ]
     }
 
     /// Joins and leaves (one transaction each, group-committed) through `processes` processes.
@@ -207,24 +237,12 @@ public struct MultiNode: Sendable {
         let doomed = try await HTTPLoadConnection.connect(to: servers[0].address, group: context.group)
         let interval = 2_000
         let (roomToken, _) = try await doomed.heartbeat(room: "loss", user: "anchor", session: "anchor", interval: 300_000)
-        let offline = Mutex<[String: Int64]>([:])
+        let offline = OfflineArrivals()
         let subscriber = try await context.openSockets(
             1, to: servers[1].address,
             // A view large enough to show every session, or offline users past the limit are never sent.
             prepare: { _, socket in _ = try await socket.request(Wire.subscribe(roomToken: roomToken, limit: 1_000, id: 1)) },
-            onPush: { _ in
-                { message, _ in
-                    guard Wire.isDiff(message), case .object(let diff) = try? JSONParser.parse(message.readableBytesView),
-                        case .array(let upserts)? = diff["upsert"]
-                    else { return }
-                    let now = Int64(Date().timeIntervalSince1970 * 1_000)
-                    for case .object(let user) in upserts {
-                        if case .bool(false)? = user["online"], case .string(let id)? = user["userId"] {
-                            offline.withLock { if $0[id] == nil { $0[id] = now } }
-                        }
-                    }
-                }
-            })
+            onPush: { _ in offline.record })
         context.progress("several processes: \(lostSessions) sessions on a process about to be killed")
         var lastBeat: [String: Int64] = [:]
         for round in 0..<3 {
@@ -237,15 +255,8 @@ public struct MultiNode: Sendable {
         await doomed.close()
         kill(servers[0].process.process.processIdentifier, SIGKILL)
         _ = try await servers[0].process.waitForExit()
-        let end = ContinuousClock.now + .seconds(lease * 2 + Double(interval) * 2.5 / 1_000 + 20)
-        while offline.withLock({ $0.count }) < lostSessions, ContinuousClock.now < end {
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        let seen = offline.withLock { $0 }
-        guard seen.count == lostSessions else {
-            throw BenchmarkError("only \(seen.count) of \(lostSessions) sessions of the killed process went offline")
-        }
-        let lateness = seen.map { Double($0.value - (lastBeat[$0.key]! + Int64(interval) * 5 / 2)) / 1_000 }
+        let seen = try await offline.waitFor(lostSessions, timeout: .seconds(lease * 2 + Double(interval) * 2.5 / 1_000 + 20))
+        let lateness = seen.compactMap { id, arrived in lastBeat[id].map { Double(arrived - ($0 + Int64(interval) * 5 / 2)) / 1_000 } }
         await context.closeAll(subscriber)
         try await servers[1].stop()
         let percentiles = Percentiles(lateness)
@@ -254,5 +265,36 @@ public struct MultiNode: Sendable {
             Figure(scenario: Self.name, name: "\(label), p50", value: percentiles.p50, unit: "s"),
             .below(10, scenario: Self.name, name: "\(label), max", value: percentiles.max, unit: "s"),
         ]
+    }
+}
+
+/// When each user first went offline in a subscriber's diffs, by the wall clock.
+final class OfflineArrivals: Sendable {
+    private let arrivals = Mutex<[String: Int64]>([:])
+
+    var record: WebSocketLoadConnection.PushHandler {
+        { [self] message, _ in
+            guard Wire.isDiff(message), case .object(let diff) = try? JSONParser.parse(message.readableBytesView),
+                case .array(let upserts)? = diff["upsert"]
+            else { return }
+            let now = Int64(Date().timeIntervalSince1970 * 1_000)
+            for case .object(let user) in upserts {
+                if case .bool(false)? = user["online"], case .string(let id)? = user["userId"] {
+                    arrivals.withLock { if $0[id] == nil { $0[id] = now } }
+                }
+            }
+        }
+    }
+
+    /// The arrivals once `count` users went offline, or a failure after `timeout`.
+    func waitFor(_ count: Int, timeout: Duration) async throws -> [String: Int64] {
+        let end = ContinuousClock.now + timeout
+        while arrivals.withLock({ $0.count }) < count {
+            guard ContinuousClock.now < end else {
+                throw BenchmarkError("only \(arrivals.withLock { $0.count }) of \(count) sessions went offline in \(timeout)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return arrivals.withLock { $0 }
     }
 }

@@ -66,6 +66,7 @@ import PresenceTestSupport
         for expected in [
             "cross-process fan-out, 20 subscribers over 2 processes, p99", "PostgreSQL transactions per heartbeat",
             "joins + leaves/s through 1 process", "joins + leaves/s through 2 processes", "seconds past the real deadline",
+            "offline diff after the deadline, processes alive",
         ] {
             let matching = figures.filter { $0.name.contains(expected) }
             #expect(!matching.isEmpty, "no figure named \(expected) in \(figures.map(\.name))")
