@@ -150,6 +150,7 @@ let package = Package(
             name: "PresenceStoreTests",
             dependencies: [
                 "PresenceStore", "PresenceSQLite", "PresencePostgres", "PresenceTestSupport",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: swiftSettings
