@@ -106,6 +106,23 @@ public final class PostgresStore: PresenceStore {
 
     public var counterValues: Counters { counters.withLock { $0 } }
 
+    public var gauges: [StoreGauge] {
+        let counts = counterValues
+        let (pending, behind) = inner.withLock { ($0.pendingDeadlines.count, $0.stale) }
+        return [
+            StoreGauge("presence_postgres_serving", isServing ? 1 : 0, help: "1 while this process reaches PostgreSQL and serves; 0 while fenced"),
+            StoreGauge("presence_postgres_expiry_leader", isLeading ? 1 : 0, help: "1 while this process expires sessions for all"),
+            StoreGauge("presence_postgres_reloading", behind ? 1 : 0, help: "1 while memory waits for a reload after a failed commit"),
+            StoreGauge("presence_postgres_transactions_total", Double(counts.transactions), help: "change transactions committed by this process"),
+            StoreGauge("presence_postgres_catch_ups_total", Double(counts.catchUps), help: "reads of other processes' log entries"),
+            StoreGauge("presence_postgres_reloads_total", Double(counts.reloads), help: "full reloads from the tables"),
+            StoreGauge("presence_postgres_deadline_flushes_total", Double(counts.deadlineFlushes), help: "ticks that stored heartbeat deadlines"),
+            StoreGauge("presence_postgres_heartbeats_unwritten_total", Double(counts.fastHeartbeats), help: "heartbeats answered without a write"),
+            StoreGauge("presence_postgres_heartbeats_stored_total", Double(counts.storedHeartbeats), help: "heartbeats stored before they were answered"),
+            StoreGauge("presence_postgres_pending_deadlines", Double(pending), help: "sessions whose moved deadline the next tick stores"),
+        ]
+    }
+
     private init(
         settings: PostgresSettings, state: PresenceState, seq: Int64, storedDeadlines: [String: Int64], clock: any WallClock,
         quotas: PresenceState.UserQuotas, logger: Logger

@@ -131,7 +131,7 @@ struct HTTPRoutes<Context: RequestContext> {
         }
 
         route("/metrics", .get) { _, _ in
-            let text = metrics.render(statistics: try await operations.statistics())
+            let text = metrics.render(statistics: try? await operations.statistics(), store: operations.store.gauges)
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: text)))

@@ -59,10 +59,20 @@ public final class PresenceMetrics: Sendable {
     }
 
     /// The Prometheus text exposition, with the store's counts read at scrape time.
-    func render(statistics: PresenceStatistics) -> String {
-        sessions.record(statistics.sessions)
-        onlineUsers.record(statistics.onlineUsers)
-        rooms.record(statistics.rooms)
-        return registry.emitToString()
+    /// `statistics` is nil when the store cannot be read (a shared store while it is fenced): the
+    /// scrape still answers, with the store's own figures saying why.
+    func render(statistics: PresenceStatistics?, store storeGauges: [StoreGauge] = []) -> String {
+        if let statistics {
+            sessions.record(statistics.sessions)
+            onlineUsers.record(statistics.onlineUsers)
+            rooms.record(statistics.rooms)
+        }
+        var text = registry.emitToString()
+        // The store's figures are read at scrape time, like the counts above; they are not kept here.
+        for gauge in storeGauges {
+            let type = gauge.name.hasSuffix("_total") ? "counter" : "gauge"
+            text += "# HELP \(gauge.name) \(gauge.help)\n# TYPE \(gauge.name) \(type)\n\(gauge.name) \(gauge.value)\n"
+        }
+        return text
     }
 }

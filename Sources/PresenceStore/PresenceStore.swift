@@ -54,10 +54,25 @@ public protocol PresenceStore: Sendable {
     /// server closes its sockets with 1013 and their clients reconnect, perhaps to another process.
     /// The default never yields.
     func outages() -> AsyncStream<Void>
+    /// Figures of the store's own work for `/metrics` (a shared store: serving, leading expiry,
+    /// transactions). The default has none.
+    var gauges: [StoreGauge] { get }
     /// The store's own work while it serves (a durable store's writer and its "alive at" mark);
     /// runs until cancelled, then finishes what it accepted. Operations of a store whose `run()`
     /// needs to run wait for it. The default has nothing to do.
     func run() async throws
+}
+
+/// One figure a store reports for `/metrics`, in Prometheus' naming (`presence_…`, `_total` for counts).
+public struct StoreGauge: Sendable, Hashable {
+    public let name: String
+    public let help: String
+    public let value: Double
+    public init(_ name: String, _ value: Double, help: String) {
+        self.name = name
+        self.value = value
+        self.help = help
+    }
 }
 
 extension PresenceStore {
@@ -80,6 +95,8 @@ extension PresenceStore {
     }
 
     public func synchronize() async throws {}
+
+    public var gauges: [StoreGauge] { [] }
 
     public func outages() -> AsyncStream<Void> {
         // No continuation is kept, so the stream ends at once: this store never stops serving.

@@ -219,6 +219,14 @@ struct MultiProcessTests {
                 }
             }
         }
+        // Exactly one process expires sessions for all, and every one serves.
+        var leaders = 0
+        for client in clients {
+            let scrape = try await client.call("GET", "/metrics").body
+            #expect(metricValue("presence_postgres_serving", in: scrape) == 1)
+            leaders += metricValue("presence_postgres_expiry_leader", in: scrape) ?? 0
+        }
+        #expect(leaders == 1)
         // Every process answers the same, and every subscriber converges on it without a gap.
         let truth = try await clients[0].listRoom()
         for client in clients.dropFirst() { #expect(try await client.listRoom() == truth) }
@@ -412,6 +420,9 @@ struct MultiProcessTests {
         #expect(close?.closeCode == .unknown(1013))
         #expect(ContinuousClock.now - cutAt < .seconds(Cluster.lease * 3))
         #expect(try await cutOff.call("GET", "/health").status == 503)
+        // The operator's scrape still answers, and says why.
+        let scrape = try await cutOff.call("GET", "/metrics")
+        #expect(scrape.status == 200 && metricValue("presence_postgres_serving", in: scrape.body) == 0)
         #expect(try await cutOff.call(
             "POST", "/api/heartbeat", body: #"{"roomId":"room","userId":"early","sessionId":"e-1","interval":60000}"#
         ).status == 503)
