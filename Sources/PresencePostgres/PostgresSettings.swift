@@ -34,6 +34,8 @@ public struct PostgresSettings: Sendable {
     public var expiryGranularity: Duration = .milliseconds(100)
     /// Log entries older than this are trimmed; a process further behind reloads everything.
     public var logRetention: Duration = .seconds(300)
+    /// How often the expiry leader trims the log.
+    public var trimInterval: Duration = .seconds(60)
 
     /// Sets the lease and the timings that follow from it: a tick of a sixth of it, fencing after
     /// two thirds, so a cut-off process stops before another may take over.

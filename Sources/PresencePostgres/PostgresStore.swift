@@ -75,6 +75,7 @@ public final class PostgresStore: PresenceStore {
         /// Memory may hold changes the database does not (a commit failed): reload before serving.
         var stale = false
         var lastExpiryCheck: Int64 = 0
+        var lastTrim: ContinuousClock.Instant?
         /// Bumped when a statement is given up on: work of an earlier epoch, still running on a
         /// connection that hung, may no longer touch memory.
         var epoch = 0
@@ -932,7 +933,7 @@ public final class PostgresStore: PresenceStore {
                 logger.info("this process now expires sessions for all", metadata: ["node": "\(nodeId)"])
                 deadlineAlarm.note(deadline: next)
             }
-            if leading, isLeading { await trimLog() }
+            if leading, isLeading, trimDue() { await trimLog() }
         } catch {
             if final {
                 logger.error("could not store the last deadlines", metadata: ["error": "\(Self.describe(error))"])
@@ -952,6 +953,16 @@ public final class PostgresStore: PresenceStore {
             } else {
                 logger.warning("the tick failed", metadata: ["error": "\(Self.describe(error))"])
             }
+        }
+    }
+
+    /// Trimming now and then is plenty for a retention of minutes, and keeps most ticks one statement.
+    private func trimDue() -> Bool {
+        inner.withLock { inner in
+            let now = ContinuousClock.now
+            guard inner.lastTrim.map({ now - $0 >= settings.trimInterval }) ?? true else { return false }
+            inner.lastTrim = now
+            return true
         }
     }
 
