@@ -40,23 +40,9 @@ public struct FanOut: Sendable {
                 })
 
             context.progress("fan-out: \(operations) joins and leaves to \(subscribers) subscribers")
-            var latencies = [Double]()
-            var sessionToken = ""
-            for operation in 0..<operations {
-                let wait = arrivals.expect(subscribers, on: context.group.next())
-                let started = NIODeadline.now()
-                if operation.isMultiple(of: 2) {
-                    sessionToken = try await control.heartbeat(
-                        room: room, user: "u\(operation)", session: "s\(subscribers)-\(operation)", interval: 300_000
-                    ).sessionToken
-                } else {
-                    let response = try await control.send(
-                        HTTPLoadRequest.post("/api/disconnect", json: Wire.disconnect(sessionToken: sessionToken)))
-                    guard response.status == 200 else { throw BenchmarkError("disconnect: \(response.status) \(response.text)") }
-                }
-                let lastArrival = try await arrivals.wait(wait, timeout: .seconds(60))
-                latencies.append(Double((lastArrival - started).nanoseconds) / 1e6)
-            }
+            let latencies = try await Self.timeJoinsAndLeaves(
+                operations, room: room, sessionPrefix: "s\(subscribers)", through: control, arrivals: arrivals,
+                subscribers: subscribers, context: context)
             try await Task.sleep(for: .milliseconds(200))
             let counts = arrivals.countsBySubscriber
             await context.closeAll(sockets)
@@ -78,6 +64,34 @@ public struct FanOut: Sendable {
         await control.close()
         try await server.stop()
         return measurements
+    }
+}
+
+extension FanOut {
+    /// Alternately joins a user and makes it leave through `control`, `operations` times; each
+    /// latency runs from just before the request until the last of `subscribers` has read the diff.
+    static func timeJoinsAndLeaves(
+        _ operations: Int, room: String, sessionPrefix: String, through control: HTTPLoadConnection,
+        arrivals: ArrivalTracker, subscribers: Int, context: BenchmarkContext
+    ) async throws -> [Double] {
+        var latencies = [Double]()
+        var sessionToken = ""
+        for operation in 0..<operations {
+            let wait = arrivals.expect(subscribers, on: context.group.next())
+            let started = NIODeadline.now()
+            if operation.isMultiple(of: 2) {
+                sessionToken = try await control.heartbeat(
+                    room: room, user: "u\(operation)", session: "\(sessionPrefix)-\(operation)", interval: 300_000
+                ).sessionToken
+            } else {
+                let response = try await control.send(
+                    HTTPLoadRequest.post("/api/disconnect", json: Wire.disconnect(sessionToken: sessionToken)))
+                guard response.status == 200 else { throw BenchmarkError("disconnect: \(response.status) \(response.text)") }
+            }
+            let lastArrival = try await arrivals.wait(wait, timeout: .seconds(60))
+            latencies.append(Double((lastArrival - started).nanoseconds) / 1e6)
+        }
+        return latencies
     }
 }
 

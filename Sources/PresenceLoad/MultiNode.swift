@@ -101,23 +101,9 @@ public struct MultiNode: Sendable {
                 })
             offset += share
         }
-        var latencies: [Double] = []
-        var sessionToken = ""
-        for operation in 0..<fanOutOperations {
-            let wait = arrivals.expect(subscribers, on: context.group.next())
-            let started = NIODeadline.now()
-            if operation.isMultiple(of: 2) {
-                sessionToken = try await controls[0].heartbeat(
-                    room: "spread", user: "u\(operation)", session: "fan-\(operation)", interval: 300_000
-                ).sessionToken
-            } else {
-                let response = try await controls[0].send(
-                    HTTPLoadRequest.post("/api/disconnect", json: Wire.disconnect(sessionToken: sessionToken)))
-                guard response.status == 200 else { throw BenchmarkError("disconnect: \(response.status) \(response.text)") }
-            }
-            let last = try await arrivals.wait(wait, timeout: .seconds(60))
-            latencies.append(Double((last - started).nanoseconds) / 1e6)
-        }
+        let latencies = try await FanOut.timeJoinsAndLeaves(
+            fanOutOperations, room: "spread", sessionPrefix: "fan", through: controls[0], arrivals: arrivals,
+            subscribers: subscribers, context: context)
         await context.closeAll(sockets)
         let percentiles = Percentiles(latencies)
         let label = "cross-process fan-out, \(Figure.format(Double(subscribers))) subscribers over \(processes) processes"
@@ -175,11 +161,7 @@ public struct MultiNode: Sendable {
     private func expiryOnTime(_ context: BenchmarkContext, servers: [RunningServer], control: HTTPLoadConnection) async throws -> [Figure] {
         let interval = 1_000
         let (roomToken, _) = try await control.heartbeat(room: "expiry", user: "anchor", session: "expiry-anchor", interval: 300_000)
-        let offline = OfflineArrivals()
-        let subscriber = try await context.openSockets(
-            1, to: servers[servers.count - 1].address,
-            prepare: { _, socket in _ = try await socket.request(Wire.subscribe(roomToken: roomToken, limit: 1_000, id: 1)) },
-            onPush: { _ in offline.record })
+        let (offline, subscriber) = try await OfflineArrivals.watch(roomToken, on: servers[servers.count - 1], context)
         context.progress("several processes: \(lostSessions) sessions expiring while every process lives")
         var deadlines: [String: Int64] = [:]
         for index in 0..<lostSessions {
@@ -237,12 +219,7 @@ public struct MultiNode: Sendable {
         let doomed = try await HTTPLoadConnection.connect(to: servers[0].address, group: context.group)
         let interval = 2_000
         let (roomToken, _) = try await doomed.heartbeat(room: "loss", user: "anchor", session: "anchor", interval: 300_000)
-        let offline = OfflineArrivals()
-        let subscriber = try await context.openSockets(
-            1, to: servers[1].address,
-            // A view large enough to show every session, or offline users past the limit are never sent.
-            prepare: { _, socket in _ = try await socket.request(Wire.subscribe(roomToken: roomToken, limit: 1_000, id: 1)) },
-            onPush: { _ in offline.record })
+        let (offline, subscriber) = try await OfflineArrivals.watch(roomToken, on: servers[1], context)
         context.progress("several processes: \(lostSessions) sessions on a process about to be killed")
         var lastBeat: [String: Int64] = [:]
         for round in 0..<3 {
@@ -271,6 +248,19 @@ public struct MultiNode: Sendable {
 /// When each user first went offline in a subscriber's diffs, by the wall clock.
 final class OfflineArrivals: Sendable {
     private let arrivals = Mutex<[String: Int64]>([:])
+
+    /// A subscriber of the room on `server` that records every user going offline.
+    static func watch(
+        _ roomToken: String, on server: RunningServer, _ context: BenchmarkContext
+    ) async throws -> (OfflineArrivals, [WebSocketLoadConnection]) {
+        let offline = OfflineArrivals()
+        let socket = try await context.openSockets(
+            1, to: server.address,
+            // A view large enough to show every session, or offline users past the limit are never sent.
+            prepare: { _, socket in _ = try await socket.request(Wire.subscribe(roomToken: roomToken, limit: 1_000, id: 1)) },
+            onPush: { _ in offline.record })
+        return (offline, socket)
+    }
 
     var record: WebSocketLoadConnection.PushHandler {
         { [self] message, _ in

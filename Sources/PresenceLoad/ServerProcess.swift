@@ -13,6 +13,20 @@ public func offThePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) 
     }
 }
 
+/// What a child process has written to `pipe` once `complete` holds (or it closed the pipe).
+public func readOutput(of pipe: Pipe, until complete: @escaping @Sendable (String) -> Bool) async throws -> String {
+    let handle = pipe.fileHandleForReading
+    return try await offThePool {
+        var text = ""
+        while !complete(text) {
+            let data = handle.availableData
+            if data.isEmpty { break }
+            text += String(decoding: data, as: UTF8.self)
+        }
+        return text
+    }
+}
+
 /// A fresh folder under the system's temporary directory, named `prefix-<UUID>`.
 public func temporaryDirectory(named prefix: String = "presence-test") -> String {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
@@ -71,16 +85,7 @@ public final class ServerProcess: @unchecked Sendable {
 
     /// Reads the start-up banner and the port it names.
     public func waitUntilListening() async throws {
-        let handle = output.fileHandleForReading
-        banner = try await offThePool {
-            var text = ""
-            while !text.contains("listening on") || !text.hasSuffix("\n") {
-                let data = handle.availableData
-                if data.isEmpty { break }
-                text += String(decoding: data, as: UTF8.self)
-            }
-            return text
-        }
+        banner = try await readOutput(of: output) { $0.contains("listening on") && $0.hasSuffix("\n") }
         guard let range = banner.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression) else {
             throw BenchmarkError("no listening line in: \(banner)")
         }

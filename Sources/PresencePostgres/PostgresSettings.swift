@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOSSL
 import PostgresNIO
 
@@ -106,14 +107,24 @@ public struct PostgresSettings: Sendable {
 }
 
 extension PostgresSettings {
+    /// Runs `body` with a pool of its own, running only while `body` does: for one-off work
+    /// (opening a store, making a database, reading statistics).
+    public func withClient<Value: Sendable>(
+        logger: Logger? = nil, _ body: @Sendable (PostgresClient) async throws -> Value
+    ) async throws -> Value {
+        let pool = logger.map { PostgresClient(configuration: client, backgroundLogger: $0) } ?? PostgresClient(configuration: client)
+        return try await withThrowingTaskGroup(of: Void.self, returning: Value.self) { group in
+            group.addTask { await pool.run() }
+            defer { group.cancelAll() }
+            return try await body(pool)
+        }
+    }
+
     /// The same server with another database, created now: each test and benchmark run gets its own.
     public func creatingDatabase(named name: String) async throws -> PostgresSettings {
         precondition(name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" }, "a plain database name")
-        let admin = PostgresClient(configuration: client)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await admin.run() }
-            defer { group.cancelAll() }
-            try await admin.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
+        try await withClient { admin in
+            _ = try await admin.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
         }
         var settings = self
         settings.client.database = name
@@ -125,13 +136,7 @@ extension PostgresSettings {
     /// PostgreSQL's count of transactions committed in this database (`pg_stat_database`), for
     /// measuring what a workload costs the database. The statistics lag by up to half a second.
     public func committedTransactions() async throws -> Int {
-        let reader = PostgresClient(configuration: client)
-        return try await withThrowingTaskGroup(of: Int?.self) { group in
-            group.addTask {
-                await reader.run()
-                return nil
-            }
-            defer { group.cancelAll() }
+        try await withClient { reader in
             // Ask for fresh statistics, not the snapshot this session may hold.
             try await reader.query("SELECT pg_stat_clear_snapshot()")
             try await Task.sleep(for: .milliseconds(600))
@@ -142,6 +147,6 @@ extension PostgresSettings {
                 count = Int(value)
             }
             return count
-        }!
+        }
     }
 }

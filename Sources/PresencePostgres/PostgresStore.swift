@@ -44,6 +44,9 @@ public final class PostgresStore: PresenceStore {
     private let writerWake: AsyncStream<Void>.Continuation
     private let writerWakes: AsyncStream<Void>
     private let counters = Mutex(Counters())
+    /// The next tick stores a deadline a heartbeat moves now; a heartbeat whose stored deadline
+    /// is nearer than that (and a margin) is stored before it is answered.
+    private let syncHorizon: Int64
     private let outageListeners = Mutex<[AsyncStream<Void>.Continuation]>([])
 
     private enum WriterStatus { case notStarted, running, stopped }
@@ -52,7 +55,7 @@ public final class PostgresStore: PresenceStore {
         var state: PresenceState
         /// The last log entry this copy has applied.
         var seq: Int64
-        var queue: [PendingOperation] = []
+        var queue: [QueuedOperation] = []
         var writer = WriterStatus.notStarted
         /// True while a batch applied to `state` is being written: reads wait for it.
         var committing = false
@@ -132,6 +135,7 @@ public final class PostgresStore: PresenceStore {
         self.clock = clock
         self.quotas = quotas
         self.logger = logger
+        syncHorizon = settings.syncMargin.milliseconds + settings.tick.milliseconds
         nodeId = Tokens.make(prefix: "n_")
         client = PostgresClient(configuration: settings.client, backgroundLogger: logger)
         listenClient = PostgresClient(configuration: settings.listenClient, backgroundLogger: logger)
@@ -146,25 +150,18 @@ public final class PostgresStore: PresenceStore {
         settings: PostgresSettings, clock: any WallClock = SystemWallClock(), quotas: PresenceState.UserQuotas = .init(),
         logger: Logger = Logger(label: "presence.postgres")
     ) async throws -> PostgresStore {
-        let setupClient = PostgresClient(configuration: settings.client, backgroundLogger: logger)
-        let loaded: Loaded = try await withThrowingTaskGroup(of: Loaded?.self) { group in
-            group.addTask {
-                await setupClient.run()
-                return nil
-            }
-            defer { group.cancelAll() }
-            do {
-                return try await Self.withTimeout(.seconds(15), "connecting to \(settings.displayName)") {
+        let loaded: Loaded
+        do {
+            loaded = try await settings.withClient(logger: logger) { setupClient in
+                try await Self.withTimeout(.seconds(15), "connecting to \(settings.displayName)") {
                     try await setupClient.withConnection { connection in
                         try await PostgresSchema.migrate(connection, logger: logger)
                         return try await Self.load(connection, now: clock.nowMillis(), quotas: quotas, logger: logger)
                     }
                 }
-            } catch let error as PostgresStoreError {
-                throw error
-            } catch let error as PSQLError {
-                throw PostgresStoreError("cannot use PostgreSQL at \(settings.displayName): \(Self.describe(error))")
             }
+        } catch let error as PSQLError {
+            throw PostgresStoreError("cannot use PostgreSQL at \(settings.displayName): \(Self.describe(error))")
         }
         logger.info(
             "opened \(settings.displayName)",
@@ -271,48 +268,13 @@ public final class PostgresStore: PresenceStore {
 
     // MARK: - Group commit
 
-    private final class PendingOperation: Sendable {
-        let apply: @Sendable (inout PresenceState, Int64, [String]) -> [RoomChange]
-        let finish: @Sendable ((any Error)?) -> Void
-        /// An expiry: the writer reads the stored deadlines of the due sessions first.
-        let expiryLimit: Int?
-        init(
-            expiryLimit: Int? = nil, apply: @escaping @Sendable (inout PresenceState, Int64, [String]) -> [RoomChange],
-            finish: @escaping @Sendable ((any Error)?) -> Void
-        ) {
-            self.expiryLimit = expiryLimit
-            self.apply = apply
-            self.finish = finish
-        }
-    }
-
     /// Queues a mutation for the writer that `run()` owns and returns once it is committed.
     private func perform<Value: Sendable>(
         expiryLimit: Int? = nil,
         _ body: @escaping @Sendable (inout PresenceState, Int64, [String]) throws(PresenceError) -> (Value, [RoomChange])
     ) async throws -> Value {
         try ensureServing()
-        let promise = Promise<Result<Value, any Error>>()
-        let outcome = Mutex<Result<Value, any Error>?>(nil)
-        let operation = PendingOperation(
-            expiryLimit: expiryLimit,
-            apply: { state, now, due in
-                do throws(PresenceError) {
-                    let (value, changes) = try body(&state, now, due)
-                    outcome.withLock { $0 = .success(value) }
-                    return changes
-                } catch {
-                    outcome.withLock { $0 = .failure(error) }
-                    return []
-                }
-            },
-            finish: { storeError in
-                if let storeError {
-                    promise.fulfil(.failure(storeError))
-                } else {
-                    promise.fulfil(outcome.withLock { $0 } ?? .failure(PresenceError.unavailable("operation was not applied")))
-                }
-            })
+        let (operation, result) = QueuedOperation.make(expiryLimit: expiryLimit, body)
         let accepted = inner.withLock { inner -> Bool in
             guard inner.writer != .stopped else { return false }
             inner.queue.append(operation)
@@ -320,14 +282,14 @@ public final class PostgresStore: PresenceStore {
         }
         guard accepted else { throw PresenceError.unavailable("the store has stopped") }
         writerWake.yield()
-        return try await promise.value.get()
+        return try await result.value.get()
     }
 
     /// Commits everything queued, batch after batch. Only the writer in `run()` calls this.
     private func commitQueuedBatches() async {
         while true {
             // Bounded, so one commit stays well inside the statement timeout however large the burst.
-            let operations = inner.withLock { inner -> [PendingOperation] in
+            let operations = inner.withLock { inner -> [QueuedOperation] in
                 let taken = Array(inner.queue.prefix(Self.maximumBatch))
                 inner.queue.removeFirst(taken.count)
                 return taken
@@ -339,7 +301,7 @@ public final class PostgresStore: PresenceStore {
 
     static let maximumBatch = 1_000
 
-    private func commit(_ operations: [PendingOperation]) async {
+    private func commit(_ operations: [QueuedOperation]) async {
         var published: [RoomChange] = []
         var failure: (any Error)?
         let sent = ContinuousClock.now
@@ -377,7 +339,7 @@ public final class PostgresStore: PresenceStore {
 
     /// Inside the transaction: lock the head, catch up, apply, write. Returns the changes to publish
     /// (those of other processes caught up first, then the batch's own).
-    private func commitBatch(_ operations: [PendingOperation], on connection: PostgresConnection, epoch: Int) async throws -> [RoomChange] {
+    private func commitBatch(_ operations: [QueuedOperation], on connection: PostgresConnection, epoch: Int) async throws -> [RoomChange] {
         var headSeq: Int64 = 0
         for try await seq in try await connection.query(
             "SELECT seq FROM presence.head WHERE id = 1 FOR UPDATE", logger: logger
@@ -410,7 +372,7 @@ public final class PostgresStore: PresenceStore {
 
         let batch = try mutate(ifStill: epoch) { inner -> (changes: [RoomChange], rows: DurableChanges) in
             var changes: [RoomChange] = []
-            for operation in operations { changes.append(contentsOf: operation.apply(&inner.state, now, due)) }
+            for operation in operations { changes.append(contentsOf: operation.apply(&inner.state, now: now, due: due)) }
             inner.committing = true
             let rows = inner.state.takeDurableChanges()
             inner.unstoredSessions = Set(rows.sessions.map(\.sessionId)).union(rows.deletedSessions)
@@ -644,11 +606,9 @@ public final class PostgresStore: PresenceStore {
         try ensureServing()
         let now = clock.nowMillis()
         let deadline = ProtocolLimits.deadline(now: now, interval: request.interval)
-        // The next tick stores a deadline moved now; one nearer than that (and a margin) is stored at once.
-        let margin = settings.syncMargin.milliseconds + settings.tick.milliseconds
         let fastPath = inner.withLock { inner -> PresenceState.HeartbeatOutcome? in
             guard !inner.unstoredSessions.contains(request.sessionId),
-                let stored = inner.storedDeadlines[request.sessionId], stored - now > margin
+                let stored = inner.storedDeadlines[request.sessionId], stored - now > syncHorizon
             else { return nil }
             guard let outcome = inner.state.extendLiveSession(request, now: now) else { return nil }
             inner.pendingDeadlines[request.sessionId] = deadline

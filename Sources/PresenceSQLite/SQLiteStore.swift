@@ -60,7 +60,7 @@ public final class SQLiteStore: PresenceStore {
 
     private struct Inner {
         var state: PresenceState
-        var queue: [PendingOperation] = []
+        var queue: [QueuedOperation] = []
         var writer = WriterStatus.notStarted
         var aliveMarkDue = false
         /// True while a batch applied to `state` is being written: reads wait for it.
@@ -214,40 +214,11 @@ public final class SQLiteStore: PresenceStore {
 
     // MARK: - Group commit
 
-    /// One queued operation; `apply` runs under the lock in the batch that takes it.
-    private final class PendingOperation: Sendable {
-        let apply: @Sendable (inout PresenceState, Int64) -> [RoomChange]
-        let finish: @Sendable ((any Error)?) -> Void
-        init(apply: @escaping @Sendable (inout PresenceState, Int64) -> [RoomChange], finish: @escaping @Sendable ((any Error)?) -> Void) {
-            self.apply = apply
-            self.finish = finish
-        }
-    }
-
     /// Queues a mutation for the writer that `run()` owns and returns once its effects are stored.
     private func perform<Value: Sendable>(
         _ body: @escaping @Sendable (inout PresenceState, Int64) throws(PresenceError) -> (Value, [RoomChange])
     ) async throws -> Value {
-        let promise = Promise<Result<Value, any Error>>()
-        let outcome = Mutex<Result<Value, any Error>?>(nil)
-        let operation = PendingOperation(
-            apply: { state, now in
-                do throws(PresenceError) {
-                    let (value, changes) = try body(&state, now)
-                    outcome.withLock { $0 = .success(value) }
-                    return changes
-                } catch {
-                    outcome.withLock { $0 = .failure(error) }
-                    return []
-                }
-            },
-            finish: { storeError in
-                if let storeError {
-                    promise.fulfil(.failure(storeError))
-                } else {
-                    promise.fulfil(outcome.withLock { $0 } ?? .failure(PresenceError.unavailable("operation was not applied")))
-                }
-            })
+        let (operation, result) = QueuedOperation.make { state, now, _ throws(PresenceError) in try body(&state, now) }
         let accepted = inner.withLock { inner -> Bool in
             guard inner.writer != .stopped else { return false }
             inner.queue.append(operation)
@@ -255,7 +226,7 @@ public final class SQLiteStore: PresenceStore {
         }
         guard accepted else { throw PresenceError.unavailable("the store has stopped") }
         writerWake.yield()
-        return try await promise.value.get()
+        return try await result.value.get()
     }
 
     /// Commits everything queued, batch after batch, until the queue is empty. Only the writer
@@ -263,12 +234,12 @@ public final class SQLiteStore: PresenceStore {
     private func commitQueuedBatches() async {
         while true {
             let now = clock.nowMillis()
-            let batch = inner.withLock { inner -> (operations: [PendingOperation], changes: [RoomChange], rows: DurableChanges)? in
+            let batch = inner.withLock { inner -> (operations: [QueuedOperation], changes: [RoomChange], rows: DurableChanges)? in
                 guard !inner.queue.isEmpty else { return nil }
                 let operations = inner.queue
                 inner.queue.removeAll(keepingCapacity: true)
                 var changes: [RoomChange] = []
-                for operation in operations { changes.append(contentsOf: operation.apply(&inner.state, now)) }
+                for operation in operations { changes.append(contentsOf: operation.apply(&inner.state, now: now)) }
                 inner.committing = true
                 let rows = inner.state.takeDurableChanges()
                 inner.unstoredSessions = Set(rows.sessions.map(\.sessionId)).union(rows.deletedSessions)
@@ -279,7 +250,7 @@ public final class SQLiteStore: PresenceStore {
         }
     }
 
-    private func commit(_ operations: [PendingOperation], changes: [RoomChange], rows: DurableChanges, now: Int64) async {
+    private func commit(_ operations: [QueuedOperation], changes: [RoomChange], rows: DurableChanges, now: Int64) async {
         var failure: (any Error)?
         if !rows.isEmpty {
             do {

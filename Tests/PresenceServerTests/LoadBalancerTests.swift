@@ -9,26 +9,10 @@ import Glibc
 /// on one PostgreSQL: the example in the README must work.
 @Suite(.enabled(if: Cluster.url != nil, "needs the PostgreSQL server of scripts/test.sh"))
 struct LoadBalancerTests {
-    static func freePort() throws -> Int {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(descriptor, $0, length) == 0 && getsockname(descriptor, $0, &length) == 0
-            }
-        }
-        guard bound else { throw TestFailure("no free port") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     @Test func theExampleNginxConfigurationServesThreeProcesses() async throws {
         var cluster = try await Cluster()
         for _ in 0..<3 { try await cluster.start(extraArguments: ["--trusted-proxy", "127.0.0.1"]) }
-        let listenPort = try Self.freePort()
+        let listenPort = try freePort()
         var configuration = try String(contentsOfFile: "deploy/nginx.conf", encoding: .utf8)
         for (index, example) in ["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"].enumerated() {
             #expect(configuration.contains(example))

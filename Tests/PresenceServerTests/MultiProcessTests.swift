@@ -82,16 +82,7 @@ final class Relay: @unchecked Sendable {
         process.arguments = ["python3", "Tests/support/tcp_relay.py", "\(target)"]
         process.standardOutput = output
         try process.run()
-        let handle = output.fileHandleForReading
-        let line = try await offThePool { () -> String in
-            var text = ""
-            while !text.hasSuffix("\n") {
-                let data = handle.availableData
-                if data.isEmpty { break }
-                text += String(decoding: data, as: UTF8.self)
-            }
-            return text
-        }
+        let line = try await readOutput(of: output) { $0.hasSuffix("\n") }
         guard let port = Int(line.trimmingCharacters(in: .whitespacesAndNewlines)) else {
             throw TestFailure("the relay printed no port: \(line)")
         }

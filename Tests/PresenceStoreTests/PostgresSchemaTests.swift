@@ -9,11 +9,8 @@ import Testing
 @Suite(.enabled(if: PostgresForTests.url != nil, "needs the PostgreSQL server of scripts/test.sh"))
 struct PostgresSchemaTests {
     func execute(_ sql: String, in settings: PostgresSettings) async throws {
-        let client = PostgresClient(configuration: settings.client)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await client.run() }
-            defer { group.cancelAll() }
-            try await client.query(PostgresQuery(unsafeSQL: sql))
+        try await settings.withClient { client in
+            _ = try await client.query(PostgresQuery(unsafeSQL: sql))
         }
     }
 
