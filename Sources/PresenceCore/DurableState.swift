@@ -52,18 +52,22 @@ public struct DurableChanges: Sendable, Equatable {
     public var deletedSessions: [String] = []
     public var sessions: [SessionRow] = []
     public var lastVersion: UInt64 = 0
+    /// The events of the batch, written in the same commit as its rows.
+    public var events: [PresenceEvent] = []
+    public var lastEventSequence: UInt64 = 0
 
     public init() {}
 
     public var isEmpty: Bool {
         deletedRooms.isEmpty && rooms.isEmpty && deletedUsers.isEmpty && users.isEmpty && deletedSessions.isEmpty
-            && sessions.isEmpty
+            && sessions.isEmpty && events.isEmpty
     }
 
     public static func == (a: DurableChanges, b: DurableChanges) -> Bool {
         a.deletedRooms == b.deletedRooms && a.rooms == b.rooms && a.users == b.users
             && a.deletedUsers.map { [$0.roomId, $0.userId] } == b.deletedUsers.map { [$0.roomId, $0.userId] }
             && a.deletedSessions == b.deletedSessions && a.sessions == b.sessions && a.lastVersion == b.lastVersion
+            && a.events == b.events && a.lastEventSequence == b.lastEventSequence
     }
 }
 
@@ -75,6 +79,8 @@ extension PresenceState {
         touched = TouchedKeys()
         var changes = DurableChanges()
         changes.lastVersion = lastVersion
+        changes.events = takeEvents()
+        changes.lastEventSequence = lastEventSequence
         for roomId in keys.rooms.sorted() {
             if let room = rooms[roomId] {
                 changes.rooms.append(.init(roomId: roomId, token: room.token, version: room.version))
@@ -121,12 +127,13 @@ extension PresenceState {
     /// the deadline of its row instead.
     public static func restoring(
         rooms roomRows: [DurableChanges.RoomRow], users userRows: [DurableChanges.UserRow],
-        sessions sessionRows: [DurableChanges.SessionRow], lastVersion: UInt64, aliveAt: Int64?, now: Int64,
-        storedDeadlines: Bool = false,
+        sessions sessionRows: [DurableChanges.SessionRow], lastVersion: UInt64, lastEventSequence: UInt64 = 0,
+        aliveAt: Int64?, now: Int64, storedDeadlines: Bool = false,
         quotas: UserQuotas = UserQuotas(), makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)
     ) -> PresenceState {
-        var state = PresenceState(tracksDurableChanges: true, quotas: quotas, makeToken: makeToken)
+        var state = PresenceState(tracksDurableChanges: true, recordsEvents: true, quotas: quotas, makeToken: makeToken)
         state.lastVersion = lastVersion
+        state.lastEventSequence = lastEventSequence
         for row in roomRows {
             state.rooms[row.roomId] = Room(roomId: row.roomId, token: row.token, version: row.version)
             state.roomIdByToken[row.token] = row.roomId
@@ -145,7 +152,8 @@ extension PresenceState {
             }
             let session = Session(
                 sessionId: row.sessionId, roomId: row.roomId, userId: row.userId, token: row.token,
-                interval: row.interval, deadline: deadline, queuedDeadline: deadline, away: row.away)
+                interval: row.interval, deadline: deadline, queuedDeadline: deadline, away: row.away,
+                restored: !storedDeadlines)
             state.sessions[row.sessionId] = session
             state.sessionIdByToken[row.token] = row.sessionId
             state.sessionCountByUser[row.userId, default: 0] += 1
@@ -154,6 +162,7 @@ extension PresenceState {
         }
         // A record that says online must have a session, and one with a session must say online.
         for roomId in Array(state.rooms.keys) {
+            var roomChanged = false
             for (userId, user) in state.rooms[roomId]!.users {
                 var record = user.record
                 if record.online, user.sessionIds.isEmpty {
@@ -170,10 +179,17 @@ extension PresenceState {
                 if state.rooms[roomId]!.users[userId]!.record != user.record {
                     state.touchUser(roomId, userId)
                     state.touchRoom(roomId)
+                    state.noteEvents(
+                        roomId: roomId, userId: userId, before: user.record, reason: .expiredAfterRestart, at: now)
+                    roomChanged = true
                 }
                 if record.online { state.onlineUserCount += 1 }
             }
+            // A store shared by several processes never stores such a record: only the embedded one
+            // can find one, and it alone owns the version counter it moves here.
+            if roomChanged, !storedDeadlines { _ = state.bumpVersion(roomId: roomId) }
         }
+        state.unversionedEvents.removeAll()
         return state
     }
 
@@ -245,6 +261,7 @@ extension PresenceState {
             deadlines.insert(DeadlineEntry(deadline: row.deadline, sessionId: row.sessionId))
         }
         lastVersion = max(lastVersion, changes.lastVersion)
+        lastEventSequence = max(lastEventSequence, changes.lastEventSequence)
     }
 
     private mutating func removeReplicatedSession(_ sessionId: String) {

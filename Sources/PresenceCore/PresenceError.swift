@@ -38,6 +38,9 @@ public struct PresenceError: Error, Sendable, Hashable, CustomStringConvertible 
     public static func sessionConflict(_ message: String) -> PresenceError {
         .init(status: 409, code: "session_conflict", message: message)
     }
+    public static func eventsExpired(_ message: String) -> PresenceError {
+        .init(status: 410, code: "events_expired", message: message)
+    }
     public static func dataTooLarge(_ message: String) -> PresenceError {
         .init(status: 413, code: "data_too_large", message: message)
     }

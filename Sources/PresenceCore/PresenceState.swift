@@ -26,6 +26,9 @@ public struct PresenceState: Sendable {
         var queuedDeadline: Int64
         /// What the session's last heartbeat with `away` said.
         public var away = false
+        /// Restored by an embedded store on start and not heard from since: if it expires, the
+        /// leave's reason is `expired_after_restart`.
+        var restored = false
     }
 
     struct RoomUser: Sendable {
@@ -77,6 +80,14 @@ public struct PresenceState: Sendable {
     var touched: TouchedKeys?
     public var quotas: UserQuotas
     var sessionCountByUser: [String: Int] = [:]
+    /// Whether transitions are recorded as `PresenceEvent`s (stores turn it on; tests of the
+    /// state machine alone need not pay for it).
+    let recordsEvents: Bool
+    /// Events of changes whose room version is not yet known, by room: `bumpVersion` numbers them.
+    var unversionedEvents: [String: [PresenceEvent]] = [:]
+    var recordedEvents: [PresenceEvent] = []
+    /// The counter behind event ids; stored by durable stores like `lastVersion`.
+    public internal(set) var lastEventSequence: UInt64 = 0
 
     /// Per-user caps that keep one user (or a leaked token) from filling the server.
     public struct UserQuotas: Sendable, Hashable {
@@ -92,12 +103,13 @@ public struct PresenceState: Sendable {
 
     /// - Parameter tracksDurableChanges: durable stores set this and drain `takeDurableChanges()` after each batch.
     public init(
-        tracksDurableChanges: Bool = false, quotas: UserQuotas = UserQuotas(),
+        tracksDurableChanges: Bool = false, recordsEvents: Bool = false, quotas: UserQuotas = UserQuotas(),
         makeToken: @escaping @Sendable (String) -> String = Tokens.make(prefix:)
     ) {
         self.makeToken = makeToken
         self.quotas = quotas
         self.touched = tracksDurableChanges ? TouchedKeys() : nil
+        self.recordsEvents = recordsEvents
     }
 
     struct UserKey: Hashable, Sendable {
@@ -126,6 +138,7 @@ public struct PresenceState: Sendable {
             if session.interval != request.interval { touchSession(session.sessionId) }
             session.interval = request.interval
             session.deadline = deadline
+            session.restored = false
             var sessionAwayChanged = false
             if let away = request.away, away != session.away {
                 session.away = away
@@ -140,11 +153,15 @@ public struct PresenceState: Sendable {
             }
             sessions[session.sessionId] = session
             var changes: [RoomChange] = []
+            // Copying the record costs the hot path; only a heartbeat that may change it needs it.
+            let recordBefore = recordsEvents && (request.name != nil || request.image != nil || sessionAwayChanged)
+                ? rooms[request.roomId]!.users[request.userId]!.record : nil
             let profileChanged = applyProfile(request, roomId: request.roomId)
             // The user's away state can only follow a change of this session's: the hot path skips it.
             let awayChanged = sessionAwayChanged && refreshAway(roomId: request.roomId, userId: request.userId, at: now)
             if profileChanged || awayChanged {
                 touchUser(request.roomId, request.userId)
+                noteEvents(roomId: request.roomId, userId: request.userId, before: recordBefore, at: now)
                 changes.append(bumpVersion(roomId: request.roomId))
             }
             return HeartbeatOutcome(
@@ -169,6 +186,7 @@ public struct PresenceState: Sendable {
         touchSession(session.sessionId)
         deadlines.insert(DeadlineEntry(deadline: deadline, sessionId: session.sessionId))
 
+        let recordBefore = rooms[request.roomId]!.users[request.userId]?.record
         var changed = false
         if var user = rooms[request.roomId]!.users[request.userId] {
             if !user.record.online {
@@ -189,7 +207,10 @@ public struct PresenceState: Sendable {
         }
         if applyProfile(request, roomId: request.roomId) { changed = true }
         if refreshAway(roomId: request.roomId, userId: request.userId, at: now) { changed = true }
-        if changed { touchUser(request.roomId, request.userId) }
+        if changed {
+            touchUser(request.roomId, request.userId)
+            noteEvents(roomId: request.roomId, userId: request.userId, before: recordBefore, at: now)
+        }
         let changes = changed ? [bumpVersion(roomId: request.roomId)] : []
         return HeartbeatOutcome(
             tokens: SessionTokens(roomToken: rooms[request.roomId]!.token, sessionToken: session.token),
@@ -236,10 +257,11 @@ public struct PresenceState: Sendable {
         return changed
     }
 
-    private mutating func bumpVersion(roomId: String) -> RoomChange {
+    mutating func bumpVersion(roomId: String) -> RoomChange {
         lastVersion += 1
         rooms[roomId]!.version = lastVersion
         touchRoom(roomId)
+        numberEvents(roomId: roomId, version: lastVersion)
         let room = rooms[roomId]!
         return RoomChange(roomId: roomId, roomToken: room.token, roomVersion: lastVersion, kind: .updated)
     }
@@ -248,7 +270,7 @@ public struct PresenceState: Sendable {
     public mutating func disconnect(sessionToken: String, now: Int64) -> Outcome {
         var outcome = Outcome()
         guard let sessionId = sessionIdByToken[sessionToken] else { return outcome }
-        if let roomId = endSession(sessionId, at: now) {
+        if let roomId = endSession(sessionId, at: now, reason: .disconnect) {
             outcome.changes.append(bumpVersion(roomId: roomId))
         }
         return outcome
@@ -256,10 +278,11 @@ public struct PresenceState: Sendable {
 
     /// Removes a session; returns the room id when that changed its user's record: offline, or
     /// away because the sessions left are all away.
-    private mutating func endSession(_ sessionId: String, at time: Int64) -> String? {
+    private mutating func endSession(_ sessionId: String, at time: Int64, reason: PresenceEvent.LeaveReason) -> String? {
         guard let session = sessions.removeValue(forKey: sessionId) else { return nil }
         forgetSession(session)
         guard var user = rooms[session.roomId]?.users[session.userId] else { return nil }
+        let recordBefore = user.record
         user.sessionIds.removeAll { $0 == sessionId }
         var changed = false
         if user.sessionIds.isEmpty, user.record.online {
@@ -271,7 +294,10 @@ public struct PresenceState: Sendable {
         }
         rooms[session.roomId]!.users[session.userId] = user
         if refreshAway(roomId: session.roomId, userId: session.userId, at: time) { changed = true }
-        if changed { touchUser(session.roomId, session.userId) }
+        if changed {
+            touchUser(session.roomId, session.userId)
+            noteEvents(roomId: session.roomId, userId: session.userId, before: recordBefore, reason: reason, at: time)
+        }
         return changed ? session.roomId : nil
     }
 
@@ -345,7 +371,8 @@ public struct PresenceState: Sendable {
                 continue
             }
             expired += 1
-            if let roomId = endSession(session.sessionId, at: session.deadline), seenRooms.insert(roomId).inserted {
+            let reason: PresenceEvent.LeaveReason = session.restored ? .expiredAfterRestart : .timeout
+            if let roomId = endSession(session.sessionId, at: session.deadline, reason: reason), seenRooms.insert(roomId).inserted {
                 roomsWentOffline.append(roomId)
             }
         }
@@ -365,36 +392,39 @@ public struct PresenceState: Sendable {
     // MARK: - Data
 
     /// Sets `data` of the user whose live session holds this token. `nil` clears it.
-    public mutating func update(sessionToken: String, data: JSONValue?) throws(PresenceError) -> Outcome {
+    public mutating func update(sessionToken: String, data: JSONValue?, now: Int64) throws(PresenceError) -> Outcome {
         guard let sessionId = sessionIdByToken[sessionToken], let session = sessions[sessionId] else {
             throw .notFound("no live session has this session token")
         }
-        return setData(roomId: session.roomId, userId: session.userId, data: data)
+        return setData(roomId: session.roomId, userId: session.userId, data: data, now: now)
     }
 
     /// Sets `data` of a user who has been in the room. `nil` clears it.
-    public mutating func updateRoomUser(roomId: String, userId: String, data: JSONValue?) throws(PresenceError) -> Outcome {
+    public mutating func updateRoomUser(roomId: String, userId: String, data: JSONValue?, now: Int64) throws(PresenceError) -> Outcome {
         guard rooms[roomId]?.users[userId] != nil else {
             throw .notFound("user \(userId) has never been in room \(roomId)")
         }
-        return setData(roomId: roomId, userId: userId, data: data)
+        return setData(roomId: roomId, userId: userId, data: data, now: now)
     }
 
-    private mutating func setData(roomId: String, userId: String, data: JSONValue?) -> Outcome {
+    private mutating func setData(roomId: String, userId: String, data: JSONValue?, now: Int64) -> Outcome {
         var outcome = Outcome()
-        guard rooms[roomId]!.users[userId]!.record.data != data else { return outcome }
+        let recordBefore = rooms[roomId]!.users[userId]!.record
+        guard recordBefore.data != data else { return outcome }
         rooms[roomId]!.users[userId]!.record.data = data
         touchUser(roomId, userId)
+        noteEvents(roomId: roomId, userId: userId, before: recordBefore, at: now)
         outcome.changes.append(bumpVersion(roomId: roomId))
         return outcome
     }
 
     // MARK: - Removal
 
-    public mutating func removeRoomUser(roomId: String, userId: String) -> Outcome {
+    public mutating func removeRoomUser(roomId: String, userId: String, now: Int64) -> Outcome {
         var outcome = Outcome()
         guard let user = rooms[roomId]?.users.removeValue(forKey: userId) else { return outcome }
         touchUser(roomId, userId)
+        noteEvents(roomId: roomId, userId: userId, before: user.record, reason: .removed, at: now)
         for sessionId in user.sessionIds {
             if let session = sessions.removeValue(forKey: sessionId) { forgetSession(session) }
         }
@@ -404,13 +434,16 @@ public struct PresenceState: Sendable {
         return outcome
     }
 
-    public mutating func removeRoom(roomId: String) -> Outcome {
+    public mutating func removeRoom(roomId: String, now: Int64) -> Outcome {
         var outcome = Outcome()
         guard let room = rooms.removeValue(forKey: roomId) else { return outcome }
         roomIdByToken.removeValue(forKey: room.token)
         touchRoom(roomId)
-        for (userId, user) in room.users {
+        let userIds = recordsEvents ? room.users.keys.sorted() : Array(room.users.keys)
+        for userId in userIds {
+            let user = room.users[userId]!
             touchUser(roomId, userId)
+            noteEvents(roomId: roomId, userId: userId, before: user.record, reason: .roomRemoved, at: now)
             for sessionId in user.sessionIds {
                 if let session = sessions.removeValue(forKey: sessionId) { forgetSession(session) }
             }
@@ -418,13 +451,14 @@ public struct PresenceState: Sendable {
             forgetRoom(roomId, ofUser: userId)
         }
         lastVersion += 1
+        numberEvents(roomId: roomId, version: lastVersion)
         outcome.changes.append(RoomChange(roomId: roomId, roomToken: room.token, roomVersion: lastVersion, kind: .removed))
         return outcome
     }
 
     /// Forgets up to `limit` offline users who went offline before `cutoff` (retention), and rooms
     /// left with nobody in them. Returns how many records it forgot.
-    public mutating func forgetOfflineUsers(before cutoff: Int64, limit: Int) -> (forgotten: Int, outcome: Outcome) {
+    public mutating func forgetOfflineUsers(before cutoff: Int64, limit: Int, now: Int64) -> (forgotten: Int, outcome: Outcome) {
         var outcome = Outcome()
         var forgotten = 0
         for roomId in Array(rooms.keys) where forgotten < limit {
@@ -433,13 +467,14 @@ public struct PresenceState: Sendable {
                 .prefix(limit - forgotten).map(\.record.userId)
             guard !stale.isEmpty else { continue }
             for userId in Array(stale) {
-                rooms[roomId]!.users.removeValue(forKey: userId)
+                let removed = rooms[roomId]!.users.removeValue(forKey: userId)
                 touchUser(roomId, userId)
+                noteEvents(roomId: roomId, userId: userId, before: removed?.record, reason: .removed, at: now)
                 forgetRoom(roomId, ofUser: userId)
                 forgotten += 1
             }
             if rooms[roomId]!.users.isEmpty {
-                outcome.changes.append(contentsOf: removeRoom(roomId: roomId).changes)
+                outcome.changes.append(contentsOf: removeRoom(roomId: roomId, now: now).changes)
             } else {
                 outcome.changes.append(bumpVersion(roomId: roomId))
             }
@@ -464,6 +499,41 @@ public struct PresenceState: Sendable {
     mutating func forgetRoom(_ roomId: String, ofUser userId: String) {
         if roomIdsByUser[userId]?.remove(roomId) != nil { userRecordCount -= 1 }
         if roomIdsByUser[userId]?.isEmpty == true { roomIdsByUser.removeValue(forKey: userId) }
+    }
+
+    // MARK: - Events
+
+    /// Records the events between `before` and the user's record now, to be numbered when the
+    /// room's version moves (`bumpVersion`, `removeRoom`).
+    mutating func noteEvents(
+        roomId: String, userId: String, before: UserRecord?, reason: PresenceEvent.LeaveReason = .disconnect, at: Int64
+    ) {
+        guard recordsEvents else { return }
+        let after = rooms[roomId]?.users[userId]?.record
+        for transition in PresenceEvent.transitions(from: before, to: after, reason: reason, at: at) {
+            unversionedEvents[roomId, default: []].append(
+                PresenceEvent(
+                    sequence: 0, roomId: roomId, userId: userId, kind: transition.kind, reason: transition.reason,
+                    at: transition.at, roomVersion: 0, name: transition.name, image: transition.image,
+                    data: transition.data))
+        }
+    }
+
+    private mutating func numberEvents(roomId: String, version: UInt64) {
+        guard let events = unversionedEvents.removeValue(forKey: roomId) else { return }
+        for var event in events {
+            lastEventSequence += 1
+            event.sequence = lastEventSequence
+            event.roomVersion = version
+            recordedEvents.append(event)
+        }
+    }
+
+    /// The events recorded since the last call, in sequence order: a store writes them with the
+    /// change that made them.
+    public mutating func takeEvents() -> [PresenceEvent] {
+        defer { recordedEvents.removeAll(keepingCapacity: true) }
+        return recordedEvents
     }
 
     // MARK: - Reads

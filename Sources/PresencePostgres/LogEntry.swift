@@ -40,6 +40,21 @@ struct LogEntry: Codable, Sendable {
         var deadline: Int64
     }
 
+    /// Keys are the columns of `presence.events`, so the write statement can spread them.
+    struct Event: Codable, Sendable {
+        var seq: Int64
+        var roomId: String
+        var userId: String
+        var type: String
+        var reason: String?
+        var at: Int64
+        var roomVersion: Int64
+        var name: String?
+        var image: String?
+        /// The data as compact JSON text.
+        var data: String?
+    }
+
     struct Change: Codable, Sendable {
         var roomId: String
         var roomToken: String
@@ -55,6 +70,8 @@ struct LogEntry: Codable, Sendable {
     var deletedSessions: [String] = []
     var lastVersion: Int64 = 0
     var changes: [Change] = []
+    var events: [Event] = []
+    var lastEvent: Int64 = 0
 
     init(_ rows: DurableChanges, changes roomChanges: [RoomChange]) {
         rooms = rows.rooms.map { Room(roomId: $0.roomId, token: $0.token, version: Int64($0.version)) }
@@ -74,6 +91,8 @@ struct LogEntry: Codable, Sendable {
         deletedUsers = rows.deletedUsers.map { UserKey(roomId: $0.roomId, userId: $0.userId) }
         deletedSessions = rows.deletedSessions
         lastVersion = Int64(rows.lastVersion)
+        events = rows.events.map(Event.init)
+        lastEvent = Int64(rows.lastEventSequence)
         changes = roomChanges.map {
             Change(roomId: $0.roomId, roomToken: $0.roomToken, roomVersion: Int64($0.roomVersion), kind: Self.name(of: $0.kind))
         }
@@ -89,6 +108,8 @@ struct LogEntry: Codable, Sendable {
             rows.deletedUsers = deletedUsers.map { ($0.roomId, $0.userId) }
             rows.deletedSessions = deletedSessions
             rows.lastVersion = UInt64(lastVersion)
+            // Events are stored in their table; another process only needs the counter.
+            rows.lastEventSequence = UInt64(lastEvent)
             return rows
         }
     }
@@ -148,6 +169,27 @@ extension LogEntry.User {
                 record: UserRecord(
                     userId: userId, online: online, lastDisconnected: lastDisconnected, onlineSince: onlineSince,
                     data: value, name: name, image: image, away: away, awaySince: awaySince))
+        }
+    }
+}
+
+extension LogEntry.Event {
+    init(_ event: PresenceEvent) {
+        self.init(
+            seq: Int64(event.sequence), roomId: event.roomId, userId: event.userId, type: event.kind.rawValue,
+            reason: event.reason?.rawValue, at: event.at, roomVersion: Int64(event.roomVersion), name: event.name,
+            image: event.image, data: event.data?.compactJSON)
+    }
+
+    var event: PresenceEvent {
+        get throws {
+            guard let kind = PresenceEvent.Kind(rawValue: type) else {
+                throw PostgresStoreError("unknown event type \(type) in presence.events")
+            }
+            return PresenceEvent(
+                sequence: UInt64(seq), roomId: roomId, userId: userId, kind: kind,
+                reason: reason.flatMap(PresenceEvent.LeaveReason.init(rawValue:)), at: at, roomVersion: UInt64(roomVersion),
+                name: name, image: image, data: try data.map { try JSONParser.parse($0.utf8) })
         }
     }
 }

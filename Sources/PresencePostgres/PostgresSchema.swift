@@ -80,6 +80,32 @@ enum PostgresSchema {
             INSERT INTO presence.leader VALUES (1, '', '-infinity')
             """,
         ],
+        [
+            "ALTER TABLE presence.head ADD COLUMN last_event bigint NOT NULL DEFAULT 0",
+            "ALTER TABLE presence.head ADD COLUMN events_forgotten_through bigint NOT NULL DEFAULT 0",
+            """
+            CREATE TABLE presence.events (
+                seq bigint PRIMARY KEY,
+                room_id text NOT NULL,
+                user_id text NOT NULL,
+                type text NOT NULL,
+                reason text,
+                at bigint NOT NULL,
+                room_version bigint NOT NULL,
+                name text,
+                image text,
+                data text
+            )
+            """,
+            "CREATE INDEX events_by_room ON presence.events (room_id, seq)",
+            """
+            CREATE TABLE presence.webhook_cursors (
+                endpoint text PRIMARY KEY,
+                delivered_through bigint NOT NULL,
+                failed_at bigint
+            )
+            """,
+        ],
     ]
 
     /// Creates or upgrades the schema; throws a clear error for a database that is not ours.

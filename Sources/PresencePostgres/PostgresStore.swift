@@ -198,11 +198,13 @@ public final class PostgresStore: PresenceStore {
             try await connection.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
             var seq: Int64 = 0
             var lastVersion: Int64 = 0
-            for try await (headSeq, version) in try await connection.query(
-                "SELECT seq, last_version FROM presence.head", logger: logger
-            ).decode((Int64, Int64).self) {
+            var lastEvent: Int64 = 0
+            for try await (headSeq, version, event) in try await connection.query(
+                "SELECT seq, last_version, last_event FROM presence.head", logger: logger
+            ).decode((Int64, Int64, Int64).self) {
                 seq = headSeq
                 lastVersion = version
+                lastEvent = event
             }
             var rooms: [DurableChanges.RoomRow] = []
             for try await (roomId, token, version) in try await connection.query(
@@ -232,8 +234,8 @@ public final class PostgresStore: PresenceStore {
                 storedDeadlines[row.0] = row.6
             }
             let state = PresenceState.restoring(
-                rooms: rooms, users: users, sessions: sessions, lastVersion: UInt64(lastVersion), aliveAt: nil, now: now,
-                storedDeadlines: true, quotas: quotas)
+                rooms: rooms, users: users, sessions: sessions, lastVersion: UInt64(lastVersion),
+                lastEventSequence: UInt64(lastEvent), aliveAt: nil, now: now, storedDeadlines: true, quotas: quotas)
             return Loaded(state: state, seq: seq, storedDeadlines: storedDeadlines)
         }
     }
@@ -381,7 +383,11 @@ public final class PostgresStore: PresenceStore {
         guard !batch.rows.isEmpty || !batch.changes.isEmpty else { return published }
         let entry = try LogEntry(batch.rows, changes: batch.changes).encoded()
         let nextSeq = headSeq + 1
-        try await connection.query(Self.writeEntry(entry, seq: nextSeq, lastVersion: Int64(batch.rows.lastVersion)), logger: logger)
+        try await connection.query(
+            Self.writeEntry(
+                entry, seq: nextSeq, lastVersion: Int64(batch.rows.lastVersion),
+                lastEvent: Int64(batch.rows.lastEventSequence)),
+            logger: logger)
         try mutate(ifStill: epoch) { inner in
             inner.seq = nextSeq
             for session in batch.rows.sessions {
@@ -400,7 +406,7 @@ public final class PostgresStore: PresenceStore {
     }
 
     /// One statement writes a batch: its rows, its log entry, the head, and the notification.
-    private static func writeEntry(_ entry: String, seq: Int64, lastVersion: Int64) -> PostgresQuery {
+    private static func writeEntry(_ entry: String, seq: Int64, lastVersion: Int64, lastEvent: Int64) -> PostgresQuery {
         """
         WITH entry AS (SELECT \(entry)::jsonb AS e),
         deleted_sessions AS (
@@ -432,8 +438,12 @@ public final class PostgresStore: PresenceStore {
                 "interval" = EXCLUDED."interval", away = EXCLUDED.away,
                 deadline = CASE WHEN presence.sessions."interval" <> EXCLUDED."interval" THEN EXCLUDED.deadline
                     ELSE GREATEST(presence.sessions.deadline, EXCLUDED.deadline) END),
+        events AS (
+            INSERT INTO presence.events
+            SELECT * FROM jsonb_populate_recordset(NULL::presence.events, (SELECT e->'events' FROM entry))),
         logged AS (INSERT INTO presence.log (seq, entry) VALUES (\(seq), \(entry))),
-        head AS (UPDATE presence.head SET seq = \(seq), last_version = \(lastVersion) WHERE id = 1)
+        head AS (
+            UPDATE presence.head SET seq = \(seq), last_version = \(lastVersion), last_event = \(lastEvent) WHERE id = 1)
         SELECT pg_notify('presence', \(String(seq)))
         """
     }
@@ -635,14 +645,14 @@ public final class PostgresStore: PresenceStore {
     }
 
     public func update(sessionToken: String, data: JSONValue?) async throws {
-        try await perform { state, _, _ throws(PresenceError) in
-            ((), try state.update(sessionToken: sessionToken, data: data).changes)
+        try await perform { state, now, _ throws(PresenceError) in
+            ((), try state.update(sessionToken: sessionToken, data: data, now: now).changes)
         }
     }
 
     public func updateRoomUser(roomId: String, userId: String, data: JSONValue?) async throws {
-        try await perform { state, _, _ throws(PresenceError) in
-            ((), try state.updateRoomUser(roomId: roomId, userId: userId, data: data).changes)
+        try await perform { state, now, _ throws(PresenceError) in
+            ((), try state.updateRoomUser(roomId: roomId, userId: userId, data: data, now: now).changes)
         }
     }
 
@@ -659,11 +669,11 @@ public final class PostgresStore: PresenceStore {
     }
 
     public func removeRoomUser(roomId: String, userId: String) async throws {
-        try await perform { state, _, _ in ((), state.removeRoomUser(roomId: roomId, userId: userId).changes) }
+        try await perform { state, now, _ in ((), state.removeRoomUser(roomId: roomId, userId: userId, now: now).changes) }
     }
 
     public func removeRoom(roomId: String) async throws {
-        try await perform { state, _, _ in ((), state.removeRoom(roomId: roomId).changes) }
+        try await perform { state, now, _ in ((), state.removeRoom(roomId: roomId, now: now).changes) }
     }
 
     public func rotateRoomToken(roomId: String) async throws -> String? {
@@ -676,11 +686,98 @@ public final class PostgresStore: PresenceStore {
     public func forgetOfflineUsers(before cutoff: Int64, limit: Int) async throws -> Int {
         // One process sweeps for all of them: the expiry leader.
         guard isLeading else { return 0 }
-        return try await perform { state, _, _ in
-            let (forgotten, outcome) = state.forgetOfflineUsers(before: cutoff, limit: limit)
+        return try await perform { state, now, _ in
+            let (forgotten, outcome) = state.forgetOfflineUsers(before: cutoff, limit: limit, now: now)
             return (forgotten, outcome.changes)
         }
     }
+
+    /// Reads committed events straight from the table: they are there once their change is acknowledged.
+    public func events(after: UInt64?, roomId: String?, limit: Int) async throws -> [PresenceEvent] {
+        try ensureServing()
+        let afterSequence = after
+        let after = Int64(after ?? 0)
+        let (forgottenThrough, events) = try await client.withConnection { [logger] connection in
+            try await connection.withTransaction(logger: logger) { connection in
+                try await connection.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+                var forgottenThrough: Int64 = 0
+                for try await value in try await connection.query(
+                    "SELECT events_forgotten_through FROM presence.head", logger: logger
+                ).decode(Int64.self) {
+                    forgottenThrough = value
+                }
+                let query: PostgresQuery = if let roomId {
+                    """
+                    SELECT seq, room_id, user_id, type, reason, at, room_version, name, image, data FROM presence.events
+                    WHERE room_id = \(roomId) AND seq > \(after) ORDER BY seq LIMIT \(limit)
+                    """
+                } else {
+                    """
+                    SELECT seq, room_id, user_id, type, reason, at, room_version, name, image, data FROM presence.events
+                    WHERE seq > \(after) ORDER BY seq LIMIT \(limit)
+                    """
+                }
+                var events: [PresenceEvent] = []
+                for try await row in try await connection.query(query, logger: logger).decode(
+                    (Int64, String, String, String, String?, Int64, Int64, String?, String?, String?).self)
+                {
+                    let stored = LogEntry.Event(
+                        seq: row.0, roomId: row.1, userId: row.2, type: row.3, reason: row.4, at: row.5, roomVersion: row.6,
+                        name: row.7, image: row.8, data: row.9)
+                    events.append(try stored.event)
+                }
+                return (forgottenThrough, events)
+            }
+        }
+        // Checked after the read, in the same snapshot: an error thrown inside would come out wrapped.
+        try EventPaging.checkNotExpired(after: afterSequence, forgottenThrough: UInt64(forgottenThrough))
+        return events
+    }
+
+    public func forgetEvents(before cutoff: Int64) async throws -> Int {
+        // One process sweeps for all of them: the expiry leader.
+        guard isLeading else { return 0 }
+        let rows = try await client.query(
+            """
+            WITH last AS (SELECT max(seq) AS seq FROM presence.events WHERE at < \(cutoff)),
+            forgotten AS (DELETE FROM presence.events WHERE seq <= (SELECT seq FROM last) RETURNING 1),
+            head AS (
+                UPDATE presence.head
+                SET events_forgotten_through = GREATEST(events_forgotten_through, COALESCE((SELECT seq FROM last), 0))
+                WHERE id = 1)
+            SELECT count(*) FROM forgotten
+            """, logger: logger)
+        var count: Int64 = 0
+        for try await value in rows.decode(Int64.self) { count = value }
+        return Int(count)
+    }
+
+    public func webhookCursor(endpoint: String) async throws -> WebhookCursor {
+        _ = try await client.query(
+            """
+            INSERT INTO presence.webhook_cursors (endpoint, delivered_through)
+            SELECT \(endpoint), last_event FROM presence.head ON CONFLICT (endpoint) DO NOTHING
+            """, logger: logger)
+        var cursor = WebhookCursor(deliveredThrough: 0)
+        for try await (through, failedAt) in try await client.query(
+            "SELECT delivered_through, failed_at FROM presence.webhook_cursors WHERE endpoint = \(endpoint)", logger: logger
+        ).decode((Int64, Int64?).self) {
+            cursor = WebhookCursor(deliveredThrough: UInt64(through), failedAt: failedAt)
+        }
+        return cursor
+    }
+
+    public func saveWebhookCursor(_ cursor: WebhookCursor, endpoint: String) async throws {
+        let through = Int64(cursor.deliveredThrough)
+        _ = try await client.query(
+            """
+            INSERT INTO presence.webhook_cursors (endpoint, delivered_through, failed_at)
+            VALUES (\(endpoint), \(through), \(cursor.failedAt))
+            ON CONFLICT (endpoint) DO UPDATE SET delivered_through = EXCLUDED.delivered_through, failed_at = EXCLUDED.failed_at
+            """, logger: logger)
+    }
+
+    public var deliversWebhooks: Bool { isLeading }
 
     /// A token another process made a moment ago may not have reached this copy: look again after catching up.
     public func roomId(forToken roomToken: String) async throws -> String? {

@@ -44,6 +44,28 @@ enum SQLiteSchema {
                 ALTER TABLE sessions ADD COLUMN away INTEGER NOT NULL DEFAULT 0;
                 """)
         }
+        migrator.registerMigration("v3-events") { db in
+            try db.execute(sql: """
+                CREATE TABLE events (
+                    seq INTEGER PRIMARY KEY NOT NULL,
+                    room_id TEXT NOT NULL,
+                    user_id TEXT NOT NULL,
+                    type TEXT NOT NULL,
+                    reason TEXT,
+                    at INTEGER NOT NULL,
+                    room_version INTEGER NOT NULL,
+                    name TEXT,
+                    image TEXT,
+                    data TEXT
+                );
+                CREATE INDEX events_by_room ON events (room_id, seq);
+                CREATE TABLE webhook_cursors (
+                    endpoint TEXT PRIMARY KEY NOT NULL,
+                    delivered_through INTEGER NOT NULL,
+                    failed_at INTEGER
+                );
+                """)
+        }
         return migrator
     }
 }

@@ -176,10 +176,11 @@ public final class SQLiteStore: PresenceStore {
                     interval: $0["interval"], away: $0["away"])
             }
             let lastVersion = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'last_version'") ?? 0
+            let lastEvent = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'last_event'") ?? 0
             let aliveAt = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'alive_at'")
             return PresenceState.restoring(
-                rooms: rooms, users: users, sessions: sessions, lastVersion: UInt64(lastVersion), aliveAt: aliveAt, now: now,
-                quotas: quotas)
+                rooms: rooms, users: users, sessions: sessions, lastVersion: UInt64(lastVersion),
+                lastEventSequence: UInt64(lastEvent), aliveAt: aliveAt, now: now, quotas: quotas)
         }
     }
 
@@ -209,7 +210,34 @@ public final class SQLiteStore: PresenceStore {
         for session in changes.sessions {
             try db.cachedStatement(sql: "INSERT OR REPLACE INTO sessions (session_id, room_id, user_id, token, interval, away) VALUES (?, ?, ?, ?, ?, ?)").execute(arguments: [session.sessionId, session.roomId, session.userId, session.token, session.interval, session.away])
         }
-        try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_version', ?), ('alive_at', ?)").execute(arguments: [Int64(changes.lastVersion), aliveAt])
+        for event in changes.events {
+            try db.cachedStatement(sql: """
+                    INSERT INTO events (seq, room_id, user_id, type, reason, at, room_version, name, image, data)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """).execute(arguments: [
+                    Int64(event.sequence), event.roomId, event.userId, event.kind.rawValue, event.reason?.rawValue,
+                    event.at, Int64(event.roomVersion), event.name, event.image, event.data?.compactJSON,
+                ])
+        }
+        try db.cachedStatement(sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_version', ?), ('alive_at', ?), ('last_event', ?)").execute(arguments: [Int64(changes.lastVersion), aliveAt, Int64(changes.lastEventSequence)])
+    }
+
+    private static func event(from row: Row) throws -> PresenceEvent {
+        let dataText: String? = row["data"]
+        let typeName: String = row["type"]
+        let reasonName: String? = row["reason"]
+        guard let kind = PresenceEvent.Kind(rawValue: typeName) else {
+            throw SQLiteStoreError(description: "unknown event type \(typeName) in the events table")
+        }
+        return PresenceEvent(
+            sequence: UInt64(row["seq"] as Int64), roomId: row["room_id"], userId: row["user_id"], kind: kind,
+            reason: reasonName.flatMap(PresenceEvent.LeaveReason.init(rawValue:)), at: row["at"],
+            roomVersion: UInt64(row["room_version"] as Int64), name: row["name"], image: row["image"],
+            data: try dataText.map { try JSONParser.parse($0.utf8) })
+    }
+
+    private static func metaValue(_ key: String, in db: Database) throws -> Int64 {
+        try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [key]) ?? 0
     }
 
     // MARK: - Group commit
@@ -328,12 +356,12 @@ public final class SQLiteStore: PresenceStore {
     }
 
     public func update(sessionToken: String, data: JSONValue?) async throws {
-        try await perform { state, _ throws(PresenceError) in ((), try state.update(sessionToken: sessionToken, data: data).changes) }
+        try await perform { state, now throws(PresenceError) in ((), try state.update(sessionToken: sessionToken, data: data, now: now).changes) }
     }
 
     public func updateRoomUser(roomId: String, userId: String, data: JSONValue?) async throws {
-        try await perform { state, _ throws(PresenceError) in
-            ((), try state.updateRoomUser(roomId: roomId, userId: userId, data: data).changes)
+        try await perform { state, now throws(PresenceError) in
+            ((), try state.updateRoomUser(roomId: roomId, userId: userId, data: data, now: now).changes)
         }
     }
 
@@ -350,11 +378,11 @@ public final class SQLiteStore: PresenceStore {
     }
 
     public func removeRoomUser(roomId: String, userId: String) async throws {
-        try await perform { state, _ in ((), state.removeRoomUser(roomId: roomId, userId: userId).changes) }
+        try await perform { state, now in ((), state.removeRoomUser(roomId: roomId, userId: userId, now: now).changes) }
     }
 
     public func removeRoom(roomId: String) async throws {
-        try await perform { state, _ in ((), state.removeRoom(roomId: roomId).changes) }
+        try await perform { state, now in ((), state.removeRoom(roomId: roomId, now: now).changes) }
     }
 
     public func rotateRoomToken(roomId: String) async throws -> String? {
@@ -365,9 +393,64 @@ public final class SQLiteStore: PresenceStore {
     }
 
     public func forgetOfflineUsers(before cutoff: Int64, limit: Int) async throws -> Int {
-        try await perform { state, _ in
-            let (forgotten, outcome) = state.forgetOfflineUsers(before: cutoff, limit: limit)
+        try await perform { state, now in
+            let (forgotten, outcome) = state.forgetOfflineUsers(before: cutoff, limit: limit, now: now)
             return (forgotten, outcome.changes)
+        }
+    }
+
+    public func events(after: UInt64?, roomId: String?, limit: Int) async throws -> [PresenceEvent] {
+        try await database.read { db in
+            try EventPaging.checkNotExpired(
+                after: after, forgottenThrough: UInt64(try Self.metaValue("events_forgotten_through", in: db)))
+            let after = Int64(after ?? 0)
+            let rows = if let roomId {
+                try Row.fetchAll(
+                    db, sql: "SELECT * FROM events WHERE room_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    arguments: [roomId, after, limit])
+            } else {
+                try Row.fetchAll(db, sql: "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [after, limit])
+            }
+            return try rows.map(Self.event(from:))
+        }
+    }
+
+    public func forgetEvents(before cutoff: Int64) async throws -> Int {
+        let forgotten = Mutex(0)
+        try await write { db in
+            // An expiry's events are dated by the deadline, so `at` is not sorted: forget up to the last old one.
+            guard let last = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM events WHERE at < ?", arguments: [cutoff])
+            else { return }
+            try db.execute(sql: "DELETE FROM events WHERE seq <= ?", arguments: [last])
+            let count = db.changesCount
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('events_forgotten_through', ?)", arguments: [last])
+            forgotten.withLock { $0 = count }
+        }
+        return forgotten.withLock { $0 }
+    }
+
+    public func webhookCursor(endpoint: String) async throws -> WebhookCursor {
+        let cursor = Mutex(WebhookCursor(deliveredThrough: 0))
+        try await write { db in
+            if let row = try Row.fetchOne(db, sql: "SELECT * FROM webhook_cursors WHERE endpoint = ?", arguments: [endpoint]) {
+                let stored = WebhookCursor(deliveredThrough: UInt64(row["delivered_through"] as Int64), failedAt: row["failed_at"])
+                cursor.withLock { $0 = stored }
+                return
+            }
+            let newest = try Self.metaValue("last_event", in: db)
+            try db.execute(
+                sql: "INSERT INTO webhook_cursors (endpoint, delivered_through) VALUES (?, ?)", arguments: [endpoint, newest])
+            cursor.withLock { $0 = WebhookCursor(deliveredThrough: UInt64(newest)) }
+        }
+        return cursor.withLock { $0 }
+    }
+
+    public func saveWebhookCursor(_ cursor: WebhookCursor, endpoint: String) async throws {
+        try await write { db in
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO webhook_cursors (endpoint, delivered_through, failed_at) VALUES (?, ?, ?)",
+                arguments: [endpoint, Int64(cursor.deliveredThrough), cursor.failedAt])
         }
     }
 

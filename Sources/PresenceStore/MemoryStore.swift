@@ -1,6 +1,7 @@
 import Synchronization
 
-/// The ephemeral store: everything in memory, gone when the process ends.
+/// The ephemeral store: everything in memory, gone when the process ends, events and webhook
+/// progress included (at most `eventCapacity` events are kept).
 /// Operations run under one lock and never suspend, so they are short and ordered.
 ///
 /// ```swift
@@ -10,11 +11,14 @@ public final class MemoryStore: PresenceStore {
     public let clock: any WallClock
     public let deadlineAlarm = DeadlineAlarm()
     private let state: Mutex<PresenceState>
+    /// Locked only inside `state`'s lock when appending, so events keep commit order.
+    private let eventLog: Mutex<MemoryEventLog>
     private let feed = ChangeFeed()
 
-    public init(clock: any WallClock = SystemWallClock(), quotas: PresenceState.UserQuotas = .init()) {
+    public init(clock: any WallClock = SystemWallClock(), quotas: PresenceState.UserQuotas = .init(), eventCapacity: Int = 100_000) {
         self.clock = clock
-        self.state = Mutex(PresenceState(quotas: quotas))
+        self.state = Mutex(PresenceState(recordsEvents: true, quotas: quotas))
+        self.eventLog = Mutex(MemoryEventLog(capacity: eventCapacity))
     }
 
     /// Runs a mutation and publishes its changes while still holding the lock, so listeners see store order.
@@ -22,6 +26,8 @@ public final class MemoryStore: PresenceStore {
         let now = clock.nowMillis()
         return try state.withLock { (state: inout PresenceState) throws(PresenceError) -> Result in
             let (result, changes) = try body(&state, now)
+            let events = state.takeEvents()
+            if !events.isEmpty { eventLog.withLock { $0.append(events) } }
             feed.publish(changes)
             return result
         }
@@ -41,12 +47,12 @@ public final class MemoryStore: PresenceStore {
     }
 
     public func update(sessionToken: String, data: JSONValue?) async throws {
-        try mutate { state, _ throws(PresenceError) in ((), try state.update(sessionToken: sessionToken, data: data).changes) }
+        try mutate { state, now throws(PresenceError) in ((), try state.update(sessionToken: sessionToken, data: data, now: now).changes) }
     }
 
     public func updateRoomUser(roomId: String, userId: String, data: JSONValue?) async throws {
-        try mutate { state, _ throws(PresenceError) in
-            ((), try state.updateRoomUser(roomId: roomId, userId: userId, data: data).changes)
+        try mutate { state, now throws(PresenceError) in
+            ((), try state.updateRoomUser(roomId: roomId, userId: userId, data: data, now: now).changes)
         }
     }
 
@@ -63,11 +69,11 @@ public final class MemoryStore: PresenceStore {
     }
 
     public func removeRoomUser(roomId: String, userId: String) async throws {
-        try mutate { state, _ in ((), state.removeRoomUser(roomId: roomId, userId: userId).changes) }
+        try mutate { state, now in ((), state.removeRoomUser(roomId: roomId, userId: userId, now: now).changes) }
     }
 
     public func removeRoom(roomId: String) async throws {
-        try mutate { state, _ in ((), state.removeRoom(roomId: roomId).changes) }
+        try mutate { state, now in ((), state.removeRoom(roomId: roomId, now: now).changes) }
     }
 
     public func rotateRoomToken(roomId: String) async throws -> String? {
@@ -78,10 +84,26 @@ public final class MemoryStore: PresenceStore {
     }
 
     public func forgetOfflineUsers(before cutoff: Int64, limit: Int) async throws -> Int {
-        try mutate { state, _ in
-            let (forgotten, outcome) = state.forgetOfflineUsers(before: cutoff, limit: limit)
+        try mutate { state, now in
+            let (forgotten, outcome) = state.forgetOfflineUsers(before: cutoff, limit: limit, now: now)
             return (forgotten, outcome.changes)
         }
+    }
+
+    public func events(after: UInt64?, roomId: String?, limit: Int) async throws -> [PresenceEvent] {
+        try eventLog.withLock { log throws(PresenceError) in try log.page(after: after, roomId: roomId, limit: limit) }
+    }
+
+    public func forgetEvents(before cutoff: Int64) async throws -> Int {
+        eventLog.withLock { $0.forget(before: cutoff) }
+    }
+
+    public func webhookCursor(endpoint: String) async throws -> WebhookCursor {
+        eventLog.withLock { $0.cursor(endpoint: endpoint) }
+    }
+
+    public func saveWebhookCursor(_ cursor: WebhookCursor, endpoint: String) async throws {
+        eventLog.withLock { $0.cursors[endpoint] = cursor }
     }
 
     public func roomId(forToken roomToken: String) async throws -> String? {

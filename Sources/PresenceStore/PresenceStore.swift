@@ -35,6 +35,15 @@ public protocol PresenceStore: Sendable {
     /// Forgets up to `limit` offline users who went offline before `cutoff` (and rooms left empty);
     /// returns how many it forgot.
     func forgetOfflineUsers(before cutoff: Int64, limit: Int) async throws -> Int
+    /// Events after the sequence `after` (nil: from the oldest kept), oldest first, at most `limit`,
+    /// of one room or of all. Throws `events_expired` when events after `after` are forgotten.
+    func events(after: UInt64?, roomId: String?, limit: Int) async throws -> [PresenceEvent]
+    /// Forgets the events recorded before `cutoff` (retention); returns how many.
+    func forgetEvents(before cutoff: Int64) async throws -> Int
+    /// Where a webhook endpoint's deliveries stand; an endpoint seen for the first time starts
+    /// after the newest event (it is not sent the history).
+    func webhookCursor(endpoint: String) async throws -> WebhookCursor
+    func saveWebhookCursor(_ cursor: WebhookCursor, endpoint: String) async throws
     /// The room a token reads, or nil for an unknown (or rotated) token.
     func roomId(forToken roomToken: String) async throws -> String?
     /// The room and user of a live session, or nil for an unknown token.
@@ -54,6 +63,9 @@ public protocol PresenceStore: Sendable {
     /// server closes its sockets with 1013 and their clients reconnect, perhaps to another process.
     /// The default never yields.
     func outages() -> AsyncStream<Void>
+    /// Whether this process delivers webhooks now: a store shared by several processes lets one
+    /// of them at a time. The default is true.
+    var deliversWebhooks: Bool { get }
     /// Figures of the store's own work for `/metrics` (a shared store: serving, leading expiry,
     /// transactions). The default has none.
     var gauges: [StoreGauge] { get }
@@ -97,6 +109,8 @@ extension PresenceStore {
     public func synchronize() async throws {}
 
     public var gauges: [StoreGauge] { [] }
+
+    public var deliversWebhooks: Bool { true }
 
     public func outages() -> AsyncStream<Void> {
         // No continuation is kept, so the stream ends at once: this store never stops serving.

@@ -104,7 +104,7 @@ import PresenceTestSupport
     @Test func anAwayUsersDataChangeKeepsThemAway() throws {
         var state = PresenceState()
         let session = try beat(&state, session: "a1", at: t0, away: true)
-        let outcome = try state.update(sessionToken: session.tokens.sessionToken, data: .object(["typing": .bool(false)]))
+        let outcome = try state.update(sessionToken: session.tokens.sessionToken, data: .object(["typing": .bool(false)]), now: 0)
         #expect(outcome.changes.count == 1)
         #expect(record(state)?.away == true && record(state)?.awaySince == t0)
         #expect(record(state)?.data == .object(["typing": .bool(false)]))

@@ -95,7 +95,7 @@ import PresenceTestSupport
         #expect(again.tokens.sessionToken != first.tokens.sessionToken)
         #expect(users(state) == [UserRecord(userId: "alice", online: true, lastDisconnected: 0, onlineSince: t0 + 30_000)])
         // The old session token no longer updates anything.
-        #expect(throws: PresenceError.self) { try state.update(sessionToken: first.tokens.sessionToken, data: .bool(true)) }
+        #expect(throws: PresenceError.self) { try state.update(sessionToken: first.tokens.sessionToken, data: .bool(true), now: 0) }
     }
 
     @Test func seventySessionsExpiringTogetherChangeTheRoomOnce() throws {
@@ -168,13 +168,13 @@ import PresenceTestSupport
         var state = PresenceState()
         let alice = try beat(&state, user: "alice", session: "a1", at: t0)
         let before = version(state)
-        let changes = try state.update(sessionToken: alice.tokens.sessionToken, data: .object(["typing": .bool(true)])).changes
+        let changes = try state.update(sessionToken: alice.tokens.sessionToken, data: .object(["typing": .bool(true)]), now: 0).changes
         #expect(changes.count == 1)
         #expect(users(state).first?.data == .object(["typing": .bool(true)]))
         #expect(version(state) > before)
-        let same = try state.update(sessionToken: alice.tokens.sessionToken, data: .object(["typing": .bool(true)]))
+        let same = try state.update(sessionToken: alice.tokens.sessionToken, data: .object(["typing": .bool(true)]), now: 0)
         #expect(same.changes.isEmpty, "setting the same value changes nothing")
-        _ = try state.updateRoomUser(roomId: "room", userId: "alice", data: nil)
+        _ = try state.updateRoomUser(roomId: "room", userId: "alice", data: nil, now: 0)
         #expect(users(state).first?.data == nil)
     }
 
@@ -182,20 +182,20 @@ import PresenceTestSupport
         var state = PresenceState()
         _ = try beat(&state, user: "alice", session: "a1", at: t0)
         do {
-            _ = try state.updateRoomUser(roomId: "room", userId: "mallory", data: .bool(true))
+            _ = try state.updateRoomUser(roomId: "room", userId: "mallory", data: .bool(true), now: 0)
             Issue.record("expected not_found")
         } catch {
             #expect(error.code == "not_found")
         }
-        #expect(throws: PresenceError.self) { try state.updateRoomUser(roomId: "nowhere", userId: "alice", data: .bool(true)) }
-        #expect(throws: PresenceError.self) { try state.update(sessionToken: "s_unknown", data: .bool(true)) }
+        #expect(throws: PresenceError.self) { try state.updateRoomUser(roomId: "nowhere", userId: "alice", data: .bool(true), now: 0) }
+        #expect(throws: PresenceError.self) { try state.update(sessionToken: "s_unknown", data: .bool(true), now: 0) }
     }
 
     @Test func dataOfAnOfflineUserCanStillBeSetByTheAdmin() throws {
         var state = PresenceState()
         _ = try beat(&state, user: "alice", session: "a1", at: t0)
         _ = state.expireDue(now: t0 + 25_000, limit: 10)
-        _ = try state.updateRoomUser(roomId: "room", userId: "alice", data: .string("away"))
+        _ = try state.updateRoomUser(roomId: "room", userId: "alice", data: .string("away"), now: 0)
         #expect(users(state).first?.data == .string("away"))
         #expect(users(state).first?.online == false)
     }
@@ -206,18 +206,18 @@ import PresenceTestSupport
         _ = try beat(&state, user: "alice", session: "a2", at: t0)
         _ = try beat(&state, user: "bob", session: "b1", at: t0)
         let before = version(state)
-        #expect(state.removeRoomUser(roomId: "room", userId: "alice").changes.count == 1)
+        #expect(state.removeRoomUser(roomId: "room", userId: "alice", now: 0).changes.count == 1)
         #expect(version(state) > before)
         #expect(users(state).map(\.userId) == ["bob"])
         #expect(state.session(id: "a1") == nil)
-        #expect(throws: PresenceError.self) { try state.update(sessionToken: alice.tokens.sessionToken, data: .null) }
+        #expect(throws: PresenceError.self) { try state.update(sessionToken: alice.tokens.sessionToken, data: .null, now: 0) }
         #expect(state.userRooms(userId: "alice", onlineOnly: false, limit: 10).isEmpty)
         // The stale deadline later does nothing.
         let (expired, outcome) = state.expireDue(now: t0 + 25_000, limit: 10)
         #expect(expired == 1)  // bob
         #expect(users(state).map(\.userId) == ["bob"])
         #expect(outcome.changes.count == 1)
-        #expect(state.removeRoomUser(roomId: "room", userId: "nobody").changes.isEmpty)
+        #expect(state.removeRoomUser(roomId: "room", userId: "nobody", now: 0).changes.isEmpty)
         // The freed sessionId may start a new session, even for another user.
         _ = try beat(&state, user: "carol", session: "a1", at: t0 + 30_000)
     }
@@ -229,7 +229,7 @@ import PresenceTestSupport
             token = try beat(&state, room: "big", user: "u\(index)", session: "s\(index)", at: t0).tokens.roomToken
         }
         _ = try beat(&state, room: "other", user: "u0", session: "x0", at: t0)
-        let changes = state.removeRoom(roomId: "big").changes
+        let changes = state.removeRoom(roomId: "big", now: 0).changes
         #expect(changes.count == 1)
         #expect(changes.first?.kind == .removed)
         #expect(state.snapshot(roomToken: token, limit: 10) == .empty)
@@ -312,7 +312,7 @@ import PresenceTestSupport
             case 0, 1:
                 _ = try beat(&state, user: user, session: user + "-s", interval: 1_000, at: now)
             case 2:
-                _ = try? state.updateRoomUser(roomId: "room", userId: user, data: .integer(Int64(generator.next() % 3)))
+                _ = try? state.updateRoomUser(roomId: "room", userId: user, data: .integer(Int64(generator.next() % 3)), now: now)
             default:
                 _ = state.expireDue(now: now, limit: 100)
             }
@@ -343,11 +343,11 @@ import PresenceTestSupport
             case 6:
                 _ = state.expireDue(now: now, limit: 1_000)
             case 7:
-                _ = state.removeRoomUser(roomId: room, userId: user)
+                _ = state.removeRoomUser(roomId: room, userId: user, now: now)
             case 8:
-                _ = state.forgetOfflineUsers(before: now - 1_000, limit: 3)
+                _ = state.forgetOfflineUsers(before: now - 1_000, limit: 3, now: now)
             default:
-                if Int.random(in: 0..<5, using: &generator) == 0 { _ = state.removeRoom(roomId: room) }
+                if Int.random(in: 0..<5, using: &generator) == 0 { _ = state.removeRoom(roomId: room, now: now) }
             }
             let records = state.rooms.values.flatMap { $0.users.values }
             let statistics = state.statistics

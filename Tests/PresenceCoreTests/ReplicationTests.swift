@@ -58,16 +58,16 @@ import PresenceTestSupport
                 case 4:
                     if let token = writer.sessions[sessionId]?.token { _ = writer.disconnect(sessionToken: token, now: now) }
                 case 5:
-                    _ = try? writer.updateRoomUser(roomId: room, userId: user, data: JSONValue.integer(now % 7))
+                    _ = try? writer.updateRoomUser(roomId: room, userId: user, data: JSONValue.integer(now % 7), now: now)
                 case 6:
                     _ = writer.expireDue(now: now, limit: 3)
                 case 7:
                     _ = Int.random(in: 0..<4, using: &random) == 0
-                        ? writer.removeRoom(roomId: room) : writer.removeRoomUser(roomId: room, userId: user)
+                        ? writer.removeRoom(roomId: room, now: now) : writer.removeRoomUser(roomId: room, userId: user, now: now)
                 case 8:
                     _ = writer.rotateRoomToken(roomId: room)
                 default:
-                    _ = writer.forgetOfflineUsers(before: now - 3_000, limit: 2)
+                    _ = writer.forgetOfflineUsers(before: now - 3_000, limit: 2, now: now)
                 }
             }
             replica.applyReplicated(writer.takeDurableChanges())

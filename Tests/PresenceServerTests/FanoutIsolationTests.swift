@@ -71,6 +71,14 @@ final class SlowRoomStore: PresenceStore {
     func nextDeadline() async throws -> Int64? { try await inner.nextDeadline() }
     func roomChanges() -> AsyncStream<RoomChange> { inner.roomChanges() }
     func statistics() async throws -> PresenceStatistics { try await inner.statistics() }
+    func events(after: UInt64?, roomId: String?, limit: Int) async throws -> [PresenceEvent] {
+        try await inner.events(after: after, roomId: roomId, limit: limit)
+    }
+    func forgetEvents(before cutoff: Int64) async throws -> Int { try await inner.forgetEvents(before: cutoff) }
+    func webhookCursor(endpoint: String) async throws -> WebhookCursor { try await inner.webhookCursor(endpoint: endpoint) }
+    func saveWebhookCursor(_ cursor: WebhookCursor, endpoint: String) async throws {
+        try await inner.saveWebhookCursor(cursor, endpoint: endpoint)
+    }
 }
 
 @Suite struct FanoutIsolationTests {

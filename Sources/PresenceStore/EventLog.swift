@@ -1,0 +1,95 @@
+/// Where one webhook endpoint stands: the last event it acknowledged, and whether deliveries
+/// stopped after failing for the give-up time (until an admin enables the endpoint again).
+public struct WebhookCursor: Sendable, Hashable {
+    public var deliveredThrough: UInt64
+    /// When deliveries gave up (milliseconds); nil while the endpoint is active.
+    public var failedAt: Int64?
+
+    public init(deliveredThrough: UInt64, failedAt: Int64? = nil) {
+        self.deliveredThrough = deliveredThrough
+        self.failedAt = failedAt
+    }
+}
+
+/// The rule every store applies to a page of events: `after` older than the forgotten ones is
+/// `events_expired`, since the caller would silently miss events otherwise.
+public enum EventPaging {
+    public static let maximumLimit = 1_000
+
+    public static func checkNotExpired(after: UInt64?, forgottenThrough: UInt64) throws(PresenceError) {
+        guard let after, after < forgottenThrough else { return }
+        throw .eventsExpired(
+            "events after \(PresenceEvent.id(forSequence: after)) are no longer kept; re-read the rooms and continue from the oldest kept event (omit after)")
+    }
+}
+
+/// The event log of a store that keeps it in memory: the newest events within the retention,
+/// at most `capacity` of them, and the webhook cursors. Not thread-safe; its owner locks it.
+public struct MemoryEventLog: Sendable {
+    private var events: [PresenceEvent] = []
+    /// Index of the oldest kept event in `events`: trimming moves it and compacts now and then.
+    private var start = 0
+    public private(set) var forgottenThrough: UInt64 = 0
+    public private(set) var lastSequence: UInt64 = 0
+    public var cursors: [String: WebhookCursor] = [:]
+    public let capacity: Int
+
+    public init(capacity: Int = 100_000) {
+        self.capacity = capacity
+    }
+
+    public var count: Int { events.count - start }
+
+    public mutating func append(_ newEvents: [PresenceEvent]) {
+        guard let last = newEvents.last else { return }
+        events.append(contentsOf: newEvents)
+        lastSequence = last.sequence
+        if count > capacity { forget(count - capacity) }
+    }
+
+    public func page(after: UInt64?, roomId: String?, limit: Int) throws(PresenceError) -> [PresenceEvent] {
+        try EventPaging.checkNotExpired(after: after, forgottenThrough: forgottenThrough)
+        let kept = events[start...]
+        // Sequences are ascending, so the first event after `after` is found by bisection.
+        var low = kept.startIndex, high = kept.endIndex
+        if let after {
+            while low < high {
+                let middle = (low + high) / 2
+                if kept[middle].sequence <= after { low = middle + 1 } else { high = middle }
+            }
+        }
+        var page: [PresenceEvent] = []
+        for event in kept[low...] where roomId == nil || event.roomId == roomId {
+            page.append(event)
+            if page.count == limit { break }
+        }
+        return page
+    }
+
+    /// Forgets the events recorded before `cutoff`; returns how many.
+    public mutating func forget(before cutoff: Int64) -> Int {
+        // An expiry's events are dated by the deadline, so `at` is not sorted: forget up to the last old one.
+        guard let lastOld = events[start...].lastIndex(where: { $0.at < cutoff }) else { return 0 }
+        let forgotten = lastOld - start + 1
+        forget(forgotten)
+        return forgotten
+    }
+
+    private mutating func forget(_ number: Int) {
+        guard number > 0 else { return }
+        forgottenThrough = events[start + number - 1].sequence
+        start += number
+        if start > 4_096, start * 2 > events.count {
+            events.removeFirst(start)
+            start = 0
+        }
+    }
+
+    /// The endpoint's cursor; an endpoint seen for the first time starts after the newest event.
+    public mutating func cursor(endpoint: String) -> WebhookCursor {
+        if let cursor = cursors[endpoint] { return cursor }
+        let cursor = WebhookCursor(deliveredThrough: lastSequence)
+        cursors[endpoint] = cursor
+        return cursor
+    }
+}
