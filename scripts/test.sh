@@ -27,8 +27,8 @@ fi
 # Python packages for the browser tests. Playwright drives Debian's Chromium
 # (executable_path); it never downloads a browser of its own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
-if ! python3 -c "import playwright.sync_api, pytest" >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
-    python3 -m pip install --quiet --disable-pip-version-check playwright pytest schemathesis
+if ! python3 -c "import playwright.sync_api, pytest, standardwebhooks" >/dev/null 2>&1 || ! command -v schemathesis >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check playwright pytest schemathesis standardwebhooks
 fi
 
 # A PostgreSQL server of the tests' own (Debian's, installed when missing) for the PostgreSQL store

@@ -611,6 +611,6 @@ public struct PresenceState: Sendable {
     public var statistics: PresenceStatistics {
         PresenceStatistics(
             rooms: rooms.count, sessions: sessions.count, onlineUsers: onlineUserCount,
-            userRecords: userRecordCount)
+            userRecords: userRecordCount, lastEventSequence: lastEventSequence)
     }
 }

@@ -693,7 +693,7 @@ public final class PostgresStore: PresenceStore {
     }
 
     /// Reads committed events straight from the table: they are there once their change is acknowledged.
-    public func events(after: UInt64?, roomId: String?, limit: Int) async throws -> [PresenceEvent] {
+    public func events(after: UInt64?, roomId: String?, limit: Int) async throws -> EventPage {
         try ensureServing()
         let afterSequence = after
         let after = Int64(after ?? 0)
@@ -731,7 +731,7 @@ public final class PostgresStore: PresenceStore {
         }
         // Checked after the read, in the same snapshot: an error thrown inside would come out wrapped.
         try EventPaging.checkNotExpired(after: afterSequence, forgottenThrough: UInt64(forgottenThrough))
-        return events
+        return EventPage(events: events, after: afterSequence, forgottenThrough: UInt64(forgottenThrough))
     }
 
     public func forgetEvents(before cutoff: Int64) async throws -> Int {

@@ -399,10 +399,11 @@ public final class SQLiteStore: PresenceStore {
         }
     }
 
-    public func events(after: UInt64?, roomId: String?, limit: Int) async throws -> [PresenceEvent] {
+    public func events(after: UInt64?, roomId: String?, limit: Int) async throws -> EventPage {
         try await database.read { db in
-            try EventPaging.checkNotExpired(
-                after: after, forgottenThrough: UInt64(try Self.metaValue("events_forgotten_through", in: db)))
+            let forgottenThrough = UInt64(try Self.metaValue("events_forgotten_through", in: db))
+            try EventPaging.checkNotExpired(after: after, forgottenThrough: forgottenThrough)
+            let afterSequence = after
             let after = Int64(after ?? 0)
             let rows = if let roomId {
                 try Row.fetchAll(
@@ -411,7 +412,7 @@ public final class SQLiteStore: PresenceStore {
             } else {
                 try Row.fetchAll(db, sql: "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [after, limit])
             }
-            return try rows.map(Self.event(from:))
+            return EventPage(events: try rows.map(Self.event(from:)), after: afterSequence, forgottenThrough: forgottenThrough)
         }
     }
 

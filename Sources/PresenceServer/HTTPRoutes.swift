@@ -77,6 +77,60 @@ struct HTTPRoutes<Context: RequestContext> {
             return .json(Self.roomJSON(try await operations.roomUsers(roomId: roomId, onlineOnly: onlineOnly, limit: limit, by: admin)))
         }
 
+        route("/api/events", .get) { request, _ in
+            let admin = try operations.authenticateAdmin(key: request.bearerToken)
+            let query = request.uri.queryParameters
+            let after = try query.get("after").map { raw throws(PresenceError) -> UInt64 in
+                guard let sequence = PresenceEvent.sequence(fromId: raw) else {
+                    throw .invalidArgument("after must be an event id (e_ and 16 digits), got \(raw)")
+                }
+                return sequence
+            }
+            let roomId = try query.get("roomId").map { raw throws(PresenceError) in try QueryParsing.identifier(raw, field: "roomId") }
+            let limit = try QueryParsing.limit(query.get("limit"))
+            let page = try await operations.events(after: after, roomId: roomId, limit: limit, by: admin)
+            var writer = JSONWriter(capacity: 64 + page.events.count * 160)
+            writer.object { object in
+                object.field("events") { $0.write(page.events) }
+                object.field("next", PresenceEvent.id(forSequence: page.next))
+            }
+            return .json(writer.output)
+        }
+
+        route("/api/webhooks", .get) { request, _ in
+            let admin = try operations.authenticateAdmin(key: request.bearerToken)
+            let statuses = try await operations.webhookStatuses(by: admin)
+            var writer = JSONWriter()
+            writer.object { object in
+                object.field("endpoints") { array in
+                    array.raw("[")
+                    for (index, status) in statuses.enumerated() {
+                        if index > 0 { array.raw(",") }
+                        let figures = operations.webhooks.figures(of: status.endpoint.url)
+                        array.object { entry in
+                            entry.field("url", status.endpoint.url)
+                            entry.field("state", status.cursor.failedAt == nil ? "active" : "failed")
+                            entry.field("deliveredThrough", PresenceEvent.id(forSequence: status.cursor.deliveredThrough))
+                            entry.field("failedAt", status.cursor.failedAt ?? 0)
+                            entry.field("lagMillis", figures.lagMillis)
+                            entry.field("attempted", Int64(figures.attempted))
+                            entry.field("succeeded", Int64(figures.succeeded))
+                            entry.field("failed", Int64(figures.failed))
+                        }
+                    }
+                    array.raw("]")
+                }
+            }
+            return .json(writer.output)
+        }
+
+        route("/api/webhooks/enable", .post) { request, _ in
+            let admin = try operations.authenticateAdmin(key: request.bearerToken)
+            let body = try JSONObject(parsing: try await Self.body(of: request).readableBytesView)
+            try await operations.enableWebhook(url: try body.string("url"), by: admin)
+            return .json("{}")
+        }
+
         route("/api/users/{userId}/rooms", .get) { request, context in
             let admin = try operations.authenticateAdmin(key: request.bearerToken)
             let userId = try QueryParsing.identifier(context.parameters.get("userId"), field: "userId")
@@ -131,7 +185,8 @@ struct HTTPRoutes<Context: RequestContext> {
         }
 
         route("/metrics", .get) { _, _ in
-            let text = metrics.render(statistics: try? await operations.statistics(), store: operations.store.gauges)
+            let text = metrics.render(
+                statistics: try? await operations.statistics(), store: operations.store.gauges + operations.webhooks.gauges)
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: text)))

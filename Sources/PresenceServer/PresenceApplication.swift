@@ -40,8 +40,10 @@ public enum PresenceApplication {
         if !configuration.allowedOrigins.isEmpty {
             router.middlewares.add(CORSOriginsMiddleware(allowedOrigins: configuration.allowedOrigins))
         }
+        let webhooks = WebhookRegistry(endpoints: configuration.webhooks)
         let operations = PresenceOperations(
-            store: store, authorizer: configuration.authorizer, adminKey: configuration.adminKey, metrics: metrics, logger: logger)
+            store: store, authorizer: configuration.authorizer, adminKey: configuration.adminKey, metrics: metrics, logger: logger,
+            webhooks: webhooks)
         HTTPRoutes(operations: operations, metrics: metrics).register(on: router)
         WebAssets.load().register(on: router)
 
@@ -117,8 +119,13 @@ public enum PresenceApplication {
                 address: .hostname(configuration.host, port: configuration.port),
                 serverName: "presence-server",
                 backlog: configuration.backlog),
-            services: [StoreService(store: store), hub, expiry, OutageService(store: store, sockets: openSockets, logger: logger)]
-                + (configuration.retention.map { [RetentionService(store: store, retention: $0, interval: configuration.retentionSweepInterval, logger: logger)] } ?? []),
+            services: [
+                StoreService(store: store), hub, expiry, OutageService(store: store, sockets: openSockets, logger: logger),
+                RetentionService(
+                    store: store, userRetention: configuration.retention, eventRetention: configuration.eventRetention,
+                    interval: configuration.retentionSweepInterval, logger: logger),
+                WebhookService(registry: webhooks, store: store, timings: configuration.webhookTimings, logger: logger),
+            ],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
             logger: logger)
     }
@@ -203,11 +210,12 @@ struct OutageService: Service {
     }
 }
 
-/// Forgets long-offline users on a schedule, in batches, so offline records and their data
-/// do not pile up forever.
+/// Forgets long-offline users (when a user retention is set) and old events on a schedule, in
+/// batches, so offline records, their data and the event log do not pile up forever.
 struct RetentionService: Service {
     let store: any PresenceStore
-    let retention: Duration
+    let userRetention: Duration?
+    let eventRetention: Duration
     let interval: Duration
     let logger: Logger
 
@@ -216,6 +224,13 @@ struct RetentionService: Service {
             let clock = store.clock
             while !Task.isCancelled {
                 try await clock.sleep(untilMillis: clock.nowMillis() + interval.milliseconds)
+                do {
+                    let forgotten = try await store.forgetEvents(before: clock.nowMillis() - eventRetention.milliseconds)
+                    if forgotten > 0 { logger.info("retention forgot old events", metadata: ["count": "\(forgotten)"]) }
+                } catch {
+                    logger.warning("could not forget old events", metadata: ["error": "\(error)"])
+                }
+                guard let retention = userRetention else { continue }
                 let cutoff = clock.nowMillis() - retention.milliseconds
                 var total = 0
                 while true {

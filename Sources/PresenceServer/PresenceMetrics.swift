@@ -25,6 +25,7 @@ public final class PresenceMetrics: Sendable {
     private let sessions: CoreMetrics.Gauge
     private let onlineUsers: CoreMetrics.Gauge
     private let rooms: CoreMetrics.Gauge
+    private let events: CoreMetrics.Gauge
 
     public init() {
         let registry = PrometheusCollectorRegistry()
@@ -47,6 +48,7 @@ public final class PresenceMetrics: Sendable {
         sessions = Gauge(label: "presence_sessions", factory: factory)
         onlineUsers = Gauge(label: "presence_online_users", factory: factory)
         rooms = Gauge(label: "presence_rooms", factory: factory)
+        events = Gauge(label: "presence_events_written", factory: factory)
     }
 
     /// Counts the errors that are metrics of their own.
@@ -66,6 +68,7 @@ public final class PresenceMetrics: Sendable {
             sessions.record(statistics.sessions)
             onlineUsers.record(statistics.onlineUsers)
             rooms.record(statistics.rooms)
+            events.record(Double(statistics.lastEventSequence))
         }
         var text = registry.emitToString()
         // The store's figures are read at scrape time, like the counts above; they are not kept here.

@@ -22,6 +22,7 @@ struct PresenceOperations: Sendable {
     let adminKey: String?
     let metrics: PresenceMetrics
     let logger: Logger
+    let webhooks: WebhookRegistry
 
     // MARK: - Authentication
 
@@ -124,6 +125,32 @@ struct PresenceOperations: Sendable {
             throw .notFound("room \(roomId) does not exist")
         }
         return token
+    }
+
+    func events(after: UInt64?, roomId: String?, limit: Int, by _: AdminCaller) async throws(PresenceError) -> EventPage {
+        try await checked { try await store.events(after: after, roomId: roomId, limit: limit) }
+    }
+
+    func webhookStatuses(by _: AdminCaller) async throws(PresenceError) -> [(endpoint: WebhookEndpoint, cursor: WebhookCursor)] {
+        var statuses: [(endpoint: WebhookEndpoint, cursor: WebhookCursor)] = []
+        for endpoint in webhooks.endpoints {
+            statuses.append((endpoint, try await checked { try await store.webhookCursor(endpoint: endpoint.url) }))
+        }
+        return statuses
+    }
+
+    /// Deliveries to a failed endpoint resume from where they stopped.
+    func enableWebhook(url: String, by _: AdminCaller) async throws(PresenceError) {
+        guard webhooks.endpoints.contains(where: { $0.url == url }) else {
+            throw .notFound("no webhook endpoint \(url) is configured")
+        }
+        try await checked {
+            var cursor = try await store.webhookCursor(endpoint: url)
+            cursor.failedAt = nil
+            try await store.saveWebhookCursor(cursor, endpoint: url)
+        }
+        webhooks.update(url) { $0.failedAt = nil }
+        webhooks.wakeAll()
     }
 
     // MARK: - Operator calls

@@ -31,7 +31,13 @@ public struct PresenceServerConfiguration: Sendable {
     public var backlog: Int = 4_096
     /// Forget users who have been offline longer than this (and rooms left empty); nil keeps them forever.
     public var retention: Duration?
-    /// How often the retention sweep runs.
+    /// Events older than this are forgotten (PROTOCOL.md's default: 7 days).
+    public var eventRetention: Duration = .seconds(7 * 86_400)
+    /// Receivers of every event (Standard Webhooks). With a store shared by several processes,
+    /// configure every process alike: one of them delivers at a time.
+    public var webhooks: [WebhookEndpoint] = []
+    public var webhookTimings = WebhookTimings()
+    /// How often the retention sweeps (users and events) run.
     public var retentionSweepInterval: Duration = .seconds(3_600)
     /// Who may do what: `OpenAuthorizer` (no user authentication), `JWTAuthorizer`, or your own.
     public var authorizer: any PresenceAuthorizer = OpenAuthorizer()

@@ -89,6 +89,21 @@ struct PresenceServerCommand: AsyncParsableCommand {
     @Option(help: "Forget users offline for longer than this many days [PRESENCE_RETENTION_DAYS]. Default: keep forever.")
     var retentionDays: Double?
 
+    @Option(help: "Keep presence events (GET /api/events, webhooks) this many days [PRESENCE_EVENT_RETENTION_DAYS]. Default 7.")
+    var eventRetentionDays: Double?
+
+    @Option(name: .customLong("webhook"), help: "A receiver of every presence event as URL,SECRET (the secret as whsec_ + base64), repeatable [PRESENCE_WEBHOOKS, space-separated].")
+    var webhooks: [String] = []
+
+    @Option(help: "A JSON file of webhook endpoints: [{\"url\", \"secret\", \"flapSuppressionSeconds\"?, \"giveUpHours\"?}] [PRESENCE_WEBHOOKS_FILE].")
+    var webhooksFile: String?
+
+    @Option(help: "Hours a failing webhook endpoint is retried before it is marked failed [PRESENCE_WEBHOOK_GIVE_UP_HOURS]. Default 24.")
+    var webhookGiveUpHours: Double?
+
+    @Option(help: "Seconds within which a leave followed by a join of the same user is sent as neither [PRESENCE_WEBHOOK_FLAP_SECONDS]. Default 0 (off).")
+    var webhookFlapSeconds: Double?
+
     func run() async throws {
         // A file-size limit (ulimit -f) must fail the write, which the store answers with 503,
         // not kill the server with every acknowledged change still safe on disk.
@@ -155,6 +170,28 @@ struct PresenceServerCommand: AsyncParsableCommand {
         if let days = try number(retentionDays, "PRESENCE_RETENTION_DAYS", minimum: 0.001) {
             configuration.retention = .seconds(days * 86_400)
         }
+        if let days = try number(eventRetentionDays, "PRESENCE_EVENT_RETENTION_DAYS", minimum: 0.0001) {
+            configuration.eventRetention = .milliseconds(Int64(days * 86_400_000))
+        }
+        let giveUpAfter = try number(webhookGiveUpHours, "PRESENCE_WEBHOOK_GIVE_UP_HOURS", minimum: 0.0001)
+            .map { Duration.milliseconds(Int64($0 * 3_600_000)) } ?? .seconds(86_400)
+        let flapWindow = try number(webhookFlapSeconds, "PRESENCE_WEBHOOK_FLAP_SECONDS", minimum: 0.0)
+            .map { Duration.milliseconds(Int64($0 * 1_000)) }
+        do {
+            let flags = webhooks.isEmpty
+                ? (environment["PRESENCE_WEBHOOKS"] ?? "").split(separator: " ").map(String.init).filter { !$0.isEmpty } : webhooks
+            configuration.webhooks = try flags.map { flag throws(PresenceError) in
+                try WebhookEndpoint(flag: flag, flapWindow: flapWindow, giveUpAfter: giveUpAfter)
+            }
+            if let path = setting(webhooksFile, "PRESENCE_WEBHOOKS_FILE") {
+                guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
+                    throw ValidationError("cannot read the webhooks file \(path)")
+                }
+                configuration.webhooks += try WebhookEndpoint.list(fileContents: contents, flapWindow: flapWindow, giveUpAfter: giveUpAfter)
+            }
+        } catch let error as PresenceError {
+            throw ValidationError(error.message)
+        }
         var userQuotas = PresenceState.UserQuotas()
         userQuotas.sessionsPerUser = try number(maxSessionsPerUser, "PRESENCE_MAX_SESSIONS_PER_USER", minimum: 1) ?? userQuotas.sessionsPerUser
         userQuotas.roomsPerUser = try number(maxRoomsPerUser, "PRESENCE_MAX_ROOMS_PER_USER", minimum: 1) ?? userQuotas.roomsPerUser
@@ -218,10 +255,12 @@ struct PresenceServerCommand: AsyncParsableCommand {
 
         let host = configuration.host
         let storeDescription = storeName
+        let webhookURLs = configuration.webhooks.map(\.url)
         let app = PresenceApplication.make(
             configuration: configuration, store: presenceStore, logger: logger,
             onServerRunning: { port in
                 var lines = ["presence-server listening on http://\(host):\(port) (store: \(storeDescription))"]
+                if !webhookURLs.isEmpty { lines.append("webhooks: " + webhookURLs.joined(separator: ", ")) }
                 if generatedKey {
                     lines.append("admin key (generated; set --admin-key or PRESENCE_ADMIN_KEY to keep one): \(key)")
                 }

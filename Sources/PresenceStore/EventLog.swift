@@ -11,6 +11,18 @@ public struct WebhookCursor: Sendable, Hashable {
     }
 }
 
+/// One page of the event log, and where the next page starts: the last event returned, or
+/// when none was, the `after` asked for (without one: just before the oldest kept event).
+public struct EventPage: Sendable, Hashable {
+    public var events: [PresenceEvent]
+    public var next: UInt64
+
+    public init(events: [PresenceEvent], after: UInt64?, forgottenThrough: UInt64) {
+        self.events = events
+        next = events.last?.sequence ?? after ?? forgottenThrough
+    }
+}
+
 /// The rule every store applies to a page of events: `after` older than the forgotten ones is
 /// `events_expired`, since the caller would silently miss events otherwise.
 public enum EventPaging {
@@ -47,7 +59,7 @@ public struct MemoryEventLog: Sendable {
         if count > capacity { forget(count - capacity) }
     }
 
-    public func page(after: UInt64?, roomId: String?, limit: Int) throws(PresenceError) -> [PresenceEvent] {
+    public func page(after: UInt64?, roomId: String?, limit: Int) throws(PresenceError) -> EventPage {
         try EventPaging.checkNotExpired(after: after, forgottenThrough: forgottenThrough)
         let kept = events[start...]
         // Sequences are ascending, so the first event after `after` is found by bisection.
@@ -63,7 +75,7 @@ public struct MemoryEventLog: Sendable {
             page.append(event)
             if page.count == limit { break }
         }
-        return page
+        return EventPage(events: page, after: after, forgottenThrough: forgottenThrough)
     }
 
     /// Forgets the events recorded before `cutoff`; returns how many.

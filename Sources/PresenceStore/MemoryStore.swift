@@ -90,7 +90,7 @@ public final class MemoryStore: PresenceStore {
         }
     }
 
-    public func events(after: UInt64?, roomId: String?, limit: Int) async throws -> [PresenceEvent] {
+    public func events(after: UInt64?, roomId: String?, limit: Int) async throws -> EventPage {
         try eventLog.withLock { log throws(PresenceError) in try log.page(after: after, roomId: roomId, limit: limit) }
     }
 

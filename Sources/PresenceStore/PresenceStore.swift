@@ -37,7 +37,7 @@ public protocol PresenceStore: Sendable {
     func forgetOfflineUsers(before cutoff: Int64, limit: Int) async throws -> Int
     /// Events after the sequence `after` (nil: from the oldest kept), oldest first, at most `limit`,
     /// of one room or of all. Throws `events_expired` when events after `after` are forgotten.
-    func events(after: UInt64?, roomId: String?, limit: Int) async throws -> [PresenceEvent]
+    func events(after: UInt64?, roomId: String?, limit: Int) async throws -> EventPage
     /// Forgets the events recorded before `cutoff` (retention); returns how many.
     func forgetEvents(before cutoff: Int64) async throws -> Int
     /// Where a webhook endpoint's deliveries stand; an endpoint seen for the first time starts

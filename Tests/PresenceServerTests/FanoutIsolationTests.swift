@@ -71,7 +71,7 @@ final class SlowRoomStore: PresenceStore {
     func nextDeadline() async throws -> Int64? { try await inner.nextDeadline() }
     func roomChanges() -> AsyncStream<RoomChange> { inner.roomChanges() }
     func statistics() async throws -> PresenceStatistics { try await inner.statistics() }
-    func events(after: UInt64?, roomId: String?, limit: Int) async throws -> [PresenceEvent] {
+    func events(after: UInt64?, roomId: String?, limit: Int) async throws -> EventPage {
         try await inner.events(after: after, roomId: roomId, limit: limit)
     }
     func forgetEvents(before cutoff: Int64) async throws -> Int { try await inner.forgetEvents(before: cutoff) }

@@ -10,9 +10,10 @@ func allEvents(_ store: any PresenceStore, after: UInt64? = nil, roomId: String?
     var cursor = after
     while true {
         let page = try await store.events(after: cursor, roomId: roomId, limit: pageSize)
-        events.append(contentsOf: page)
-        guard let last = page.last, page.count == pageSize else { return events }
-        cursor = last.sequence
+        events.append(contentsOf: page.events)
+        #expect(page.next == page.events.last?.sequence ?? cursor ?? 0)
+        guard page.events.count == pageSize else { return events }
+        cursor = page.next
     }
 }
 
@@ -76,14 +77,15 @@ func allEvents(_ store: any PresenceStore, after: UInt64? = nil, roomId: String?
             try await store.disconnect(sessionToken: alice.sessionToken)
             clock.advance(by: 60_000)
             _ = try await store.heartbeat(request(user: "bob", session: "b1"))
-            let all = try await store.events(after: nil, roomId: nil, limit: 100)
+            let all = try await store.events(after: nil, roomId: nil, limit: 100).events
             #expect(all.map(\.kind) == [.join, .leave, .join])
-            #expect(try await store.events(after: all[0].sequence, roomId: nil, limit: 1) == [all[1]])
-            #expect(try await store.events(after: all[2].sequence, roomId: nil, limit: 100).isEmpty)
+            #expect(try await store.events(after: all[0].sequence, roomId: nil, limit: 1).events == [all[1]])
+            #expect(try await store.events(after: all[2].sequence, roomId: nil, limit: 100).events.isEmpty)
 
             #expect(try await store.forgetEvents(before: start + 30_000) == 2)
-            #expect(try await store.events(after: nil, roomId: nil, limit: 100) == [all[2]], "from the oldest kept")
-            #expect(try await store.events(after: all[1].sequence, roomId: nil, limit: 100) == [all[2]])
+            #expect(try await store.events(after: nil, roomId: nil, limit: 100).events == [all[2]], "from the oldest kept")
+            #expect(try await store.events(after: nil, roomId: "elsewhere", limit: 100).next == all[1].sequence, "an empty page starts after the forgotten")
+            #expect(try await store.events(after: all[1].sequence, roomId: nil, limit: 100).events == [all[2]])
             do {
                 _ = try await store.events(after: all[0].sequence, roomId: nil, limit: 100)
                 Issue.record("\(kind.name): reading past forgotten events must fail")
@@ -100,7 +102,7 @@ func allEvents(_ store: any PresenceStore, after: UInt64? = nil, roomId: String?
         try await kind.withStore(clock) { store in
             _ = try await store.heartbeat(request(user: "alice", session: "a1"))
             _ = try await store.heartbeat(request(user: "bob", session: "b1"))
-            let newest = try await store.events(after: nil, roomId: nil, limit: 100).last!.sequence
+            let newest = try await store.events(after: nil, roomId: nil, limit: 100).next
             #expect(try await store.webhookCursor(endpoint: "https://example.test/a") == WebhookCursor(deliveredThrough: newest))
             _ = try await store.heartbeat(request(user: "carol", session: "c1"))
             #expect(try await store.webhookCursor(endpoint: "https://example.test/a").deliveredThrough == newest, "not moved by new events")
@@ -119,17 +121,17 @@ func allEvents(_ store: any PresenceStore, after: UInt64? = nil, roomId: String?
             _ = try await store.heartbeat(request(user: "alice", session: "a1", interval: 1_000))
             try await store.updateRoomUser(roomId: "room", userId: "alice", data: .string("hi"))
             try await store.saveWebhookCursor(WebhookCursor(deliveredThrough: 1), endpoint: "e")
-            return try await store.events(after: nil, roomId: nil, limit: 100)
+            return try await store.events(after: nil, roomId: nil, limit: 100).events
         }
         try store.close()
         // Down long enough for the session to have expired: it leaves as expired after the restart.
         clock.advance(by: 60_000)
         store = try SQLiteStore(directory: directory, clock: clock)
         try await store.whileRunning {
-            #expect(try await store.events(after: nil, roomId: nil, limit: 100) == before)
+            #expect(try await store.events(after: nil, roomId: nil, limit: 100).events == before)
             #expect(try await store.webhookCursor(endpoint: "e") == WebhookCursor(deliveredThrough: 1))
             #expect(try await store.expireDueSessions(limit: 10) == 1)
-            let after = try await store.events(after: before.last!.sequence, roomId: nil, limit: 100)
+            let after = try await store.events(after: before.last!.sequence, roomId: nil, limit: 100).events
             #expect(after.map(\.kind) == [.leave])
             #expect(after.first?.reason == .expiredAfterRestart)
             #expect(after.first?.sequence == before.last!.sequence + 1)
