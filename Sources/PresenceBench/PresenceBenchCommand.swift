@@ -21,7 +21,7 @@ struct PresenceBenchCommand: AsyncParsableCommand {
 }
 
 enum Scenario: String, CaseIterable, ExpressibleByArgument {
-    case heartbeat, fanout, expiry, memory, churn, multinode
+    case heartbeat, fanout, expiry, memory, churn, webhooks, multinode
 }
 
 struct Run: AsyncParsableCommand {
@@ -81,6 +81,8 @@ struct Run: AsyncParsableCommand {
                         }))
             case .churn:
                 measurements += try await (smoke ? ServerChurn.smoke : ServerChurn()).run(context)
+            case .webhooks:
+                measurements += try await (smoke ? WebhookChurn.smoke : WebhookChurn()).run(context)
             case .multinode:
                 guard let postgres else {
                     throw ValidationError("multinode needs --postgres-url (or PRESENCE_BENCH_POSTGRES_URL): scripts/postgres.sh start DIR prints one")

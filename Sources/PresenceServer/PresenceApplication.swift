@@ -223,7 +223,8 @@ struct RetentionService: Service {
         try await cancelWhenGracefulShutdown {
             let clock = store.clock
             while !Task.isCancelled {
-                try await clock.sleep(untilMillis: clock.nowMillis() + interval.milliseconds)
+                // A shutdown while sleeping is no failure of the service.
+                guard (try? await clock.sleep(untilMillis: clock.nowMillis() + interval.milliseconds)) != nil else { return }
                 do {
                     let forgotten = try await store.forgetEvents(before: clock.nowMillis() - eventRetention.milliseconds)
                     if forgotten > 0 { logger.info("retention forgot old events", metadata: ["count": "\(forgotten)"]) }

@@ -46,7 +46,8 @@ import PresenceStore
                 "/api/rooms/{roomId}/users/{userId}/data": ["put"], "/api/rooms/{roomId}/users": ["get"],
                 "/api/users/{userId}/rooms": ["get"], "/api/rooms/{roomId}/users/{userId}": ["delete"],
                 "/api/rooms/{roomId}": ["delete"], "/api/rooms/{roomId}/rotate-token": ["post"], "/health": ["get"],
-                "/metrics": ["get"], "/openapi.json": ["get"],
+                "/metrics": ["get"], "/openapi.json": ["get"], "/api/events": ["get"], "/api/webhooks": ["get"],
+                "/api/webhooks/enable": ["post"],
             ]
             guard case .object(let paths)? = document["paths"] else { throw TestFailure("no paths") }
             var documented: [String: [String]] = [:]
