@@ -337,6 +337,13 @@ struct WebhookService: Service {
         configuration.timeout.connect = .milliseconds(timings.requestTimeout.milliseconds)
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         await cancelWhenGracefulShutdown {
+            // Every process registers the endpoints at once, leading or not: an endpoint gets the
+            // events from when a server first ran with it, not from when one first delivered to it.
+            for endpoint in registry.endpoints {
+                while (try? await store.webhookCursor(endpoint: endpoint.url)) == nil {
+                    guard (try? await Task.sleep(for: timings.idlePoll)) != nil else { return }
+                }
+            }
             await withTaskGroup(of: Void.self) { group in
                 // Committed changes wake the loops; they read the log, not the changes.
                 group.addTask {

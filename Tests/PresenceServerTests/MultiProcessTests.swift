@@ -430,4 +430,43 @@ struct MultiProcessTests {
         // Back, it shows what happened meanwhile.
         #expect(try await cutOff.listRoom() == healthy.listRoom())
     }
+
+    /// Three processes share the event log: every event is delivered once in all, not once per
+    /// process, in order, and the leader's SIGKILL midway loses nothing (another takes over from
+    /// the stored cursor; only the batch in flight may come twice).
+    @Test func webhooksAreDeliveredOnceAcrossProcessesAndSurviveTheDeliverersDeath() async throws {
+        let receiver = try WebhookReceiver()
+        var cluster = try await Cluster()
+        for _ in 0..<3 { try await cluster.start(extraArguments: ["--webhook", "\(receiver.url),\(WebhookReceiver.secret)"]) }
+        let clients = cluster.servers.map { ProcessClient(port: $0.port) }
+        // The endpoint is registered from the start (this read shows it).
+        #expect(try await clients[2].call("GET", "/api/webhooks", admin: true).body.contains(receiver.url))
+        for index in 0..<90 {
+            _ = try await clients[index % 3].heartbeat(room: "r\(index % 5)", user: "u\(index)", session: "s\(index)", interval: 60_000)
+        }
+        try await receiver.waitFor("the first events") { receiver.acknowledgedEventIds.count >= 90 }
+        var leader: Int?
+        for (index, client) in clients.enumerated() where metricValue("presence_postgres_expiry_leader", in: try await client.call("GET", "/metrics").body) == 1 {
+            leader = index
+        }
+        guard let leader else { throw TestFailure("no process leads") }
+        kill(cluster.servers[leader].process.processIdentifier, SIGKILL)
+        let survivors = clients.indices.filter { $0 != leader }.map { clients[$0] }
+        for index in 90..<150 {
+            _ = try await survivors[index % 2].heartbeat(room: "r\(index % 5)", user: "u\(index)", session: "s\(index)", interval: 60_000)
+        }
+        let reply = try await survivors[0].call("GET", "/api/events?limit=1000", admin: true)
+        guard case .array(let events)? = try JSONParser.parse(reply.body.utf8)["events"] else { throw TestFailure(reply.body) }
+        let expected = events.compactMap { $0["id"]?.string }
+        #expect(expected.count == 150)
+        // A new leader waits out the dead one's lease first.
+        try await receiver.waitFor("every event after the takeover", timeout: .seconds(30)) {
+            Set(receiver.acknowledgedEventIds).isSuperset(of: expected)
+        }
+        var firstSeen: [String] = []
+        for id in receiver.acknowledgedEventIds where !firstSeen.contains(id) { firstSeen.append(id) }
+        #expect(firstSeen == expected, "in order")
+        #expect(receiver.acknowledgedEventIds.count - expected.count <= 100, "once in all, not once per process")
+        #expect(receiver.deliveries.allSatisfy { $0.verified })
+    }
 }
