@@ -34,7 +34,7 @@ import PresenceTestSupport
         ("expiry", ["40 sessions, offline diff after the deadline, p99"]),
         ("memory", ["RSS per connected, subscribed, heartbeating session", "memory store heap per session", "sqlite store heap per session"]),
         ("churn", ["joins/s through the server, sqlite store", "leaves/s through the server, memory store"]),
-        ("webhooks", ["rate with a webhook ÷ rate without", "delivery lag after the event, p99", "events delivered of those written"]),
+        ("webhooks", ["rate with a webhook ÷ rate without", "rate with a hanging endpoint ÷ rate without", "delivery lag after the event, p99", "events delivered of those written"]),
     ])
     func scenarioRunsAndReports(scenario: String, expectedFigures: [String]) async throws {
         let json = temporaryDirectory() + "/figures.json"
