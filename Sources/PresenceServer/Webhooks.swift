@@ -228,8 +228,13 @@ struct WebhookDelivery: Sendable {
         guard store.deliversWebhooks else { return nil }
         var cursor = try await store.webhookCursor(endpoint: endpoint.url)
         registry.update(endpoint.url) { $0.failedAt = cursor.failedAt }
-        guard cursor.failedAt == nil else { return nil }
         let now = store.clock.nowMillis()
+        guard cursor.failedAt == nil else {
+            // A failed endpoint's lag keeps growing, and the metric should show it.
+            let oldest = try? await store.events(after: cursor.deliveredThrough, roomId: nil, limit: 1).events.first
+            registry.update(endpoint.url) { $0.lagMillis = oldest.map { max(0, now - $0.at) } ?? 0 }
+            return nil
+        }
         let page: EventPage
         do {
             page = try await store.events(after: cursor.deliveredThrough, roomId: nil, limit: Self.batchSize + Self.lookAhead)
