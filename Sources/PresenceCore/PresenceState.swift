@@ -29,6 +29,9 @@ public struct PresenceState: Sendable {
         /// Restored by an embedded store on start and not heard from since: if it expires, the
         /// leave's reason is `expired_after_restart`.
         var restored = false
+        /// The process that last heard from it is gone (a store shared by several processes says
+        /// so): if it expires, the leave's reason is `server_lost`.
+        var serverLost = false
     }
 
     struct RoomUser: Sendable {
@@ -139,6 +142,7 @@ public struct PresenceState: Sendable {
             session.interval = request.interval
             session.deadline = deadline
             session.restored = false
+            session.serverLost = false
             var sessionAwayChanged = false
             if let away = request.away, away != session.away {
                 session.away = away
@@ -352,6 +356,11 @@ public struct PresenceState: Sendable {
         deadlines.insert(DeadlineEntry(deadline: session.deadline, sessionId: session.sessionId))
     }
 
+    /// Marks a session whose process was lost: an expiry that follows is reported as `server_lost`.
+    public mutating func noteServerLost(sessionId: String) {
+        sessions[sessionId]?.serverLost = true
+    }
+
     /// Moves a session's deadline later (never earlier): what another process heard from it.
     public mutating func raiseDeadline(sessionId: String, to deadline: Int64) {
         guard let session = sessions[sessionId], deadline > session.deadline else { return }
@@ -371,7 +380,8 @@ public struct PresenceState: Sendable {
                 continue
             }
             expired += 1
-            let reason: PresenceEvent.LeaveReason = session.restored ? .expiredAfterRestart : .timeout
+            let reason: PresenceEvent.LeaveReason =
+                session.restored ? .expiredAfterRestart : session.serverLost ? .serverLost : .timeout
             if let roomId = endSession(session.sessionId, at: session.deadline, reason: reason), seenRooms.insert(roomId).inserted {
                 roomsWentOffline.append(roomId)
             }

@@ -38,6 +38,8 @@ struct LogEntry: Codable, Sendable {
         var interval: Int64
         var away: Bool
         var deadline: Int64
+        /// The process that stored the row (older entries have none).
+        var nodeId: String?
     }
 
     /// Keys are the columns of `presence.events`, so the write statement can spread them.
@@ -73,7 +75,7 @@ struct LogEntry: Codable, Sendable {
     var events: [Event] = []
     var lastEvent: Int64 = 0
 
-    init(_ rows: DurableChanges, changes roomChanges: [RoomChange]) {
+    init(_ rows: DurableChanges, changes roomChanges: [RoomChange], nodeId: String) {
         rooms = rows.rooms.map { Room(roomId: $0.roomId, token: $0.token, version: Int64($0.version)) }
         users = rows.users.map { row in
             let record = row.record
@@ -85,7 +87,7 @@ struct LogEntry: Codable, Sendable {
         sessions = rows.sessions.map {
             Session(
                 sessionId: $0.sessionId, roomId: $0.roomId, userId: $0.userId, token: $0.token, interval: $0.interval,
-                away: $0.away, deadline: $0.deadline)
+                away: $0.away, deadline: $0.deadline, nodeId: nodeId)
         }
         deletedRooms = rows.deletedRooms
         deletedUsers = rows.deletedUsers.map { UserKey(roomId: $0.roomId, userId: $0.userId) }

@@ -106,6 +106,11 @@ enum PostgresSchema {
             )
             """,
         ],
+        [
+            // The process that last stored the session: a session whose process was lost leaves
+            // with the reason server_lost.
+            "ALTER TABLE presence.sessions ADD COLUMN node_id text NOT NULL DEFAULT ''",
+        ],
     ]
 
     /// Creates or upgrades the schema; throws a clear error for a database that is not ours.

@@ -356,16 +356,23 @@ public final class PostgresStore: PresenceStore {
         if let limit = operations.compactMap(\.expiryLimit).max() {
             due = try mutate(ifStill: epoch) { $0.state.takeDueSessionIds(now: now, limit: limit) }
             if !due.isEmpty {
-                var stored: [(String, Int64)] = []
+                var stored: [(String, Int64, Bool)] = []
+                // A session whose process's lease ran out (a process that died, not one that
+                // stopped and took its node row along) leaves because its server was lost.
                 for try await row in try await connection.query(
-                    "SELECT session_id, deadline FROM presence.sessions WHERE session_id = ANY(\(due)) FOR UPDATE",
+                    """
+                    SELECT s.session_id, s.deadline, EXISTS (
+                        SELECT 1 FROM presence.nodes n WHERE n.node_id = s.node_id AND n.lease_until < now())
+                    FROM presence.sessions s WHERE s.session_id = ANY(\(due)) FOR UPDATE OF s
+                    """,
                     logger: logger
-                ).decode((String, Int64).self) {
+                ).decode((String, Int64, Bool).self) {
                     stored.append(row)
                 }
                 try mutate(ifStill: epoch) { inner in
-                    for (sessionId, deadline) in stored {
+                    for (sessionId, deadline, lost) in stored {
                         inner.state.raiseDeadline(sessionId: sessionId, to: deadline)
+                        if lost { inner.state.noteServerLost(sessionId: sessionId) }
                         inner.storedDeadlines[sessionId] = max(inner.storedDeadlines[sessionId] ?? 0, deadline)
                     }
                 }
@@ -381,7 +388,7 @@ public final class PostgresStore: PresenceStore {
             return (changes, rows)
         }
         guard !batch.rows.isEmpty || !batch.changes.isEmpty else { return published }
-        let entry = try LogEntry(batch.rows, changes: batch.changes).encoded()
+        let entry = try LogEntry(batch.rows, changes: batch.changes, nodeId: nodeId).encoded()
         let nextSeq = headSeq + 1
         try await connection.query(
             Self.writeEntry(
@@ -435,7 +442,7 @@ public final class PostgresStore: PresenceStore {
             SELECT * FROM jsonb_populate_recordset(NULL::presence.sessions, (SELECT e->'sessions' FROM entry))
             ON CONFLICT (session_id) DO UPDATE SET
                 room_id = EXCLUDED.room_id, user_id = EXCLUDED.user_id, token = EXCLUDED.token,
-                "interval" = EXCLUDED."interval", away = EXCLUDED.away,
+                "interval" = EXCLUDED."interval", away = EXCLUDED.away, node_id = EXCLUDED.node_id,
                 deadline = CASE WHEN presence.sessions."interval" <> EXCLUDED."interval" THEN EXCLUDED.deadline
                     ELSE GREATEST(presence.sessions.deadline, EXCLUDED.deadline) END),
         events AS (
@@ -936,7 +943,7 @@ public final class PostgresStore: PresenceStore {
                 let query: PostgresQuery = final
                     ? """
                     WITH flushed AS (
-                        UPDATE presence.sessions s SET deadline = f.deadline
+                        UPDATE presence.sessions s SET deadline = f.deadline, node_id = \(nodeId)
                         FROM unnest(\(sessionIds)::text[], \(deadlines)::bigint[]) AS f(session_id, deadline)
                         WHERE s.session_id = f.session_id AND s.deadline < f.deadline),
                     resigned AS (
@@ -956,7 +963,7 @@ public final class PostgresStore: PresenceStore {
                             OR (lease_until < now() AND \(mayClaim)))
                         RETURNING 1),
                     flushed AS (
-                        UPDATE presence.sessions s SET deadline = f.deadline
+                        UPDATE presence.sessions s SET deadline = f.deadline, node_id = \(nodeId)
                         FROM unnest(\(sessionIds)::text[], \(deadlines)::bigint[]) AS f(session_id, deadline)
                         WHERE s.session_id = f.session_id AND s.deadline < f.deadline)
                     SELECT (SELECT seq FROM presence.head), EXISTS (SELECT 1 FROM leader)

@@ -273,6 +273,9 @@ struct MultiProcessTests {
             }
         }
         try await Task.sleep(for: .milliseconds(300))
+        // Heard from just before the kill: its deadline comes after the dead process's lease ran out.
+        _ = try await doomed.heartbeat(user: "d", session: "d-1", interval: 1_000)
+        lastBeat["d"] = Int64(Date().timeIntervalSince1970 * 1_000)
         kill(cluster.servers[0].process.processIdentifier, SIGKILL)
         let killedAt = Int64(Date().timeIntervalSince1970 * 1_000)
         await load.value
@@ -285,9 +288,19 @@ struct MultiProcessTests {
         }
 
         let allOffline = await view.follow(timeout: .seconds(20)) { users in
-            ["a", "b", "c"].allSatisfy { id in users.contains { $0.userId == id && !$0.online } }
+            ["a", "b", "c", "d"].allSatisfy { id in users.contains { $0.userId == id && !$0.online } }
         }
         #expect(allOffline)
+        // The leave events say why: d's process was lost; a, b and c may have timed out before
+        // anyone could know.
+        let eventsReply = try await survivor.call("GET", "/api/events?limit=1000", admin: true)
+        guard case .array(let events)? = try JSONParser.parse(eventsReply.body.utf8)["events"] else { throw TestFailure(eventsReply.body) }
+        var reasons: [String: String] = [:]
+        for event in events where event["type"] == .string("leave") {
+            reasons[event["userId"]?.string ?? ""] = event["reason"]?.string
+        }
+        #expect(reasons["d"] == "server_lost", "\(reasons)")
+        for user in ["a", "b", "c"] { #expect(["timeout", "server_lost"].contains(reasons[user]), "\(user): \(reasons)") }
         for event in await view.wentOffline {
             let deadline = lastBeat[event.userId]! + 2_500
             // Never later than the real deadline could have been, and on time (deadline + lease + a tick).
