@@ -780,7 +780,10 @@ public final class PostgresStore: PresenceStore {
             """
             INSERT INTO presence.webhook_cursors (endpoint, delivered_through, failed_at)
             VALUES (\(endpoint), \(through), \(cursor.failedAt))
-            ON CONFLICT (endpoint) DO UPDATE SET delivered_through = EXCLUDED.delivered_through, failed_at = EXCLUDED.failed_at
+            ON CONFLICT (endpoint) DO UPDATE SET
+                -- A process that lost the lease mid-delivery must not move the cursor back.
+                delivered_through = GREATEST(presence.webhook_cursors.delivered_through, EXCLUDED.delivered_through),
+                failed_at = EXCLUDED.failed_at
             """, logger: logger)
     }
 

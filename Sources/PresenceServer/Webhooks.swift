@@ -263,7 +263,8 @@ struct WebhookDelivery: Sendable {
     }
 
     /// Sends one batch until it is acknowledged (true) or the give-up time passes (false: the
-    /// endpoint is marked failed). Later batches wait, so order holds.
+    /// endpoint is marked failed), or this process stops delivering (false: another one goes on
+    /// from the stored cursor). Later batches wait, so order holds.
     private func deliver(_ events: [PresenceEvent], signature: WebhookSignature, cursor: inout WebhookCursor) async throws -> Bool {
         var writer = JSONWriter(capacity: 256 * events.count)
         writer.object { object in
@@ -279,6 +280,8 @@ struct WebhookDelivery: Sendable {
         var attempt = 0
         while true {
             try Task.checkCancellation()
+            // A process that lost the delivery lease while retrying must not race the new deliverer.
+            guard store.deliversWebhooks else { return false }
             attempt += 1
             let timestamp = clock.nowMillis() / 1_000
             var request = HTTPClientRequest(url: endpoint.url)

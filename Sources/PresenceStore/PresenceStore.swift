@@ -43,6 +43,8 @@ public protocol PresenceStore: Sendable {
     /// Where a webhook endpoint's deliveries stand; an endpoint seen for the first time starts
     /// after the newest event (it is not sent the history).
     func webhookCursor(endpoint: String) async throws -> WebhookCursor
+    /// Stores where an endpoint stands; a store shared by several processes never moves
+    /// `deliveredThrough` back (a deliverer that lost its lease may save late).
     func saveWebhookCursor(_ cursor: WebhookCursor, endpoint: String) async throws
     /// The room a token reads, or nil for an unknown (or rotated) token.
     func roomId(forToken roomToken: String) async throws -> String?

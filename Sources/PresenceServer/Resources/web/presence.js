@@ -96,7 +96,7 @@ export class PresenceRoom extends EventTarget {
     this.away = false;  // what the heartbeats say
     this.lastInput = Date.now();
     this.backoff = 250;
-    this.timers = { heartbeat: null, reconnect: null, idle: null };
+    this.timers = { heartbeat: null, reconnect: null, idle: null, hidden: null };
     this.onPageHide = () => this.beacon();
     this.onVisibility = () => this.visibilityChanged();
     this.onInput = () => this.inputSeen();
@@ -155,6 +155,7 @@ export class PresenceRoom extends EventTarget {
     clearInterval(this.timers.heartbeat);
     clearInterval(this.timers.idle);
     clearTimeout(this.timers.reconnect);
+    clearTimeout(this.timers.hidden);
     removeEventListener("pagehide", this.onPageHide);
     removeEventListener("beforeunload", this.onPageHide);
     document.removeEventListener("visibilitychange", this.onVisibility);
@@ -317,6 +318,9 @@ export class PresenceRoom extends EventTarget {
 
   /** On unload: the one request a closing page can still send. */
   beacon() {
+    // A closing page is hidden first: its away heartbeat must not follow the disconnect and
+    // bring the session back.
+    clearTimeout(this.timers.hidden);
     if (!this.sessionToken) return;
     navigator.sendBeacon(this.httpBase + "/api/disconnect", new Blob([this.sessionToken], { type: "text/plain" }));
   }
@@ -337,7 +341,14 @@ export class PresenceRoom extends EventTarget {
       return;
     }
     this.tabHidden = hidden;
-    if (!hidden) this.inputSeen();  // showing the tab is activity
+    clearTimeout(this.timers.hidden);
+    if (hidden) {
+      // Closing a page hides it just before `pagehide`: wait a moment, so a closing page sends
+      // only its disconnect, never an away heartbeat that could land after it.
+      this.timers.hidden = setTimeout(() => this.awayChanged(), 150);
+      return;
+    }
+    this.inputSeen();  // showing the tab is activity
     this.awayChanged();
   }
 
