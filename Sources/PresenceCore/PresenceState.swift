@@ -603,6 +603,13 @@ public struct PresenceState: Sendable {
         return Array(statuses.prefix(limit))
     }
 
+    /// A user's presence across their rooms, from the per-user index: O(rooms of that user),
+    /// never a scan of all rooms.
+    public func userStatus(userId: String) -> UserStatus {
+        let records = (roomIdsByUser[userId] ?? []).lazy.compactMap { self.rooms[$0]?.users[userId]?.record }
+        return UserStatus(userId: userId, records: records)
+    }
+
     public func session(id: String) -> Session? {
         sessions[id]
     }

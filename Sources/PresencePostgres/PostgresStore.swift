@@ -675,6 +675,10 @@ public final class PostgresStore: PresenceStore {
         try await read { $0.userRooms(userId: userId, onlineOnly: onlineOnly, limit: limit) }
     }
 
+    public func userStatuses(userIds: [String]) async throws -> [UserStatus] {
+        try await read { state in userIds.map { state.userStatus(userId: $0) } }
+    }
+
     public func removeRoomUser(roomId: String, userId: String) async throws {
         try await perform { state, now, _ in ((), state.removeRoomUser(roomId: roomId, userId: userId, now: now).changes) }
     }

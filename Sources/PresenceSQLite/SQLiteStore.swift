@@ -377,6 +377,10 @@ public final class SQLiteStore: PresenceStore {
         await read { $0.userRooms(userId: userId, onlineOnly: onlineOnly, limit: limit) }
     }
 
+    public func userStatuses(userIds: [String]) async throws -> [UserStatus] {
+        await read { state in userIds.map { state.userStatus(userId: $0) } }
+    }
+
     public func removeRoomUser(roomId: String, userId: String) async throws {
         try await perform { state, now in ((), state.removeRoomUser(roomId: roomId, userId: userId, now: now).changes) }
     }

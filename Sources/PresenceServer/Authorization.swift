@@ -10,12 +10,30 @@ public struct Identity: Sendable, Hashable {
     public var image: String?
     /// When the credentials stop being honoured (milliseconds since the epoch); nil for never.
     public var expiresAt: Int64?
+    /// Whose presence across rooms the caller may read and watch besides their own.
+    public var mayWatch: WatchScope
 
-    public init(userId: String, name: String? = nil, image: String? = nil, expiresAt: Int64? = nil) {
+    public init(
+        userId: String, name: String? = nil, image: String? = nil, expiresAt: Int64? = nil, mayWatch: WatchScope = .users([])
+    ) {
         self.userId = userId
         self.name = name
         self.image = image
         self.expiresAt = expiresAt
+        self.mayWatch = mayWatch
+    }
+}
+
+/// The users an identity may watch: any, or those listed (the JWT claim `presence_watch`).
+public enum WatchScope: Sendable, Hashable {
+    case anyone
+    case users(Set<String>)
+
+    public func allows(_ userId: String) -> Bool {
+        switch self {
+        case .anyone: true
+        case .users(let userIds): userIds.contains(userId)
+        }
     }
 }
 
@@ -27,6 +45,8 @@ public enum PresenceAction: Sendable, Hashable {
     case read(roomId: String)
     /// Set the data of `userId` in `roomId`.
     case update(roomId: String, userId: String)
+    /// Read or watch these users' presence across all rooms (`POST /api/users/status`, `watchUsers`).
+    case watch(userIds: [String])
 }
 
 /// The hook that decides who may do what: the built-in modes (`none`, JWT) are authorizers,
@@ -87,8 +107,36 @@ public struct JWTAuthorizer: PresenceAuthorizer {
         var aud: AudienceClaim?
         var name: String?
         var picture: String?
+        /// The users this token may watch: an array of user ids, or "*" for any.
+        var presenceWatch: WatchClaim?
+
+        enum CodingKeys: String, CodingKey {
+            case sub, exp, nbf, iss, aud, name, picture
+            case presenceWatch = "presence_watch"
+        }
 
         func verify(using algorithm: some JWTAlgorithm) async throws {}
+    }
+
+    struct WatchClaim: Codable, Sendable {
+        let scope: WatchScope
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let wildcard = try? container.decode(String.self), wildcard == "*" {
+                scope = .anyone
+            } else {
+                scope = .users(Set(try container.decode([String].self)))
+            }
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            switch scope {
+            case .anyone: try container.encode("*")
+            case .users(let userIds): try container.encode(userIds.sorted())
+            }
+        }
     }
 
     /// One key collection per accepted algorithm: the token's `alg` picks the collection, so a
@@ -183,7 +231,9 @@ public struct JWTAuthorizer: PresenceAuthorizer {
         }
         let name = try? Self.validName(payload.name)
         let image = try? Self.validImage(payload.picture)
-        return Identity(userId: userId, name: name ?? nil, image: image ?? nil, expiresAt: expiresAt + leeway)
+        return Identity(
+            userId: userId, name: name ?? nil, image: image ?? nil, expiresAt: expiresAt + leeway,
+            mayWatch: payload.presenceWatch?.scope ?? .users([]))
     }
 
     public func authorize(_ identity: Identity?, _ action: PresenceAction) async throws {
@@ -195,6 +245,11 @@ public struct JWTAuthorizer: PresenceAuthorizer {
             }
         case .read:
             break
+        case .watch(let userIds):
+            if let other = userIds.first(where: { $0 != identity.userId && !identity.mayWatch.allows($0) }) {
+                throw PresenceError.permissionDenied(
+                    "the user token for \(identity.userId) may not watch \(other) (see its presence_watch claim)")
+            }
         }
     }
 

@@ -46,6 +46,18 @@ struct HTTPRoutes<Context: RequestContext> {
             return .json(Self.roomJSON(try await operations.list(list, by: caller)))
         }
 
+        route("/api/users/status", .post) { request, _ in
+            let statusRequest = try UserIdsRequest(json: JSONObject(parsing: try await Self.body(of: request).readableBytesView))
+            let statuses = if let admin = try? operations.authenticateAdmin(key: request.bearerToken) {
+                try await operations.userStatuses(statusRequest, by: admin)
+            } else {
+                try await operations.userStatuses(statusRequest, by: try await operations.authenticateUser(token: request.bearerToken))
+            }
+            var writer = JSONWriter(capacity: 32 + statuses.count * 96)
+            writer.object { $0.field("users") { $0.write(statuses) } }
+            return .json(writer.output)
+        }
+
         route("/api/disconnect", .post) { request, _ in
             let body = try await Self.body(of: request)
             let sessionToken = try DisconnectBody.sessionToken(from: Array(body.readableBytesView), contentType: request.headers[.contentType])

@@ -92,6 +92,23 @@ struct PresenceOperations: Sendable {
         try await checked { try await store.disconnect(sessionToken: sessionToken) }
     }
 
+    /// Presence across rooms: the admin key reads anyone; a user what the authorizer allows.
+    func userStatuses(_ request: UserIdsRequest, by caller: UserCaller) async throws(PresenceError) -> [UserStatus] {
+        try await authorize(caller, .watch(userIds: request.userIds))
+        return try await userStatuses(request)
+    }
+
+    func userStatuses(_ request: UserIdsRequest, by _: AdminCaller) async throws(PresenceError) -> [UserStatus] {
+        try await userStatuses(request)
+    }
+
+    private func userStatuses(_ request: UserIdsRequest) async throws(PresenceError) -> [UserStatus] {
+        try await checked {
+            try await store.synchronize()
+            return try await store.userStatuses(userIds: request.userIds)
+        }
+    }
+
     // MARK: - Admin calls
 
     func setRoomUserData(roomId: String, userId: String, data: JSONValue?, by _: AdminCaller) async throws(PresenceError) {

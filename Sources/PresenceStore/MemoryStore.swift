@@ -68,6 +68,10 @@ public final class MemoryStore: PresenceStore {
         state.withLock { $0.userRooms(userId: userId, onlineOnly: onlineOnly, limit: limit) }
     }
 
+    public func userStatuses(userIds: [String]) async throws -> [UserStatus] {
+        state.withLock { state in userIds.map { state.userStatus(userId: $0) } }
+    }
+
     public func removeRoomUser(roomId: String, userId: String) async throws {
         try mutate { state, now in ((), state.removeRoomUser(roomId: roomId, userId: userId, now: now).changes) }
     }

@@ -28,6 +28,8 @@ public protocol PresenceStore: Sendable {
     func snapshot(roomToken: String, limit: Int) async throws -> RoomSnapshot
     func roomUsers(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot
     func userRooms(userId: String, onlineOnly: Bool, limit: Int) async throws -> [UserRoomStatus]
+    /// Each user's presence across all rooms, in the order asked.
+    func userStatuses(userIds: [String]) async throws -> [UserStatus]
     func removeRoomUser(roomId: String, userId: String) async throws
     func removeRoom(roomId: String) async throws
     /// Gives the room a new token (nil for an unknown room); subscriptions to the old one end.

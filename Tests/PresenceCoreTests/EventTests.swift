@@ -132,3 +132,46 @@ import Testing
         #expect(replay.lastSequence > 500, "the run made many events")
     }
 }
+
+@Suite struct UserStatusStateTests {
+    /// The global status read from the per-user index equals a recomputation over every room,
+    /// after every step of a random run.
+    @Test(arguments: [21, 22, 23] as [UInt64])
+    func globalStatusesEqualARecomputationFromAllRooms(seed: UInt64) throws {
+        var state = PresenceState()
+        var generator = SeededGenerator(seed: seed)
+        var now: Int64 = 1_764_000_000_000
+        var sessionTokens: [String] = []
+        let users = (0..<6).map { "u\($0)" }
+        for step in 0..<1_500 {
+            now += Int64.random(in: 0...700, using: &generator)
+            let room = "r\(Int.random(in: 0..<4, using: &generator))"
+            let user = users.randomElement(using: &generator)!
+            switch Int.random(in: 0..<10, using: &generator) {
+            case 0..<4:
+                let session = "\(user)-\(room)-\(Int.random(in: 0..<2, using: &generator))"
+                let away: Bool? = [true, false, nil].randomElement(using: &generator)!
+                if let outcome = try? beat(&state, room: room, user: user, session: session, interval: 1_000, at: now, away: away) {
+                    sessionTokens.append(outcome.tokens.sessionToken)
+                }
+            case 4, 5:
+                if let token = sessionTokens.randomElement(using: &generator) { _ = state.disconnect(sessionToken: token, now: now) }
+            case 6, 7:
+                _ = state.expireDue(now: now, limit: 1_000)
+            case 8:
+                _ = state.removeRoomUser(roomId: room, userId: user, now: now)
+            default:
+                if Int.random(in: 0..<3, using: &generator) == 0 { _ = state.removeRoom(roomId: room, now: now) }
+            }
+            for userId in users {
+                let records = state.rooms.values.compactMap { $0.users[userId]?.record }
+                #expect(state.userStatus(userId: userId) == UserStatus(userId: userId, records: records), "seed \(seed) step \(step)")
+                let online = records.filter(\.online)
+                let expected = UserStatus(
+                    userId: userId, online: !online.isEmpty, away: !online.isEmpty && online.allSatisfy(\.away),
+                    lastDisconnected: online.isEmpty ? records.map(\.lastDisconnected).max() ?? 0 : 0, rooms: online.count)
+                #expect(state.userStatus(userId: userId) == expected, "seed \(seed) step \(step) \(userId)")
+            }
+        }
+    }
+}

@@ -190,6 +190,7 @@ struct MembersOnly: PresenceAuthorizer {
         let roomId: String
         switch action {
         case .join(let room, _), .read(let room), .update(let room, _): roomId = room
+        case .watch: return  // no room to be a member of: the token's presence_watch decides
         }
         guard let identity, members[roomId]?.contains(identity.userId) == true else {
             throw PresenceError.permissionDenied("not a member of \(roomId)")

@@ -60,6 +60,7 @@ final class SlowRoomStore: PresenceStore {
         try await inner.userRooms(userId: userId, onlineOnly: onlineOnly, limit: limit)
     }
     func removeRoomUser(roomId: String, userId: String) async throws { try await inner.removeRoomUser(roomId: roomId, userId: userId) }
+    func userStatuses(userIds: [String]) async throws -> [UserStatus] { try await inner.userStatuses(userIds: userIds) }
     func removeRoom(roomId: String) async throws { try await inner.removeRoom(roomId: roomId) }
     func rotateRoomToken(roomId: String) async throws -> String? { try await inner.rotateRoomToken(roomId: roomId) }
     func forgetOfflineUsers(before cutoff: Int64, limit: Int) async throws -> Int {

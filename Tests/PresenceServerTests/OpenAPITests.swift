@@ -47,7 +47,7 @@ import PresenceStore
                 "/api/users/{userId}/rooms": ["get"], "/api/rooms/{roomId}/users/{userId}": ["delete"],
                 "/api/rooms/{roomId}": ["delete"], "/api/rooms/{roomId}/rotate-token": ["post"], "/health": ["get"],
                 "/metrics": ["get"], "/openapi.json": ["get"], "/api/events": ["get"], "/api/webhooks": ["get"],
-                "/api/webhooks/enable": ["post"],
+                "/api/webhooks/enable": ["post"], "/api/users/status": ["post"],
             ]
             guard case .object(let paths)? = document["paths"] else { throw TestFailure("no paths") }
             var documented: [String: [String]] = [:]

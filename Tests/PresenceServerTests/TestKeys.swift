@@ -1,5 +1,6 @@
 import Foundation
 import JWTKit
+import PresenceCore
 
 /// Keys made for these tests only (never used anywhere else), and token minting helpers.
 enum TestKeys {
@@ -67,6 +68,8 @@ w0wo33cLYJtAvYngPm9rVjtxA8q7UbYf2ubAkGy87fXXsMwxEGAvZR0MGg==
         var aud: AudienceClaim?
         var name: String?
         var picture: String?
+        /// `presence_watch`: a JSON array of user ids, or "*".
+        var presence_watch: JSONValue?
         func verify(using algorithm: some JWTAlgorithm) async throws {}
     }
 
@@ -76,7 +79,7 @@ w0wo33cLYJtAvYngPm9rVjtxA8q7UbYf2ubAkGy87fXXsMwxEGAvZR0MGg==
     static func token(
         _ subject: String, signer: Signer = .hmac(hmacSecret), now: Date = Date(), lifetime: TimeInterval = 3_600,
         notBefore: Date? = nil, issuer: String? = "presence-tests", audience: String? = "presence",
-        name: String? = nil, picture: String? = nil, withExpiry: Bool = true
+        name: String? = nil, picture: String? = nil, withExpiry: Bool = true, watch: JSONValue? = nil
     ) async throws -> String {
         let keys = JWTKeyCollection()
         switch signer {
@@ -87,7 +90,7 @@ w0wo33cLYJtAvYngPm9rVjtxA8q7UbYf2ubAkGy87fXXsMwxEGAvZR0MGg==
         let claims = Claims(
             sub: .init(value: subject), exp: withExpiry ? .init(value: now.addingTimeInterval(lifetime)) : nil,
             nbf: notBefore.map { .init(value: $0) }, iss: issuer.map { .init(value: $0) },
-            aud: audience.map { .init(value: [$0]) }, name: name, picture: picture)
+            aud: audience.map { .init(value: [$0]) }, name: name, picture: picture, presence_watch: watch)
         return try await keys.sign(claims)
     }
 
