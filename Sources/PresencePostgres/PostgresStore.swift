@@ -40,6 +40,7 @@ public final class PostgresStore: PresenceStore {
     private let logger: Logger
     private let quotas: PresenceState.UserQuotas
     private let feed = ChangeFeed()
+    private let eventFeed = Feed<PresenceEvent>()
     private let inner: Mutex<Inner>
     private let writerWake: AsyncStream<Void>.Continuation
     private let writerWakes: AsyncStream<Void>
@@ -305,11 +306,12 @@ public final class PostgresStore: PresenceStore {
 
     private func commit(_ operations: [QueuedOperation]) async {
         var published: [RoomChange] = []
+        var ownEvents: [PresenceEvent] = []
         var failure: (any Error)?
         let sent = ContinuousClock.now
         let epoch = currentEpoch()
         do {
-            published = try await Self.withTimeout(settings.statementTimeout, "a commit") { [self] in
+            (published, ownEvents) = try await Self.withTimeout(settings.statementTimeout, "a commit") { [self] in
                 try await client.withTransaction(logger: logger) { connection in
                     try await self.commitBatch(operations, on: connection, epoch: epoch)
                 }
@@ -332,6 +334,7 @@ public final class PostgresStore: PresenceStore {
         }
         if failure == nil {
             feed.publish(published)
+            eventFeed.publish(ownEvents)
         } else {
             await reload()
         }
@@ -341,7 +344,9 @@ public final class PostgresStore: PresenceStore {
 
     /// Inside the transaction: lock the head, catch up, apply, write. Returns the changes to publish
     /// (those of other processes caught up first, then the batch's own).
-    private func commitBatch(_ operations: [QueuedOperation], on connection: PostgresConnection, epoch: Int) async throws -> [RoomChange] {
+    private func commitBatch(
+        _ operations: [QueuedOperation], on connection: PostgresConnection, epoch: Int
+    ) async throws -> (changes: [RoomChange], events: [PresenceEvent]) {
         var headSeq: Int64 = 0
         for try await seq in try await connection.query(
             "SELECT seq FROM presence.head WHERE id = 1 FOR UPDATE", logger: logger
@@ -387,7 +392,7 @@ public final class PostgresStore: PresenceStore {
             inner.unstoredSessions = Set(rows.sessions.map(\.sessionId)).union(rows.deletedSessions)
             return (changes, rows)
         }
-        guard !batch.rows.isEmpty || !batch.changes.isEmpty else { return published }
+        guard !batch.rows.isEmpty || !batch.changes.isEmpty else { return (published, []) }
         let entry = try LogEntry(batch.rows, changes: batch.changes, nodeId: nodeId).encoded()
         let nextSeq = headSeq + 1
         try await connection.query(
@@ -409,7 +414,7 @@ public final class PostgresStore: PresenceStore {
             }
         }
         published.append(contentsOf: batch.changes)
-        return published
+        return (published, batch.rows.events)
     }
 
     /// One statement writes a batch: its rows, its log entry, the head, and the notification.
@@ -476,6 +481,8 @@ public final class PostgresStore: PresenceStore {
             }
             let decoded = try entries.map { ($0.0, try LogEntry.decode($0.1)) }
             counters.withLock { $0.catchUps += 1 }
+            // Other processes' events are committed already: their watchers here may look now.
+            defer { eventFeed.publish(decoded.flatMap { $0.1.events.compactMap { try? $0.event } }) }
             // Sessions other processes started or changed may be due before the expiry loop wakes.
             let earliest = decoded.flatMap { $0.1.sessions.map(\.deadline) }.min()
             defer { if let earliest { deadlineAlarm.note(deadline: earliest) } }
@@ -840,6 +847,10 @@ public final class PostgresStore: PresenceStore {
         return inner.withLock { inner in
             inner.state.nextDeadline.map { max($0, inner.lastExpiryCheck + granularity) }
         }
+    }
+
+    public func committedEvents() -> AsyncStream<PresenceEvent> {
+        eventFeed.stream()
     }
 
     public func roomChanges() -> AsyncStream<RoomChange> {

@@ -48,6 +48,7 @@ public final class SQLiteStore: PresenceStore {
     private let database: DatabaseQueue
     private let lockDescriptor: Int32
     private let feed = ChangeFeed()
+    private let eventFeed = Feed<PresenceEvent>()
     private let inner: Mutex<Inner>
     /// Wakes the writer in `run()`; one pending wake stands for any number of queued operations.
     private let writerWake: AsyncStream<Void>.Continuation
@@ -305,7 +306,10 @@ public final class SQLiteStore: PresenceStore {
             // Reads that waited see exactly the state just stored, before the next batch applies.
             for read in reads { read(inner.state) }
         }
-        if failure == nil { feed.publish(changes) }
+        if failure == nil {
+            feed.publish(changes)
+            eventFeed.publish(rows.events)
+        }
         let storeError = failure.map { _ in PresenceError.unavailable("the change could not be stored") }
         for operation in operations { operation.finish(storeError) }
     }
@@ -482,6 +486,10 @@ public final class SQLiteStore: PresenceStore {
 
     public func roomChanges() -> AsyncStream<RoomChange> {
         feed.stream()
+    }
+
+    public func committedEvents() -> AsyncStream<PresenceEvent> {
+        eventFeed.stream()
     }
 
     public func statistics() async throws -> PresenceStatistics {

@@ -1,17 +1,20 @@
 import Synchronization
 
 /// Fans room changes out to any number of listeners, in order.
-public final class ChangeFeed: Sendable {
+public typealias ChangeFeed = Feed<RoomChange>
+
+/// Fans a store's committed room changes or events out to any number of listeners, in order.
+public final class Feed<Element: Sendable>: Sendable {
     private struct State {
         var nextId = 0
-        var continuations: [Int: AsyncStream<RoomChange>.Continuation] = [:]
+        var continuations: [Int: AsyncStream<Element>.Continuation] = [:]
     }
     private let state = Mutex(State())
 
     public init() {}
 
-    public func stream() -> AsyncStream<RoomChange> {
-        let (stream, continuation) = AsyncStream<RoomChange>.makeStream()
+    public func stream() -> AsyncStream<Element> {
+        let (stream, continuation) = AsyncStream<Element>.makeStream()
         let id = state.withLock { state -> Int in
             state.nextId += 1
             state.continuations[state.nextId] = continuation
@@ -24,7 +27,7 @@ public final class ChangeFeed: Sendable {
     }
 
     /// Callers publish while holding the lock that ordered the changes, so listeners see store order.
-    public func publish(_ changes: [RoomChange]) {
+    public func publish(_ changes: [Element]) {
         guard !changes.isEmpty else { return }
         let listeners = state.withLock { Array($0.continuations.values) }
         for listener in listeners {
@@ -33,7 +36,7 @@ public final class ChangeFeed: Sendable {
     }
 
     public func finish() {
-        let listeners = state.withLock { state -> [AsyncStream<RoomChange>.Continuation] in
+        let listeners = state.withLock { state -> [AsyncStream<Element>.Continuation] in
             defer { state.continuations.removeAll() }
             return Array(state.continuations.values)
         }

@@ -14,6 +14,7 @@ public final class MemoryStore: PresenceStore {
     /// Locked only inside `state`'s lock when appending, so events keep commit order.
     private let eventLog: Mutex<MemoryEventLog>
     private let feed = ChangeFeed()
+    private let eventFeed = Feed<PresenceEvent>()
 
     public init(clock: any WallClock = SystemWallClock(), quotas: PresenceState.UserQuotas = .init(), eventCapacity: Int = 100_000) {
         self.clock = clock
@@ -29,6 +30,7 @@ public final class MemoryStore: PresenceStore {
             let events = state.takeEvents()
             if !events.isEmpty { eventLog.withLock { $0.append(events) } }
             feed.publish(changes)
+            eventFeed.publish(events)
             return result
         }
     }
@@ -131,6 +133,10 @@ public final class MemoryStore: PresenceStore {
 
     public func roomChanges() -> AsyncStream<RoomChange> {
         feed.stream()
+    }
+
+    public func committedEvents() -> AsyncStream<PresenceEvent> {
+        eventFeed.stream()
     }
 
     public func statistics() async throws -> PresenceStatistics {

@@ -59,6 +59,9 @@ public protocol PresenceStore: Sendable {
     func nextDeadline() async throws -> Int64?
     /// A new stream of every room change from now on, in the order they were stored.
     func roomChanges() -> AsyncStream<RoomChange>
+    /// A new stream of the events committed from now on (a store shared by several processes:
+    /// by any of them), so watchers learn whose presence may have changed.
+    func committedEvents() -> AsyncStream<PresenceEvent>
     func statistics() async throws -> PresenceStatistics
     /// Returns once this process's reads show every change committed anywhere before the call:
     /// a store shared by several processes catches up with the others. The default has nothing to do.

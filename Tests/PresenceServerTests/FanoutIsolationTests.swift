@@ -71,6 +71,7 @@ final class SlowRoomStore: PresenceStore {
     func expireDueSessions(limit: Int) async throws -> Int { try await inner.expireDueSessions(limit: limit) }
     func nextDeadline() async throws -> Int64? { try await inner.nextDeadline() }
     func roomChanges() -> AsyncStream<RoomChange> { inner.roomChanges() }
+    func committedEvents() -> AsyncStream<PresenceEvent> { inner.committedEvents() }
     func statistics() async throws -> PresenceStatistics { try await inner.statistics() }
     func events(after: UInt64?, roomId: String?, limit: Int) async throws -> EventPage {
         try await inner.events(after: after, roomId: roomId, limit: limit)

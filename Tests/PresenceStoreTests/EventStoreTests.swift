@@ -69,6 +69,25 @@ func allEvents(_ store: any PresenceStore, after: UInt64? = nil, roomId: String?
         }
     }
 
+    /// Watchers learn of events as they are committed, the same ones the log keeps, in order.
+    @Test(arguments: StoreKind.all)
+    func committedEventsAreFedInOrder(kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMillis: start)
+        try await kind.withStore(clock) { store in
+            let feed = store.committedEvents()
+            let alice = try await store.heartbeat(request(user: "alice", session: "a1"))
+            try await store.updateRoomUser(roomId: "room", userId: "alice", data: .bool(true))
+            try await store.disconnect(sessionToken: alice.sessionToken)
+            var fed: [PresenceEvent] = []
+            for await event in feed {
+                fed.append(event)
+                if fed.count == 3 { break }
+            }
+            #expect(fed == (try await store.events(after: nil, roomId: nil, limit: 10)).events)
+            #expect(fed.map(\.kind) == [.join, .data, .leave])
+        }
+    }
+
     @Test(arguments: StoreKind.all)
     func pagesEndWhereTheRetentionForgot(kind: StoreKind) async throws {
         let clock = ManualWallClock(nowMillis: start)
