@@ -128,6 +128,8 @@ public struct SocketRequest: Sendable, Hashable {
         case unsubscribe(roomToken: String)
         case update(UpdateRequest)
         case disconnect(sessionToken: String)
+        case watchUsers(UserIdsRequest)
+        case unwatchUsers(UserIdsRequest)
     }
 
     /// Echoed in the reply: a number or a string.
@@ -175,6 +177,8 @@ public struct SocketRequest: Sendable, Hashable {
         case "unsubscribe": return .unsubscribe(roomToken: try message.string("roomToken"))
         case "update": return .update(try UpdateRequest(json: message))
         case "disconnect": return .disconnect(sessionToken: try message.string("sessionToken"))
+        case "watchUsers": return .watchUsers(try UserIdsRequest(json: message))
+        case "unwatchUsers": return .unwatchUsers(try UserIdsRequest(json: message))
         case let other: throw .invalidArgument("unknown message type \"\(other.prefix(64))\"")
         }
     }

@@ -25,6 +25,7 @@ public enum PresenceApplication {
     ) -> some ApplicationProtocol {
         let hub = FanoutHub(
             store: store, metrics: metrics, logger: logger, subscriptionsPerSocket: configuration.subscriptionsPerSocket)
+        let watchers = UserWatchHub(store: store, logger: logger)
         let expiry = ExpiryService(
             loop: ExpiryLoop(
                 store: store, batchSize: configuration.expiryBatchSize, logger: logger,
@@ -82,7 +83,7 @@ public enum PresenceApplication {
                 identity = try? await operations.authenticateUser(token: token).identity
             }
             let connection = WebSocketConnection(
-                operations: operations, hub: hub, metrics: metrics, configuration: configuration, addressLimits: addressLimits,
+                operations: operations, hub: hub, watchers: watchers, metrics: metrics, configuration: configuration, addressLimits: addressLimits,
                 address: address, logger: context.logger)
             let channel = context.requestContext.channel
             await withGracefulShutdownHandler {
@@ -120,7 +121,7 @@ public enum PresenceApplication {
                 serverName: "presence-server",
                 backlog: configuration.backlog),
             services: [
-                StoreService(store: store), hub, expiry, OutageService(store: store, sockets: openSockets, logger: logger),
+                StoreService(store: store), hub, watchers, expiry, OutageService(store: store, sockets: openSockets, logger: logger),
                 RetentionService(
                     store: store, userRetention: configuration.retention, eventRetention: configuration.eventRetention,
                     interval: configuration.retentionSweepInterval, logger: logger),

@@ -94,8 +94,12 @@ struct PresenceOperations: Sendable {
 
     /// Presence across rooms: the admin key reads anyone; a user what the authorizer allows.
     func userStatuses(_ request: UserIdsRequest, by caller: UserCaller) async throws(PresenceError) -> [UserStatus] {
-        try await authorize(caller, .watch(userIds: request.userIds))
+        try await authorizeWatch(request, by: caller)
         return try await userStatuses(request)
+    }
+
+    func authorizeWatch(_ request: UserIdsRequest, by caller: UserCaller) async throws(PresenceError) {
+        try await authorize(caller, .watch(userIds: request.userIds))
     }
 
     func userStatuses(_ request: UserIdsRequest, by _: AdminCaller) async throws(PresenceError) -> [UserStatus] {

@@ -43,6 +43,11 @@ enum ServerFrame {
         }
     }
 
+    /// `users` (the answer to `watchUsers`) and `usersChanged`.
+    static func users(type: String, id: JSONValue?, _ statuses: [UserStatus]) -> ByteBuffer {
+        reply(type: type, id: id) { $0.field("users") { $0.write(statuses) } }
+    }
+
     static func error(id: JSONValue?, _ error: PresenceError) -> ByteBuffer {
         reply(type: "error", id: id) { object in
             object.field("error") { error.writeErrorObject(into: &$0) }

@@ -16,6 +16,7 @@ enum CloseCode {
 struct WebSocketConnection {
     let operations: PresenceOperations
     let hub: FanoutHub
+    let watchers: UserWatchHub
     let metrics: PresenceMetrics
     let configuration: PresenceServerConfiguration
     let addressLimits: AddressLimits
@@ -65,6 +66,7 @@ struct WebSocketConnection {
             }
         }
         hub.submit(.removeSubscriber(outbox))
+        watchers.submit(.removeWatcher(outbox))
     }
 
     /// Ends when the outbox ends, after writing a close, or when a write fails.
@@ -173,6 +175,12 @@ struct WebSocketConnection {
             case .disconnect(let sessionToken):
                 try await operations.disconnect(sessionToken: sessionToken)
                 outbox.send(ServerFrame.reply(type: "disconnected", id: requestId))
+            case .watchUsers(let watch):
+                let caller = try await operations.authenticateSocket(identity: identity)
+                try await operations.authorizeWatch(watch, by: caller)
+                watchers.submit(.watch(outbox, userIds: watch.userIds, requestId: requestId))
+            case .unwatchUsers(let unwatch):
+                watchers.submit(.unwatch(outbox, userIds: unwatch.userIds, requestId: requestId))
             }
         } catch {
             metrics.count(error)

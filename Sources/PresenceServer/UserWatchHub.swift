@@ -1,0 +1,149 @@
+import Logging
+import PresenceStore
+import ServiceLifecycle
+import Synchronization
+
+/// Sends watchers of users (`watchUsers`) each change of a watched user's global status.
+///
+/// Committed events say whose presence may have changed; the hub reads those users' statuses
+/// (only the watched ones) and sends `usersChanged` to a socket only for statuses that differ
+/// from what it last sent. A heartbeat that changes nothing makes no event, so it reaches
+/// nobody; nor does an event that leaves the global status as it was (data, a second room).
+///
+/// The state lives on one task, so a watcher's `users` answer and the changes after it keep
+/// their order in its outbox.
+final class UserWatchHub: Service, Sendable {
+    enum Command: Sendable {
+        case watch(Outbox, userIds: [String], requestId: JSONValue?)
+        case unwatch(Outbox, userIds: [String], requestId: JSONValue?)
+        case removeWatcher(Outbox)
+        /// Users were added to `changedUsers`.
+        case usersChanged
+    }
+
+    private let store: any PresenceStore
+    private let logger: Logger
+    private let commands: AsyncStream<Command>
+    private let commandContinuation: AsyncStream<Command>.Continuation
+    private let events: AsyncStream<PresenceEvent>
+    /// Users whose events came since the hub last looked: one entry per user, however many events.
+    private let changedUsers = Mutex<Set<String>>([])
+    let maximumPerSocket: Int
+
+    init(store: any PresenceStore, logger: Logger, maximumPerSocket: Int = UserIdsRequest.maximum) {
+        self.store = store
+        self.logger = logger
+        self.maximumPerSocket = maximumPerSocket
+        (commands, commandContinuation) = AsyncStream<Command>.makeStream()
+        // Listen from construction on, so no event committed before `run` starts is missed.
+        events = store.committedEvents()
+    }
+
+    func submit(_ command: Command) {
+        commandContinuation.yield(command)
+    }
+
+    struct State {
+        var watchersByUser: [String: [Int: Outbox]] = [:]
+        var watchedBySocket: [Int: Set<String>] = [:]
+        /// The status each watched user's watchers were last sent.
+        var known: [String: UserStatus] = [:]
+    }
+
+    func run() async throws {
+        var state = State()
+        await withDiscardingTaskGroup { group in
+            group.addTask { [self] in
+                for await event in events {
+                    let first = changedUsers.withLock { changed in
+                        defer { changed.insert(event.userId) }
+                        return changed.isEmpty
+                    }
+                    if first { commandContinuation.yield(.usersChanged) }
+                }
+            }
+            group.addTask { [commandContinuation] in
+                try? await gracefulShutdown()
+                commandContinuation.finish()
+            }
+            for await command in commands.cancelOnGracefulShutdown() {
+                await process(command, state: &state)
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func process(_ command: Command, state: inout State) async {
+        switch command {
+        case .watch(let outbox, let userIds, let requestId):
+            let already = state.watchedBySocket[outbox.id] ?? []
+            let total = already.union(userIds).count
+            guard total <= maximumPerSocket else {
+                outbox.send(ServerFrame.error(
+                    id: requestId, .invalidArgument("a socket may watch at most \(maximumPerSocket) users; this would make \(total)")))
+                return
+            }
+            let statuses: [UserStatus]
+            do {
+                statuses = try await store.userStatuses(userIds: userIds)
+            } catch {
+                outbox.send(ServerFrame.error(id: requestId, error as? PresenceError ?? .unavailable("the statuses could not be read")))
+                return
+            }
+            outbox.send(ServerFrame.users(type: "users", id: requestId, statuses))
+            // Others watching the same users may hold an older status: they hear of the newer one too.
+            let known = state.known
+            broadcast(statuses.filter { status in known[status.userId].map { $0 != status } ?? false }, state: &state)
+            state.watchedBySocket[outbox.id, default: []].formUnion(userIds)
+            for status in statuses {
+                state.watchersByUser[status.userId, default: [:]][outbox.id] = outbox
+                state.known[status.userId] = status
+            }
+        case .unwatch(let outbox, let userIds, let requestId):
+            for userId in userIds { forget(userId, of: outbox.id, state: &state) }
+            outbox.send(ServerFrame.reply(type: "unwatched", id: requestId))
+        case .removeWatcher(let outbox):
+            for userId in state.watchedBySocket[outbox.id] ?? [] { forget(userId, of: outbox.id, state: &state) }
+            state.watchedBySocket.removeValue(forKey: outbox.id)
+        case .usersChanged:
+            let changed = changedUsers.withLock { changed in
+                defer { changed.removeAll(keepingCapacity: true) }
+                return changed
+            }
+            let watched = changed.filter { state.watchersByUser[$0] != nil }
+            guard !watched.isEmpty else { return }
+            do {
+                let statuses = try await store.userStatuses(userIds: Array(watched))
+                broadcast(statuses.filter { state.known[$0.userId] != $0 }, state: &state)
+            } catch {
+                // Try again with the next change; the users stay marked.
+                changedUsers.withLock { $0.formUnion(watched) }
+                logger.warning("could not read watched users' statuses", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// One `usersChanged` per socket with every changed user it watches.
+    private func broadcast(_ statuses: [UserStatus], state: inout State) {
+        guard !statuses.isEmpty else { return }
+        var bySocket: [Int: (outbox: Outbox, statuses: [UserStatus])] = [:]
+        for status in statuses {
+            state.known[status.userId] = status
+            for (socketId, outbox) in state.watchersByUser[status.userId] ?? [:] {
+                bySocket[socketId, default: (outbox, [])].statuses.append(status)
+            }
+        }
+        for (_, entry) in bySocket {
+            entry.outbox.send(ServerFrame.users(type: "usersChanged", id: nil, entry.statuses.sorted { $0.userId < $1.userId }))
+        }
+    }
+
+    private func forget(_ userId: String, of socketId: Int, state: inout State) {
+        state.watchedBySocket[socketId]?.remove(userId)
+        state.watchersByUser[userId]?.removeValue(forKey: socketId)
+        if state.watchersByUser[userId]?.isEmpty == true {
+            state.watchersByUser.removeValue(forKey: userId)
+            state.known.removeValue(forKey: userId)
+        }
+    }
+}
