@@ -482,4 +482,25 @@ struct MultiProcessTests {
         #expect(receiver.acknowledgedEventIds.count - expected.count <= 100, "once in all, not once per process")
         #expect(receiver.deliveries.allSatisfy { $0.verified })
     }
+
+    /// A watcher on one process hears of users who join and leave through another.
+    @Test func watchersHearOfChangesMadeOnAnotherProcess() async throws {
+        var cluster = try await Cluster()
+        try await cluster.start()
+        try await cluster.start()
+        let writer = ProcessClient(port: cluster.port(0))
+        let socket = TestSocket(port: cluster.port(1))
+        socket.send(#"{"type":"watchUsers","id":1,"userIds":["alice"]}"#)
+        _ = try await socket.receive(type: "users")
+        let alice = try await writer.heartbeat(room: "a", user: "alice", session: "a1", interval: 60_000)
+        let joined = try await socket.receive(type: "usersChanged", timeout: .seconds(10))
+        #expect(joined["users"] == .array([.object([
+            "userId": .string("alice"), "online": .bool(true), "away": .bool(false), "lastDisconnected": .integer(0),
+            "rooms": .integer(1),
+        ])]))
+        _ = try await writer.call("POST", "/api/disconnect", body: #"{"sessionToken":"\#(alice.sessionToken)"}"#)
+        let left = try await socket.receive(type: "usersChanged", timeout: .seconds(10))
+        guard case .array(let users)? = left["users"] else { throw TestFailure("\(left)") }
+        #expect(users.first?["online"] == .bool(false))
+    }
 }
