@@ -561,10 +561,14 @@ public struct PresenceState: Sendable {
         guard let room = rooms[roomId] else { return .empty }
         var records: [UserRecord] = []
         records.reserveCapacity(room.users.count)
-        for user in room.users.values where !onlineOnly || user.record.online {
-            records.append(user.record)
+        var onlineCount = 0
+        for user in room.users.values {
+            if user.record.online { onlineCount += 1 }
+            if !onlineOnly || user.record.online { records.append(user.record) }
         }
-        return RoomSnapshot(roomVersion: room.version, users: Self.first(limit, of: records))
+        return RoomSnapshot(
+            roomVersion: room.version, users: Self.first(limit, of: records), onlineCount: onlineCount,
+            userCount: room.users.count)
     }
 
     /// The first `limit` records in protocol order, without sorting all of a large room.

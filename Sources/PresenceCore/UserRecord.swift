@@ -96,14 +96,20 @@ extension JSONWriter {
     }
 }
 
-/// A room's ordered list at one `roomVersion`.
+/// A room's ordered list at one `roomVersion`, cut at a limit, with the whole room's counts.
 public struct RoomSnapshot: Sendable, Hashable {
     public var roomVersion: UInt64
     public var users: [UserRecord]
+    /// Users online in the room, whatever the limit.
+    public var onlineCount: Int
+    /// Users with a record in the room, whatever the limit.
+    public var userCount: Int
 
-    public init(roomVersion: UInt64, users: [UserRecord]) {
+    public init(roomVersion: UInt64, users: [UserRecord], onlineCount: Int? = nil, userCount: Int? = nil) {
         self.roomVersion = roomVersion
         self.users = users
+        self.onlineCount = onlineCount ?? users.count { $0.online }
+        self.userCount = userCount ?? users.count
     }
 
     public static let empty = RoomSnapshot(roomVersion: 0, users: [])

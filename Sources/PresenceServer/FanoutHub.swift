@@ -125,6 +125,7 @@ final class FanoutHub: Service, Sendable {
     struct View {
         var version: UInt64
         var users: [UserRecord]
+        var counts: ServerFrame.Counts
         var subscribers: [Int: Outbox] = [:]
     }
 
@@ -268,7 +269,8 @@ final class FanoutHub: Service, Sendable {
         var room = state.rooms[roomToken] ?? Room()
         if var view = room.views[limit], room.endedReason == nil {
             // The view's snapshot and the diffs it will get form one unbroken chain, even while a read runs.
-            let snapshot = ServerFrame.snapshot(id: requestId, roomToken: roomToken, version: view.version, users: view.users)
+            let snapshot = ServerFrame.snapshot(
+                id: requestId, roomToken: roomToken, version: view.version, users: view.users, counts: view.counts)
             guard deliver(snapshot, to: outbox, state: &state) else { return }
             view.subscribers[outbox.id] = outbox
             room.views[limit] = view
@@ -352,8 +354,11 @@ final class FanoutHub: Service, Sendable {
     /// Sends a waiting subscriber its snapshot and makes it a member of its view.
     private func serve(_ waiting: Waiting, roomToken: String, snapshot: RoomSnapshot, state: inout State) {
         guard var room = state.rooms[roomToken] else { return }
-        let view = room.views[waiting.limit] ?? View(version: snapshot.roomVersion, users: Array(snapshot.users.prefix(waiting.limit)))
-        let frame = ServerFrame.snapshot(id: waiting.requestId, roomToken: roomToken, version: view.version, users: view.users)
+        let view = room.views[waiting.limit] ?? View(
+            version: snapshot.roomVersion, users: Array(snapshot.users.prefix(waiting.limit)),
+            counts: ServerFrame.Counts(online: snapshot.onlineCount, users: snapshot.userCount))
+        let frame = ServerFrame.snapshot(
+            id: waiting.requestId, roomToken: roomToken, version: view.version, users: view.users, counts: view.counts)
         guard deliver(frame, to: waiting.outbox, state: &state) else { return }
         // An unknown token (version 0) stays empty forever: tokens are never reissued, so nothing to follow.
         if let reason = room.endedReason {
@@ -378,14 +383,20 @@ final class FanoutHub: Service, Sendable {
         guard var room = state.rooms[roomToken], snapshot.roomVersion > room.computedVersion else { return }
         room.computedVersion = snapshot.roomVersion
         var deliveries: [(ByteBuffer, [Outbox])] = []
+        let counts = ServerFrame.Counts(online: snapshot.onlineCount, users: snapshot.userCount)
         for (limit, var view) in room.views where snapshot.roomVersion > view.version {
             let shown = Array(snapshot.users.prefix(limit))
             let diff = RoomDiff(from: view.users, to: shown)
-            // A change outside this view's window sends nothing; the view's version trails the room's.
-            guard !diff.isEmpty else { continue }
-            deliveries.append((ServerFrame.diff(roomToken: roomToken, from: view.version, to: snapshot.roomVersion, diff: diff), Array(view.subscribers.values)))
+            // A change outside this view's window that leaves the counts as they were sends nothing;
+            // the view's version trails the room's. A change of the counts alone is an empty diff.
+            let countsChanged = counts != view.counts
+            guard !diff.isEmpty || countsChanged else { continue }
+            let frame = ServerFrame.diff(
+                roomToken: roomToken, from: view.version, to: snapshot.roomVersion, diff: diff, counts: countsChanged ? counts : nil)
+            deliveries.append((frame, Array(view.subscribers.values)))
             view.version = snapshot.roomVersion
             view.users = shown
+            view.counts = counts
             room.views[limit] = view
         }
         state.rooms[roomToken] = room

@@ -236,6 +236,8 @@ struct HTTPRoutes<Context: RequestContext> {
         writer.object { object in
             object.field("roomVersion", Int64(snapshot.roomVersion))
             object.field("users", snapshot.users)
+            object.field("onlineCount", Int64(snapshot.onlineCount))
+            object.field("userCount", Int64(snapshot.userCount))
         }
         return writer.output
     }

@@ -18,21 +18,34 @@ enum ServerFrame {
         reply(type: "heartbeat", id: id) { tokens.writeFields(into: &$0) }
     }
 
-    static func snapshot(id: JSONValue?, roomToken: String, version: UInt64, users: [UserRecord]) -> ByteBuffer {
+    /// A room's counts as the frames carry them: users online, users with a record.
+    struct Counts: Sendable, Hashable {
+        var online: Int
+        var users: Int
+    }
+
+    static func snapshot(id: JSONValue?, roomToken: String, version: UInt64, users: [UserRecord], counts: Counts) -> ByteBuffer {
         reply(type: "snapshot", id: id) { object in
             object.field("roomToken", roomToken)
             object.field("roomVersion", Int64(version))
             object.field("users", users)
+            object.field("onlineCount", Int64(counts.online))
+            object.field("userCount", Int64(counts.users))
         }
     }
 
-    static func diff(roomToken: String, from: UInt64, to: UInt64, diff: RoomDiff) -> ByteBuffer {
+    /// `counts` only when they changed since the view's last frame.
+    static func diff(roomToken: String, from: UInt64, to: UInt64, diff: RoomDiff, counts: Counts? = nil) -> ByteBuffer {
         reply(type: "diff", id: nil) { object in
             object.field("roomToken", roomToken)
             object.field("from", Int64(from))
             object.field("roomVersion", Int64(to))
             object.field("upsert", diff.upsert)
             object.field("remove") { $0.write(diff.remove) }
+            if let counts {
+                object.field("onlineCount", Int64(counts.online))
+                object.field("userCount", Int64(counts.users))
+            }
         }
     }
 

@@ -65,7 +65,7 @@ import PresenceStore
             reply = try await http.call(.get, "/api/list?roomToken=\(tokens.roomToken)", headers: bearer(alice))
             #expect(reply.status == 200)
             let bobToken = try await TestKeys.token("bob")
-            #expect(try await http.call(.get, "/api/list?roomToken=r_bogus", headers: bearer(bobToken)).body == #"{"roomVersion":0,"users":[]}"#)
+            #expect(try await http.call(.get, "/api/list?roomToken=r_bogus", headers: bearer(bobToken)).body == #"{"roomVersion":0,"users":[],"onlineCount":0,"userCount":0}"#)
             reply = try await http.call(
                 .post, "/api/update", body: #"{"sessionToken":"\#(tokens.sessionToken)","data":"hijacked"}"#, headers: bearer(bobToken))
             #expect(reply.status == 403)
@@ -154,7 +154,7 @@ import PresenceStore
             let ended = try await watcher.receive(type: "unsubscribed")
             #expect(ended["reason"]?.string == "token_rotated")
             // The old token reads nothing, for lists and subscriptions alike.
-            #expect(try await http.list(alice.roomToken) == RoomListing(roomVersion: 0, users: []))
+            #expect(try await http.list(alice.roomToken) == RoomListing(roomVersion: 0, users: [], onlineCount: 0, userCount: 0))
             #expect(try await watcher.subscribe(alice.roomToken).roomVersion == 0)
             // The next heartbeat hands out the new token, which works.
             #expect(try await http.heartbeat(user: "alice", session: "a").roomToken == newToken)

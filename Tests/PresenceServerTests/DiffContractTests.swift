@@ -13,10 +13,12 @@ import PresenceStore
         let limit: Int?
         var version: UInt64
         var users: [UserRecord]
+        /// `onlineCount` and `userCount` as the subscription last heard them.
+        var counts: [Int]
 
         /// Applies diffs until the list equals `expected`, checking each diff's `from`.
         mutating func catchUp(to expected: RoomListing, step: Int) async throws {
-            while users != expected.users {
+            while users != expected.users || counts != [expected.onlineCount, expected.userCount] {
                 let message = try await socket.receive(timeout: .seconds(10))
                 guard message["type"]?.string == "diff" else {
                     throw TestFailure("step \(step): expected a diff, got \(message.compactJSON)")
@@ -29,6 +31,12 @@ import PresenceStore
                 #expect(diff.roomVersion <= expected.roomVersion)
                 users = diff.diff.applied(to: users)
                 version = diff.roomVersion
+                #expect((diff.onlineCount == nil) == (diff.userCount == nil), "counts come together")
+                if let online = diff.onlineCount, let total = diff.userCount {
+                    #expect([online, total] != counts, "step \(step): counts sent that did not change")
+                    counts = [online, total]
+                }
+                #expect(!diff.diff.isEmpty || diff.onlineCount != nil, "step \(step): an empty diff without counts")
             }
         }
     }
@@ -42,7 +50,9 @@ import PresenceStore
             for limit in [nil, 1, 3, 8] as [Int?] {
                 let socket = TestSocket(port: http.port)
                 let snapshot = try await socket.subscribe(roomToken, limit: limit)
-                followers.append(Follower(socket: socket, limit: limit, version: snapshot.roomVersion, users: snapshot.users))
+                followers.append(Follower(
+                    socket: socket, limit: limit, version: snapshot.roomVersion, users: snapshot.users,
+                    counts: [snapshot.onlineCount, snapshot.userCount]))
             }
             defer { followers.forEach { $0.socket.close() } }
 

@@ -48,7 +48,7 @@ import PresenceStore
             _ = try await http.heartbeat(user: "alice", session: "a1")
             let reply = try await http.call(.get, "/api/list?roomToken=r_doesnotexist")
             #expect(reply.status == 200)
-            #expect(reply.body == #"{"roomVersion":0,"users":[]}"#)
+            #expect(reply.body == #"{"roomVersion":0,"users":[],"onlineCount":0,"userCount":0}"#)
         }
     }
 
@@ -108,8 +108,8 @@ import PresenceStore
 
             reply = try await http.call(.delete, "/api/rooms/a", admin: true)
             #expect(reply.status == 200)
-            #expect(try await http.list(alice.roomToken) == RoomListing(roomVersion: 0, users: []))
-            #expect(try await http.listRoom("a") == RoomListing(roomVersion: 0, users: []))
+            #expect(try await http.list(alice.roomToken) == RoomListing(roomVersion: 0, users: [], onlineCount: 0, userCount: 0))
+            #expect(try await http.listRoom("a") == RoomListing(roomVersion: 0, users: [], onlineCount: 0, userCount: 0))
             #expect(try await http.call(.delete, "/api/rooms/a", admin: true).status == 200)
         }
     }

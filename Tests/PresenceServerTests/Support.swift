@@ -108,6 +108,8 @@ func metricValue(_ name: String, in text: String) -> Int? {
 struct RoomListing: Decodable, Equatable {
     let roomVersion: UInt64
     let users: [UserRecord]
+    let onlineCount: Int
+    let userCount: Int
 }
 
 extension JSONValue {
@@ -283,6 +285,8 @@ struct Snapshot: Decodable {
     let roomToken: String
     let roomVersion: UInt64
     let users: [UserRecord]
+    let onlineCount: Int
+    let userCount: Int
 }
 
 struct DiffMessage: Decodable {
@@ -291,6 +295,9 @@ struct DiffMessage: Decodable {
     let roomVersion: UInt64
     let upsert: [UserRecord]
     let remove: [String]
+    /// Present when the counts changed.
+    let onlineCount: Int?
+    let userCount: Int?
 
     var diff: RoomDiff { RoomDiff(upsert: upsert, remove: remove) }
 }

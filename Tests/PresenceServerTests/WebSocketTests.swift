@@ -88,22 +88,30 @@ import PresenceStore
         }
     }
 
-    @Test func aChangeOutsideTheWindowSendsNothing() async throws {
+    @Test func aChangeOutsideTheWindowSendsOnlyTheCounts() async throws {
         try await withServer { http in
             let first = try await http.heartbeat(user: "first", session: "1")
             let socket = TestSocket(port: http.port)
             defer { socket.close() }
             let snapshot = try await socket.subscribe(first.roomToken, limit: 1)
             #expect(snapshot.users.map(\.userId) == ["first"])
+            #expect(snapshot.onlineCount == 1 && snapshot.userCount == 1)
+            // A join outside the window changes the counts: an empty diff carries them.
             let second = try await http.heartbeat(user: "second", session: "2")
+            let counted = try await socket.receive(type: "diff").decode(DiffMessage.self)
+            #expect(counted.upsert.isEmpty && counted.remove.isEmpty)
+            #expect(counted.onlineCount == 2 && counted.userCount == 2)
+            #expect(counted.from == snapshot.roomVersion)
+            // A data change outside the window changes neither the window nor the counts: nothing.
             _ = try await http.call(.post, "/api/update", body: #"{"sessionToken":"\#(second.sessionToken)","data":1}"#)
             #expect(await socket.nextRaw(timeout: .milliseconds(300)) == nil)
             // The first user leaving moves the window: second (online) now leads.
             _ = try await http.call(.post, "/api/disconnect", body: first.sessionToken, headers: [.contentType: "text/plain"])
             let diff = try await socket.receive(type: "diff").decode(DiffMessage.self)
-            #expect(diff.from == snapshot.roomVersion, "the subscription's version trailed the room's")
+            #expect(diff.from == counted.roomVersion, "the subscription's version trailed the room's")
             #expect(diff.upsert.map(\.userId) == ["second"])
             #expect(diff.remove == ["first"])
+            #expect(diff.onlineCount == 1 && diff.userCount == 2)
         }
     }
 
