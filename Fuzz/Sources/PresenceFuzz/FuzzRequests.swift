@@ -33,6 +33,7 @@ func fuzzOneInput(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     if let object = try? JSONObject(parsing: bytes) {
         if let heartbeat = try? HeartbeatRequest(json: object) { check(heartbeat) }
         if let update = try? UpdateRequest(json: object) { check(update.data) }
+        if let watch = try? UserIdsRequest(json: object) { check(SocketRequest(id: nil, kind: .watchUsers(watch))) }
         _ = try? object.data()
     }
     let isJSONObject = (try? JSONObject(parsing: bytes)) != nil
@@ -52,6 +53,9 @@ func fuzzOneInput(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
             precondition(ProtocolLimits.limitRange.contains(limit), "limit out of range: \(limit)")
         }
         _ = try? QueryParsing.flag(text, name: "onlineOnly")
+        if let sequence = PresenceEvent.sequence(fromId: text) {
+            precondition(PresenceEvent.id(forSequence: sequence) == text, "an event id that does not name its own sequence: \(text)")
+        }
     }
     return 0
 }
@@ -62,6 +66,11 @@ private func check(_ request: SocketRequest) {
     case .subscribe(let list):
         precondition(ProtocolLimits.limitRange.contains(list.limit), "limit out of range: \(list.limit)")
     case .update(let update): check(update.data)
+    case .watchUsers(let watch), .unwatchUsers(let watch):
+        precondition(watch.userIds.count <= UserIdsRequest.maximum, "too many user ids")
+        for userId in watch.userIds {
+            precondition((1...ProtocolLimits.maxIdentifierBytes).contains(userId.utf8.count), "identifier length")
+        }
     case .auth, .unsubscribe, .disconnect: break
     }
 }
