@@ -75,33 +75,38 @@ public struct PresenceEvent: Sendable, Hashable {
         }
     }
 
-    /// The events between two states of one user's record (nil: no record), in PROTOCOL.md's order.
-    /// `reason` is the reason of a leave.
+    /// The events between two states of one user's record in a room (nil: no record), in
+    /// PROTOCOL.md's order, not yet numbered (sequence and roomVersion 0). `reason` is a leave's.
     static func transitions(
-        from before: UserRecord?, to after: UserRecord?, reason: LeaveReason, at: Int64
-    ) -> [(kind: Kind, reason: LeaveReason?, at: Int64, name: String?, image: String?, data: JSONValue?)] {
-        var events: [(kind: Kind, reason: LeaveReason?, at: Int64, name: String?, image: String?, data: JSONValue?)] = []
+        roomId: String, userId: String, from before: UserRecord?, to after: UserRecord?, reason: LeaveReason, at: Int64
+    ) -> [PresenceEvent] {
+        var events: [PresenceEvent] = []
+        func add(_ kind: Kind, reason: LeaveReason? = nil, at: Int64, name: String? = nil, image: String? = nil, data: JSONValue? = nil) {
+            events.append(PresenceEvent(
+                sequence: 0, roomId: roomId, userId: userId, kind: kind, reason: reason, at: at, roomVersion: 0,
+                name: name, image: image, data: data))
+        }
         let wasOnline = before?.online == true
         guard let after else {
-            if wasOnline { events.append((.leave, reason, at, nil, nil, nil)) }
-            if before != nil { events.append((.removed, nil, at, nil, nil, nil)) }
+            if wasOnline { add(.leave, reason: reason, at: at) }
+            if before != nil { add(.removed, at: at) }
             return events
         }
         if after.online, !wasOnline {
-            events.append((.join, nil, after.onlineSince, after.name, after.image, nil))
-            if after.away { events.append((.away, nil, after.awaySince, nil, nil, nil)) }
+            add(.join, at: after.onlineSince, name: after.name, image: after.image)
+            if after.away { add(.away, at: after.awaySince) }
         } else if !after.online, wasOnline {
-            events.append((.leave, reason, after.lastDisconnected, nil, nil, nil))
+            add(.leave, reason: reason, at: after.lastDisconnected)
         } else if after.online {
             if after.name != before?.name || after.image != before?.image {
-                events.append((.profile, nil, at, after.name, after.image, nil))
+                add(.profile, at: at, name: after.name, image: after.image)
             }
             if after.away != before?.away {
-                events.append((after.away ? .away : .back, nil, after.away ? after.awaySince : at, nil, nil, nil))
+                add(after.away ? .away : .back, at: after.away ? after.awaySince : at)
             }
         }
         if let before, after.data != before.data {
-            events.append((.data, nil, at, nil, nil, after.data))
+            add(.data, at: at, data: after.data)
         }
         return events
     }

@@ -520,13 +520,8 @@ public struct PresenceState: Sendable {
     ) {
         guard recordsEvents else { return }
         let after = rooms[roomId]?.users[userId]?.record
-        for transition in PresenceEvent.transitions(from: before, to: after, reason: reason, at: at) {
-            unversionedEvents[roomId, default: []].append(
-                PresenceEvent(
-                    sequence: 0, roomId: roomId, userId: userId, kind: transition.kind, reason: transition.reason,
-                    at: transition.at, roomVersion: 0, name: transition.name, image: transition.image,
-                    data: transition.data))
-        }
+        let events = PresenceEvent.transitions(roomId: roomId, userId: userId, from: before, to: after, reason: reason, at: at)
+        if !events.isEmpty { unversionedEvents[roomId, default: []].append(contentsOf: events) }
     }
 
     private mutating func numberEvents(roomId: String, version: UInt64) {
