@@ -122,6 +122,13 @@ struct ProcessClient: Sendable {
         return ((response as! HTTPURLResponse).statusCode, String(decoding: data, as: UTF8.self))
     }
 
+    /// The first (at most 1,000) events this process reads from the log.
+    func events() async throws -> [JSONValue] {
+        let reply = try await call("GET", "/api/events?limit=1000", admin: true)
+        guard case .array(let events)? = try JSONParser.parse(reply.body.utf8)["events"] else { throw TestFailure(reply.body) }
+        return events
+    }
+
     func heartbeat(room: String = "room", user: String, session sessionId: String, interval: Int) async throws -> SessionTokens {
         let reply = try await call(
             "POST", "/api/heartbeat",
@@ -293,10 +300,8 @@ struct MultiProcessTests {
         #expect(allOffline)
         // The leave events say why: d's process was lost; a, b and c may have timed out before
         // anyone could know.
-        let eventsReply = try await survivor.call("GET", "/api/events?limit=1000", admin: true)
-        guard case .array(let events)? = try JSONParser.parse(eventsReply.body.utf8)["events"] else { throw TestFailure(eventsReply.body) }
         var reasons: [String: String] = [:]
-        for event in events where event["type"] == .string("leave") {
+        for event in try await survivor.events() where event["type"] == .string("leave") {
             reasons[event["userId"]?.string ?? ""] = event["reason"]?.string
         }
         #expect(reasons["d"] == "server_lost", "\(reasons)")
@@ -468,17 +473,13 @@ struct MultiProcessTests {
         for index in 90..<150 {
             _ = try await survivors[index % 2].heartbeat(room: "r\(index % 5)", user: "u\(index)", session: "s\(index)", interval: 60_000)
         }
-        let reply = try await survivors[0].call("GET", "/api/events?limit=1000", admin: true)
-        guard case .array(let events)? = try JSONParser.parse(reply.body.utf8)["events"] else { throw TestFailure(reply.body) }
-        let expected = events.compactMap { $0["id"]?.string }
+        let expected = try await survivors[0].events().compactMap { $0["id"]?.string }
         #expect(expected.count == 150)
         // A new leader waits out the dead one's lease first.
         try await receiver.waitFor("every event after the takeover", timeout: .seconds(30)) {
             Set(receiver.acknowledgedEventIds).isSuperset(of: expected)
         }
-        var firstSeen: [String] = []
-        for id in receiver.acknowledgedEventIds where !firstSeen.contains(id) { firstSeen.append(id) }
-        #expect(firstSeen == expected, "in order")
+        #expect(receiver.firstAcknowledgedEventIds == expected, "in order")
         #expect(receiver.acknowledgedEventIds.count - expected.count <= 100, "once in all, not once per process")
         #expect(receiver.deliveries.allSatisfy { $0.verified })
     }

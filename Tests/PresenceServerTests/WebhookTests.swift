@@ -74,6 +74,12 @@ final class WebhookReceiver: @unchecked Sendable {
     /// Event ids of the acknowledged batches, in the order they were acknowledged.
     var acknowledgedEventIds: [String] { deliveries.filter { $0.status == 204 }.flatMap(\.eventIds) }
 
+    /// The acknowledged event ids without repeats, in the order each first arrived.
+    var firstAcknowledgedEventIds: [String] {
+        var seen = Set<String>()
+        return acknowledgedEventIds.filter { seen.insert($0).inserted }
+    }
+
     func waitFor(_ what: String, timeout: Duration = .seconds(20), _ condition: () -> Bool) async throws {
         let start = ContinuousClock.now
         while !condition() {
@@ -243,9 +249,7 @@ func fastWebhooks(_ configuration: inout PresenceServerConfiguration, _ endpoint
         for index in 0..<120 {
             _ = try await client.heartbeat(room: "room-\(index % 4)", user: "u\(index)", session: "s\(index)", interval: 60_000)
         }
-        let reply = try await client.call("GET", "/api/events?limit=1000", admin: true)
-        guard case .array(let events)? = try JSONParser.parse(reply.body.utf8)["events"] else { throw TestFailure(reply.body) }
-        let expected = events.compactMap { $0["id"]?.string }
+        let expected = try await client.events().compactMap { $0["id"]?.string }
         #expect(expected.count == 120)
         kill(server.process.processIdentifier, SIGKILL)
         _ = try await server.waitForExit()
@@ -256,9 +260,7 @@ func fastWebhooks(_ configuration: inout PresenceServerConfiguration, _ endpoint
         try await receiver.waitFor("every event after the restart", timeout: .seconds(30)) {
             Set(receiver.acknowledgedEventIds).isSuperset(of: expected)
         }
-        var firstSeen: [String] = []
-        for id in receiver.acknowledgedEventIds where !firstSeen.contains(id) { firstSeen.append(id) }
-        #expect(Array(firstSeen.prefix(expected.count)) == expected, "in order")
+        #expect(Array(receiver.firstAcknowledgedEventIds.prefix(expected.count)) == expected, "in order")
         #expect(receiver.acknowledgedEventIds.count - Set(receiver.acknowledgedEventIds).count <= 100)
         kill(server.process.processIdentifier, SIGTERM)
         _ = try await server.waitForExit()
