@@ -90,37 +90,11 @@ import Testing
     func replayingTheEventsGivesEveryRoomExactly(seed: UInt64) throws {
         var state = PresenceState(recordsEvents: true)
         var replay = EventReplay()
-        var generator = SeededGenerator(seed: seed)
-        var now = t0
-        var sessionTokens: [String] = []
+        var run = RandomStateRun(seed: seed, rooms: 3, users: 6)
         for step in 0..<2_000 {
-            now += Int64.random(in: 0...700, using: &generator)
-            let room = "r\(Int.random(in: 0..<3, using: &generator))"
-            let user = "u\(Int.random(in: 0..<6, using: &generator))"
-            switch Int.random(in: 0..<12, using: &generator) {
-            case 0..<4:
-                let session = "\(user)-\(room)-\(Int.random(in: 0..<2, using: &generator))"
-                let name = Bool.random(using: &generator) ? "N\(Int.random(in: 0..<3, using: &generator))" : nil
-                let away: Bool? = [true, false, nil].randomElement(using: &generator)!
-                if let outcome = try? beat(&state, room: room, user: user, session: session, interval: 1_000, at: now, name: name, away: away) {
-                    sessionTokens.append(outcome.tokens.sessionToken)
-                }
-            case 4, 5:
-                if let token = sessionTokens.randomElement(using: &generator) { _ = state.disconnect(sessionToken: token, now: now) }
-            case 6, 7:
-                _ = state.expireDue(now: now, limit: 1_000)
-            case 8:
-                let data: JSONValue? = Bool.random(using: &generator) ? .integer(Int64(step % 4)) : nil
-                _ = try? state.updateRoomUser(roomId: room, userId: user, data: data, now: now)
-            case 9:
-                _ = state.removeRoomUser(roomId: room, userId: user, now: now)
-            case 10:
-                _ = state.forgetOfflineUsers(before: now - 2_000, limit: 2, now: now)
-            default:
-                if Int.random(in: 0..<4, using: &generator) == 0 { _ = state.removeRoom(roomId: room, now: now) }
-            }
+            run.step(&state)
             try replay.apply(state.takeEvents())
-            for roomId in ["r0", "r1", "r2"] {
+            for roomId in run.rooms {
                 let snapshot = state.roomUsers(roomId: roomId, onlineOnly: false, limit: 1_000)
                 #expect(replay.users(of: roomId) == snapshot.users, "seed \(seed) step \(step) room \(roomId)")
                 if let version = replay.versions[roomId], !snapshot.users.isEmpty {
@@ -139,30 +113,10 @@ import Testing
     @Test(arguments: [21, 22, 23] as [UInt64])
     func globalStatusesEqualARecomputationFromAllRooms(seed: UInt64) throws {
         var state = PresenceState()
-        var generator = SeededGenerator(seed: seed)
-        var now: Int64 = 1_764_000_000_000
-        var sessionTokens: [String] = []
-        let users = (0..<6).map { "u\($0)" }
+        var run = RandomStateRun(seed: seed, rooms: 4, users: 6)
+        let users = run.users
         for step in 0..<1_500 {
-            now += Int64.random(in: 0...700, using: &generator)
-            let room = "r\(Int.random(in: 0..<4, using: &generator))"
-            let user = users.randomElement(using: &generator)!
-            switch Int.random(in: 0..<10, using: &generator) {
-            case 0..<4:
-                let session = "\(user)-\(room)-\(Int.random(in: 0..<2, using: &generator))"
-                let away: Bool? = [true, false, nil].randomElement(using: &generator)!
-                if let outcome = try? beat(&state, room: room, user: user, session: session, interval: 1_000, at: now, away: away) {
-                    sessionTokens.append(outcome.tokens.sessionToken)
-                }
-            case 4, 5:
-                if let token = sessionTokens.randomElement(using: &generator) { _ = state.disconnect(sessionToken: token, now: now) }
-            case 6, 7:
-                _ = state.expireDue(now: now, limit: 1_000)
-            case 8:
-                _ = state.removeRoomUser(roomId: room, userId: user, now: now)
-            default:
-                if Int.random(in: 0..<3, using: &generator) == 0 { _ = state.removeRoom(roomId: room, now: now) }
-            }
+            run.step(&state)
             for userId in users {
                 let records = state.rooms.values.compactMap { $0.users[userId]?.record }
                 #expect(state.userStatus(userId: userId) == UserStatus(userId: userId, records: records), "seed \(seed) step \(step)")
@@ -172,6 +126,53 @@ import Testing
                     lastDisconnected: online.isEmpty ? records.map(\.lastDisconnected).max() ?? 0 : 0, rooms: online.count)
                 #expect(state.userStatus(userId: userId) == expected, "seed \(seed) step \(step) \(userId)")
             }
+        }
+    }
+}
+
+/// A random run of every state operation (heartbeats with name and away, disconnects, expiry,
+/// data, removals, retention) over a few rooms and users, one operation a step: the driver of
+/// the state's property tests.
+struct RandomStateRun {
+    var generator: SeededGenerator
+    var now: Int64 = 1_764_000_000_000
+    let rooms: [String]
+    let users: [String]
+    private var sessionTokens: [String] = []
+    private var steps = 0
+
+    init(seed: UInt64, rooms: Int, users: Int) {
+        generator = SeededGenerator(seed: seed)
+        self.rooms = (0..<rooms).map { "r\($0)" }
+        self.users = (0..<users).map { "u\($0)" }
+    }
+
+    mutating func step(_ state: inout PresenceState) {
+        steps += 1
+        now += Int64.random(in: 0...700, using: &generator)
+        let room = rooms.randomElement(using: &generator)!
+        let user = users.randomElement(using: &generator)!
+        switch Int.random(in: 0..<12, using: &generator) {
+        case 0..<4:
+            let session = "\(user)-\(room)-\(Int.random(in: 0..<2, using: &generator))"
+            let name = Bool.random(using: &generator) ? "N\(Int.random(in: 0..<3, using: &generator))" : nil
+            let away: Bool? = [true, false, nil].randomElement(using: &generator)!
+            if let outcome = try? beat(&state, room: room, user: user, session: session, interval: 1_000, at: now, name: name, away: away) {
+                sessionTokens.append(outcome.tokens.sessionToken)
+            }
+        case 4, 5:
+            if let token = sessionTokens.randomElement(using: &generator) { _ = state.disconnect(sessionToken: token, now: now) }
+        case 6, 7:
+            _ = state.expireDue(now: now, limit: 1_000)
+        case 8:
+            let data: JSONValue? = Bool.random(using: &generator) ? .integer(Int64(steps % 4)) : nil
+            _ = try? state.updateRoomUser(roomId: room, userId: user, data: data, now: now)
+        case 9:
+            _ = state.removeRoomUser(roomId: room, userId: user, now: now)
+        case 10:
+            _ = state.forgetOfflineUsers(before: now - 2_000, limit: 2, now: now)
+        default:
+            if Int.random(in: 0..<4, using: &generator) == 0 { _ = state.removeRoom(roomId: room, now: now) }
         }
     }
 }
