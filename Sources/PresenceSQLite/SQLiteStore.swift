@@ -316,11 +316,12 @@ public final class SQLiteStore: PresenceStore {
 
     /// A write transaction that no task cancellation can interrupt: once the writer has taken a
     /// batch, it is stored or fails for a reason of the disk's, never because somebody gave up.
-    private func write(_ updates: @escaping @Sendable (Database) throws -> Void) async throws {
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<Void, any Error>, Never>) in
+    @discardableResult
+    private func write<Value: Sendable>(_ updates: @escaping @Sendable (Database) throws -> Value) async throws -> Value {
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<Value, any Error>, Never>) in
             database.asyncWrite(updates) { _, result in continuation.resume(returning: result) }
         }
-        try result.get()
+        return try result.get()
     }
 
     /// Reads stored state: waits while a batch is being written, so it never shows an unstored change.
@@ -425,34 +426,28 @@ public final class SQLiteStore: PresenceStore {
     }
 
     public func forgetEvents(before cutoff: Int64) async throws -> Int {
-        let forgotten = Mutex(0)
         try await write { db in
             // An expiry's events are dated by the deadline, so `at` is not sorted: forget up to the last old one.
             guard let last = try Int64.fetchOne(db, sql: "SELECT max(seq) FROM events WHERE at < ?", arguments: [cutoff])
-            else { return }
+            else { return 0 }
             try db.execute(sql: "DELETE FROM events WHERE seq <= ?", arguments: [last])
             let count = db.changesCount
             try db.execute(
                 sql: "INSERT OR REPLACE INTO meta (key, value) VALUES ('events_forgotten_through', ?)", arguments: [last])
-            forgotten.withLock { $0 = count }
+            return count
         }
-        return forgotten.withLock { $0 }
     }
 
     public func webhookCursor(endpoint: String) async throws -> WebhookCursor {
-        let cursor = Mutex(WebhookCursor(deliveredThrough: 0))
         try await write { db in
             if let row = try Row.fetchOne(db, sql: "SELECT * FROM webhook_cursors WHERE endpoint = ?", arguments: [endpoint]) {
-                let stored = WebhookCursor(deliveredThrough: UInt64(row["delivered_through"] as Int64), failedAt: row["failed_at"])
-                cursor.withLock { $0 = stored }
-                return
+                return WebhookCursor(deliveredThrough: UInt64(row["delivered_through"] as Int64), failedAt: row["failed_at"])
             }
             let newest = try Self.metaValue("last_event", in: db)
             try db.execute(
                 sql: "INSERT INTO webhook_cursors (endpoint, delivered_through) VALUES (?, ?)", arguments: [endpoint, newest])
-            cursor.withLock { $0 = WebhookCursor(deliveredThrough: UInt64(newest)) }
+            return WebhookCursor(deliveredThrough: UInt64(newest))
         }
-        return cursor.withLock { $0 }
     }
 
     public func saveWebhookCursor(_ cursor: WebhookCursor, endpoint: String) async throws {
