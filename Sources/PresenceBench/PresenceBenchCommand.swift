@@ -15,13 +15,13 @@ import Glibc
 struct PresenceBenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "presence-bench",
-        abstract: "Measures presence-server: heartbeat cost, fan-out latency, expiry precision, memory, churn.",
+        abstract: "Measures presence-server: heartbeat cost, fan-out latency, big rooms, friends lists, expiry precision, memory, churn, webhooks.",
         subcommands: [Run.self, StoreChurnCommand.self],
         defaultSubcommand: Run.self)
 }
 
 enum Scenario: String, CaseIterable, ExpressibleByArgument {
-    case heartbeat, fanout, expiry, memory, churn, webhooks, multinode
+    case heartbeat, fanout, bigroom, friends, expiry, memory, churn, webhooks, multinode
 }
 
 struct Run: AsyncParsableCommand {
@@ -65,6 +65,10 @@ struct Run: AsyncParsableCommand {
                 measurements += try await (smoke ? HeartbeatCost.smoke : HeartbeatCost()).run(context)
             case .fanout:
                 measurements += try await (smoke ? FanOut.smoke : FanOut()).run(context)
+            case .bigroom:
+                measurements += try await (smoke ? BigRoom.smoke : BigRoom()).run(context)
+            case .friends:
+                measurements += try await (smoke ? FriendsList.smoke : FriendsList()).run(context)
             case .expiry:
                 measurements += try await (smoke ? ExpiryPrecision.smoke : ExpiryPrecision()).run(context)
             case .memory:

@@ -14,12 +14,14 @@ actor ClientCore {
         let name: String?
         let image: String?
         var listener: AsyncStream<[UserRecord]>.Continuation
+        var countsListener: AsyncStream<RoomCounts>.Continuation
         var roomToken: String?
         var sessionToken: String?
         /// The token subscribed to on the current socket, and the version of its last snapshot or diff.
         var subscribedToken: String?
         var version: UInt64 = 0
         var users: [UserRecord] = []
+        var counts: RoomCounts?
         var heartbeatInFlight = false
         /// Sent with every heartbeat, so a session the server had to start anew keeps its state.
         var away = false
@@ -30,12 +32,24 @@ actor ClientCore {
     enum Pending {
         case heartbeat(RoomKey)
         case subscribe(RoomKey, token: String)
+        case watch(watcherId: Int)
         case reply(CheckedContinuation<Void, any Error>)
+    }
+
+    /// One `watch(userIds:)`: its users' statuses, in the order asked.
+    struct Watcher {
+        let userIds: [String]
+        var statuses: [String: UserStatus] = [:]
+        let listener: AsyncStream<[UserStatus]>.Continuation
+        var ready: CheckedContinuation<Void, any Error>?
+
+        var list: [UserStatus] { userIds.compactMap { statuses[$0] } }
     }
 
     let url: String
     let configuration: PresenceClient.Configuration
     private var rooms: [RoomKey: RoomState] = [:]
+    private var watchers: [Int: Watcher] = [:]
     private var pending: [Int: Pending] = [:]
     private var nextId = 0
     private var outgoing: AsyncStream<String>.Continuation?
@@ -54,12 +68,19 @@ actor ClientCore {
 
     // MARK: - Calls from handles
 
-    func join(_ key: RoomKey, interval: Int64, name: String?, image: String?, listener: AsyncStream<[UserRecord]>.Continuation) async throws {
+    /// The socket stays up while a room is joined or users are watched.
+    private var hasWork: Bool { !rooms.isEmpty || !watchers.isEmpty }
+
+    func join(
+        _ key: RoomKey, interval: Int64, name: String?, image: String?, listener: AsyncStream<[UserRecord]>.Continuation,
+        countsListener: AsyncStream<RoomCounts>.Continuation
+    ) async throws {
         guard rooms[key] == nil else {
             throw PresenceClientError(code: "already_joined", message: "this session has already joined \(key.roomId)")
         }
         try await withCheckedThrowingContinuation { (joined: CheckedContinuation<Void, any Error>) in
-            var room = RoomState(key: key, interval: interval, name: name, image: image, listener: listener)
+            var room = RoomState(
+                key: key, interval: interval, name: name, image: image, listener: listener, countsListener: countsListener)
             room.joined = joined
             room.ticker = Task { [weak self] in
                 while !Task.isCancelled {
@@ -91,6 +112,7 @@ actor ClientCore {
         room.ticker?.cancel()
         room.joined?.resume(throwing: PresenceClientError.left)
         room.listener.finish()
+        room.countsListener.finish()
         if let sessionToken = room.sessionToken, let outgoing {
             try? await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let id = makeId()
@@ -98,7 +120,40 @@ actor ClientCore {
                 outgoing.yield(OutgoingMessage.request(type: "disconnect", id: id) { $0.field("sessionToken", sessionToken) })
             }
         }
-        if rooms.isEmpty { stopConnection() }
+        if !hasWork { stopConnection() }
+    }
+
+    /// Watches users across rooms; returns once the server has sent their statuses.
+    func watch(_ watcherId: Int, userIds: [String], listener: AsyncStream<[UserStatus]>.Continuation) async throws {
+        try await withCheckedThrowingContinuation { (ready: CheckedContinuation<Void, any Error>) in
+            watchers[watcherId] = Watcher(userIds: userIds, listener: listener, ready: ready)
+            sendWatch(watcherId)
+            ensureConnection()
+        }
+    }
+
+    /// Stops one watcher; the server stops sending users no other watcher follows.
+    func unwatch(_ watcherId: Int) {
+        guard let watcher = watchers.removeValue(forKey: watcherId) else { return }
+        watcher.ready?.resume(throwing: PresenceClientError.left)
+        watcher.listener.finish()
+        let stillWatched = Set(watchers.values.flatMap(\.userIds))
+        let dropped = watcher.userIds.filter { !stillWatched.contains($0) }
+        if !dropped.isEmpty, let outgoing {
+            outgoing.yield(OutgoingMessage.users(type: "unwatchUsers", id: makeId(), dropped))
+        }
+        if !hasWork { stopConnection() }
+    }
+
+    private func sendWatch(_ watcherId: Int) {
+        guard let watcher = watchers[watcherId], let outgoing else { return }
+        let id = makeId()
+        pending[id] = .watch(watcherId: watcherId)
+        outgoing.yield(OutgoingMessage.users(type: "watchUsers", id: id, watcher.userIds))
+    }
+
+    func currentCounts(_ key: RoomKey) -> RoomCounts? {
+        rooms[key]?.counts
     }
 
     func currentList(_ key: RoomKey) -> [UserRecord] {
@@ -110,8 +165,14 @@ actor ClientCore {
             room.ticker?.cancel()
             room.joined?.resume(throwing: PresenceClientError.left)
             room.listener.finish()
+            room.countsListener.finish()
         }
         rooms.removeAll()
+        for watcher in watchers.values {
+            watcher.ready?.resume(throwing: PresenceClientError.left)
+            watcher.listener.finish()
+        }
+        watchers.removeAll()
         stopConnection()
     }
 
@@ -129,10 +190,10 @@ actor ClientCore {
         outgoing = nil
     }
 
-    /// Connects, and reconnects with exponential backoff and jitter, until no room is joined.
+    /// Connects, and reconnects with exponential backoff and jitter, until no room is joined and no user watched.
     private func maintainConnection() async {
         var backoff = configuration.initialBackoff
-        while !Task.isCancelled, !rooms.isEmpty {
+        while !Task.isCancelled, hasWork {
             var headers = HTTPFields()
             if let tokenProvider = configuration.token, let token = try? await tokenProvider() {
                 headers[.authorization] = "Bearer \(token)"
@@ -174,8 +235,9 @@ actor ClientCore {
                 let error = PresenceClientError(
                     code: "connection_failed", message: "could not connect to \(url): the server is down or refused the token")
                 for key in rooms.keys where rooms[key]!.joined != nil { failJoin(key, error) }
+                for watcherId in watchers.keys where watchers[watcherId]!.ready != nil { failWatch(watcherId, error) }
             }
-            guard !Task.isCancelled, !rooms.isEmpty else { break }
+            guard !Task.isCancelled, hasWork else { break }
             let jittered = backoff * Double.random(in: 0.5...1.0)
             try? await Task.sleep(for: jittered)
             backoff = min(backoff * 2, configuration.maximumBackoff)
@@ -189,6 +251,7 @@ actor ClientCore {
             rooms[key]!.subscribedToken = nil
             sendHeartbeat(key)
         }
+        for watcherId in watchers.keys { sendWatch(watcherId) }
     }
 
     private func disconnected() {
@@ -257,7 +320,7 @@ actor ClientCore {
             guard rooms[key]?.subscribedToken == token, let version = message.roomVersion else { return }
             rooms[key]!.version = version
             rooms[key]!.users = message.users ?? []
-            publish(key)
+            publish(key, listChanged: true, counts: message.counts)
         case ("diff", _):
             guard let token = message.roomToken, let from = message.from, let version = message.roomVersion else { return }
             for key in rooms.keys where rooms[key]!.subscribedToken == token {
@@ -269,7 +332,23 @@ actor ClientCore {
                 let diff = RoomDiff(upsert: message.upsert ?? [], remove: message.remove ?? [])
                 rooms[key]!.users = diff.applied(to: rooms[key]!.users)
                 rooms[key]!.version = version
-                publish(key)
+                publish(key, listChanged: !diff.isEmpty, counts: message.counts)
+            }
+        case ("users", .watch(let watcherId)?):
+            guard watchers[watcherId] != nil else { return }
+            for status in message.statuses ?? [] { watchers[watcherId]!.statuses[status.userId] = status }
+            watchers[watcherId]!.ready?.resume()
+            watchers[watcherId]!.ready = nil
+            watchers[watcherId]!.listener.yield(watchers[watcherId]!.list)
+        case ("usersChanged", nil):
+            let changed = message.statuses ?? []
+            for watcherId in watchers.keys {
+                var touched = false
+                for status in changed where watchers[watcherId]!.statuses[status.userId] != nil {
+                    watchers[watcherId]!.statuses[status.userId] = status
+                    touched = true
+                }
+                if touched { watchers[watcherId]!.listener.yield(watchers[watcherId]!.list) }
             }
         case ("unsubscribed", nil):
             // The server ended a subscription (room removed, token rotated): heartbeat for the current token.
@@ -303,7 +382,20 @@ actor ClientCore {
         case .subscribe(let key, _):
             rooms[key]?.subscribedToken = nil
             configuration.logger.warning("subscribe refused", metadata: ["error": "\(error)"])
+        case .watch(let watcherId):
+            if watchers[watcherId]?.ready != nil {
+                failWatch(watcherId, error)
+            } else {
+                configuration.logger.warning("watching users refused", metadata: ["error": "\(error)"])
+            }
         }
+    }
+
+    private func failWatch(_ watcherId: Int, _ error: PresenceClientError) {
+        guard let watcher = watchers.removeValue(forKey: watcherId) else { return }
+        watcher.ready?.resume(throwing: error)
+        watcher.listener.finish()
+        if !hasWork { stopConnection() }
     }
 
     private func failJoin(_ key: RoomKey, _ error: PresenceClientError) {
@@ -311,7 +403,8 @@ actor ClientCore {
         room.joined?.resume(throwing: error)
         room.ticker?.cancel()
         room.listener.finish()
-        if rooms.isEmpty { stopConnection() }
+        room.countsListener.finish()
+        if !hasWork { stopConnection() }
     }
 
     private func reauthenticate(_ provider: @Sendable () async throws -> String?, retrying key: RoomKey) async {
@@ -331,9 +424,16 @@ actor ClientCore {
         }
     }
 
-    private func publish(_ key: RoomKey) {
+    /// Yields the list, and the counts when they changed; servers before 1.1 send no counts, so
+    /// the list's own stand in.
+    private func publish(_ key: RoomKey, listChanged: Bool, counts: RoomCounts?) {
         guard let room = rooms[key] else { return }
-        room.listener.yield(currentList(key))
+        if listChanged { room.listener.yield(currentList(key)) }
+        let latest = counts ?? room.counts ?? RoomCounts(online: room.users.count { $0.online }, users: room.users.count)
+        if latest != room.counts {
+            rooms[key]!.counts = latest
+            room.countsListener.yield(latest)
+        }
     }
 }
 

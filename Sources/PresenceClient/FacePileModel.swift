@@ -41,16 +41,28 @@ public struct FacePileModel: Sendable, Equatable {
     public static let overflowListLimit = 10
 
     public let visible: [Face]
-    /// How many users are not among `visible` (the "+N").
+    /// How many users are not among `visible` (the "+N"): of the room's `userCount` when given.
     public let overflowCount: Int
+    /// "+1,190": the count with a comma every three digits, as the browser face pile writes it.
+    public var overflowLabel: String {
+        let digits = Array(String(overflowCount))
+        var grouped = ""
+        for (index, digit) in digits.enumerated() {
+            if index > 0, (digits.count - index).isMultiple(of: 3) { grouped.append(",") }
+            grouped.append(digit)
+        }
+        return "+" + grouped
+    }
     /// The first of the overflow, at most ten, for the "+N" popover.
     public let overflow: [Face]
 
-    public init(users: [UserRecord], nowMillis: Int64) {
+    /// - Parameter userCount: the room's count (`RoomCounts.users`) when `users` holds only the
+    ///   first users of a big room; the "+N" counts the whole room then.
+    public init(users: [UserRecord], nowMillis: Int64, userCount: Int? = nil) {
         let faces = users.prefix(Self.visibleLimit + Self.overflowListLimit).map { Self.face(for: $0, nowMillis: nowMillis) }
         visible = Array(faces.prefix(Self.visibleLimit))
         overflow = Array(faces.dropFirst(Self.visibleLimit))
-        overflowCount = max(0, users.count - Self.visibleLimit)
+        overflowCount = max(0, max(userCount ?? 0, users.count) - visible.count)
     }
 
     static func face(for user: UserRecord, nowMillis: Int64) -> Face {

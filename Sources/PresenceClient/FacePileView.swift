@@ -13,8 +13,9 @@ public struct FacePile: View {
     let model: FacePileModel
     @State private var showingOverflow = false
 
-    public init(users: [UserRecord], now: Date = Date()) {
-        model = FacePileModel(users: users, nowMillis: Int64(now.timeIntervalSince1970 * 1000))
+    /// `userCount`: the room's count (`RoomCounts.users`), for a list that holds only a big room's first users.
+    public init(users: [UserRecord], userCount: Int? = nil, now: Date = Date()) {
+        model = FacePileModel(users: users, nowMillis: Int64(now.timeIntervalSince1970 * 1000), userCount: userCount)
     }
 
     public var body: some View {
@@ -24,7 +25,7 @@ public struct FacePile: View {
                     .accessibilityLabel("\(face.title), \(face.status)")
             }
             if model.overflowCount > 0 {
-                Button("+\(model.overflowCount)") { showingOverflow.toggle() }
+                Button(model.overflowLabel) { showingOverflow.toggle() }
                     .frame(width: 36, height: 36)
                     .background(Circle().fill(.gray.opacity(0.3)))
                     .popover(isPresented: $showingOverflow) {

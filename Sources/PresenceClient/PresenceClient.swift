@@ -3,6 +3,7 @@ import HTTPTypes
 import HummingbirdWSClient
 import Logging
 import PresenceCore
+import Synchronization
 
 /// A connection to a `presence-server`: one WebSocket for every room you join,
 /// kept open with reconnects (exponential backoff with jitter) while any room is joined.
@@ -53,14 +54,42 @@ public final class PresenceClient: Sendable {
         }
         let key = RoomKey(roomId: room, userId: user, sessionId: session)
         let (stream, continuation) = AsyncStream<[UserRecord]>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let handle = RoomPresence(key: key, users: stream, core: core)
+        let (counts, countsContinuation) = AsyncStream<RoomCounts>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let handle = RoomPresence(key: key, users: stream, counts: counts, core: core)
         continuation.onTermination = { [core] termination in
             // The task that owned the handle was cancelled (or dropped the stream): leave the room.
             if case .cancelled = termination { Task { await core.leave(key) } }
         }
-        try await core.join(key, interval: milliseconds, name: name, image: image, listener: continuation)
+        try await core.join(
+            key, interval: milliseconds, name: name, image: image, listener: continuation, countsListener: countsContinuation)
         return handle
     }
+
+    /// Follows users across every room (a friends list, a team sidebar): yields their global
+    /// statuses, in the order asked, now and whenever one changes. Returns once the server has
+    /// answered; throws when it refuses (at most 1,000 users; a token must allow watching them).
+    ///
+    /// ```swift
+    /// let friends = try await client.watch(userIds: ["alice", "bob"])
+    /// for await statuses in friends {           // cancelling this task stops watching
+    ///     for status in statuses { print(status.userId, status.online ? "online" : "last seen \(status.lastDisconnected)") }
+    /// }
+    /// ```
+    public func watch(userIds: [String]) async throws -> AsyncStream<[UserStatus]> {
+        var unique: [String] = []
+        var seen = Set<String>()
+        for userId in userIds where seen.insert(userId).inserted { unique.append(userId) }
+        guard unique.count <= UserIdsRequest.maximum else {
+            throw PresenceClientError(code: "invalid_argument", message: "at most \(UserIdsRequest.maximum) userIds, got \(unique.count)")
+        }
+        let watcherId = Self.watcherIds.wrappingAdd(1, ordering: .relaxed).newValue
+        let (stream, continuation) = AsyncStream<[UserStatus]>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        continuation.onTermination = { [core] _ in Task { await core.unwatch(watcherId) } }
+        try await core.watch(watcherId, userIds: unique, listener: continuation)
+        return stream
+    }
+
+    private static let watcherIds = Atomic<Int>(0)
 
     /// Closes the socket without leaving any room, as a crashed app would: the server
     /// shows the users offline once their sessions time out.
@@ -80,16 +109,25 @@ public final class RoomPresence: Sendable {
     public let sessionId: String
     /// The room's list, current user first, newest only: a slow reader skips intermediate lists.
     public let users: AsyncStream<[UserRecord]>
+    /// The whole room's counts, whatever the list's limit, whenever they change: a big room's
+    /// "1,204 online" without its whole list. Pass `users` to `FacePileModel(userCount:)` for its "+N".
+    public let counts: AsyncStream<RoomCounts>
     let key: RoomKey
     let core: ClientCore
 
-    init(key: RoomKey, users: AsyncStream<[UserRecord]>, core: ClientCore) {
+    init(key: RoomKey, users: AsyncStream<[UserRecord]>, counts: AsyncStream<RoomCounts>, core: ClientCore) {
         self.key = key
         self.roomId = key.roomId
         self.userId = key.userId
         self.sessionId = key.sessionId
         self.users = users
+        self.counts = counts
         self.core = core
+    }
+
+    /// The latest counts; nil before the first snapshot.
+    public var currentCounts: RoomCounts? {
+        get async { await core.currentCounts(key) }
     }
 
     /// The latest list, current user first.

@@ -21,7 +21,9 @@ public struct FanOut: Sendable {
     static let name = "fan-out"
 
     public func run(_ context: BenchmarkContext) async throws -> [Figure] {
-        let server = try await context.startServer()
+        // One diff per change: this times the fan-out path itself, changes back to back, which
+        // merging would hold for its window (`BigRoom` measures merging).
+        let server = try await context.startServer(extraArguments: ["--diff-merge-ms", "0"])
         let address = server.address
         let control = try await HTTPLoadConnection.connect(to: address, group: context.group)
         var measurements = [Figure]()

@@ -66,11 +66,13 @@ public struct MultiNode: Sendable {
         return figures
     }
 
+    /// Merging is off: the fan-out figures time one change at a time, as `FanOut` does.
     private func startCluster(_ context: BenchmarkContext, url: String, count: Int) async throws -> [RunningServer] {
         var servers: [RunningServer] = []
         for _ in 0..<count {
             servers.append(try await context.startServer(
-                store: "postgres", extraArguments: ["--postgres-url", url, "--postgres-lease", "\(lease)"]))
+                store: "postgres",
+                extraArguments: ["--postgres-url", url, "--postgres-lease", "\(lease)", "--diff-merge-ms", "0"]))
         }
         return servers
     }

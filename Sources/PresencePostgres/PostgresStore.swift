@@ -41,6 +41,7 @@ public final class PostgresStore: PresenceStore {
     private let quotas: PresenceState.UserQuotas
     private let feed = ChangeFeed()
     private let eventFeed = Feed<PresenceEvent>()
+    private let reloadFeed = Feed<Void>()
     private let inner: Mutex<Inner>
     private let writerWake: AsyncStream<Void>.Continuation
     private let writerWakes: AsyncStream<Void>
@@ -545,6 +546,7 @@ public final class PostgresStore: PresenceStore {
             let reads = inner.waitingReads
             inner.waitingReads.removeAll()
             for read in reads { read(inner.state) }
+            reloadFeed.publish([()])
             return changes
         }
     }
@@ -855,6 +857,10 @@ public final class PostgresStore: PresenceStore {
 
     public func roomChanges() -> AsyncStream<RoomChange> {
         feed.stream()
+    }
+
+    public func reloads() -> AsyncStream<Void> {
+        reloadFeed.stream()
     }
 
     public func outages() -> AsyncStream<Void> {

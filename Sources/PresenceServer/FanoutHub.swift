@@ -18,6 +18,13 @@ import Synchronization
 /// back its own room only. Changes that arrive while a room is being read are folded into one
 /// more read, and the changes waiting to be looked at are kept as one entry per room, so
 /// neither grows with the rate of changes.
+///
+/// Busy rooms get merged diffs: a change in a room whose last change-driven read started less
+/// than its merge window ago waits for that window to end, and everything that changed meanwhile
+/// goes out as one diff spanning several versions. The window grows with the room's subscribers
+/// (`DiffMerging`), so a big room sends a bounded number of frames per second and a small one
+/// stays immediate. A lone change in a quiet room is read at once. A new subscriber's snapshot
+/// never waits for the window.
 final class FanoutHub: Service, Sendable {
     enum Command: Sendable {
         case subscribe(Outbox, roomToken: String, limit: Int, requestId: JSONValue?)
@@ -26,6 +33,7 @@ final class FanoutHub: Service, Sendable {
         /// Changes were added to `pendingChanges`.
         case roomsChanged
         case roomRead(roomToken: String, limit: Int, result: Result<RoomSnapshot, any Error>)
+        case mergeWindowEnded(roomToken: String)
     }
 
     static let maxConcurrentReads = 16
@@ -38,10 +46,15 @@ final class FanoutHub: Service, Sendable {
     private let changes: AsyncStream<RoomChange>
     private let pendingChanges = PendingChanges()
     private let subscriptionsPerSocket: Int
+    private let merging: DiffMerging
 
-    init(store: any PresenceStore, metrics: PresenceMetrics, logger: Logger, subscriptionsPerSocket: Int = .max) {
+    init(
+        store: any PresenceStore, metrics: PresenceMetrics, logger: Logger, subscriptionsPerSocket: Int = .max,
+        merging: DiffMerging = .off
+    ) {
         self.store = store
         self.subscriptionsPerSocket = subscriptionsPerSocket
+        self.merging = merging
         self.metrics = metrics
         self.logger = logger
         (commands, commandContinuation) = AsyncStream<Command>.makeStream()
@@ -54,7 +67,7 @@ final class FanoutHub: Service, Sendable {
     }
 
     func run() async throws {
-        var state = State()
+        var state = State(merging: merging)
         await withDiscardingTaskGroup { group in
             group.addTask { [changes, pendingChanges, commandContinuation] in
                 // Only folds each change into its room's entry, so the feed's buffer never builds up.
@@ -78,6 +91,12 @@ final class FanoutHub: Service, Sendable {
                             result = .failure(error)
                         }
                         commandContinuation.yield(.roomRead(roomToken: read.roomToken, limit: read.limit, result: result))
+                    }
+                }
+                for timer in state.takeMergeTimersToStart() {
+                    group.addTask { [commandContinuation] in
+                        try? await Task.sleep(until: timer.deadline)
+                        commandContinuation.yield(.mergeWindowEnded(roomToken: timer.roomToken))
                     }
                 }
                 metrics.subscribers.record(state.subscriptionCount)
@@ -145,6 +164,10 @@ final class FanoutHub: Service, Sendable {
         var readInFlight = false
         var readAgain = false
         var queuedForRead = false
+        /// When the last read started for a change (not for a new subscriber): the merge window runs from there.
+        var lastChangeReadAt: ContinuousClock.Instant?
+        /// A read waits for the merge window to end.
+        var mergeTimerSet = false
         /// When the oldest change not yet covered by a started read arrived, and the same for the
         /// read in flight: the fan-out lag is measured from there to the diffs being enqueued.
         var changedSince: ContinuousClock.Instant?
@@ -153,6 +176,7 @@ final class FanoutHub: Service, Sendable {
         var endedReason: String?
 
         var isUnused: Bool { views.isEmpty && waiting.isEmpty && !readInFlight && !queuedForRead }
+        var subscriberCount: Int { views.values.reduce(0) { $0 + $1.subscribers.count } }
         var largestLimit: Int { max(views.keys.max() ?? 0, waiting.map(\.limit).max() ?? 0) }
     }
 
@@ -161,7 +185,13 @@ final class FanoutHub: Service, Sendable {
         let limit: Int
     }
 
+    struct MergeTimer {
+        let roomToken: String
+        let deadline: ContinuousClock.Instant
+    }
+
     struct State {
+        let merging: DiffMerging
         var rooms: [String: Room] = [:]
         /// For each subscriber: the limit of each token it follows or waits for.
         var subscriptions: [Int: [String: Int]] = [:]
@@ -169,6 +199,11 @@ final class FanoutHub: Service, Sendable {
         var readsInFlight = 0
         var readQueue = Deque<String>()
         var readsToStart: [ReadRequest] = []
+        var mergeTimersToStart: [MergeTimer] = []
+
+        init(merging: DiffMerging) {
+            self.merging = merging
+        }
 
         var roomsWaitingForRead: Int { readsInFlight + readQueue.count }
 
@@ -177,13 +212,26 @@ final class FanoutHub: Service, Sendable {
             return readsToStart
         }
 
+        mutating func takeMergeTimersToStart() -> [MergeTimer] {
+            defer { mergeTimersToStart.removeAll(keepingCapacity: true) }
+            return mergeTimersToStart
+        }
+
         /// Reads the room now if a read slot is free, later otherwise; once more after the current
-        /// read if one is in flight (it may have started before the change).
-        mutating func requestRead(of roomToken: String) {
+        /// read if one is in flight (it may have started before the change). A read for changes
+        /// alone waits for the room's merge window; one that subscribers wait for never does.
+        mutating func requestRead(of roomToken: String, now: ContinuousClock.Instant = .now) {
             guard var room = rooms[roomToken] else { return }
             defer { rooms[roomToken] = room }
             if room.readInFlight {
                 room.readAgain = true
+            } else if room.waiting.isEmpty,
+                let deadline = merging.deadline(lastChangeRead: room.lastChangeReadAt, subscribers: room.subscriberCount, now: now)
+            {
+                if !room.mergeTimerSet {
+                    room.mergeTimerSet = true
+                    mergeTimersToStart.append(MergeTimer(roomToken: roomToken, deadline: deadline))
+                }
             } else if readsInFlight < FanoutHub.maxConcurrentReads {
                 startRead(of: roomToken, room: &room)
             } else if !room.queuedForRead {
@@ -195,6 +243,7 @@ final class FanoutHub: Service, Sendable {
         private mutating func startRead(of roomToken: String, room: inout Room) {
             room.readInFlight = true
             room.readAgain = false
+            if room.changedSince != nil { room.lastChangeReadAt = .now }
             room.readCoversChangeSince = room.changedSince
             room.changedSince = nil
             readsInFlight += 1
@@ -253,6 +302,11 @@ final class FanoutHub: Service, Sendable {
             }
         case .roomRead(let roomToken, let limit, let result):
             roomRead(roomToken, limit: limit, result: result, state: &state)
+        case .mergeWindowEnded(let roomToken):
+            guard state.rooms[roomToken]?.mergeTimerSet == true else { return }
+            state.rooms[roomToken]?.mergeTimerSet = false
+            // A subscriber's read may have covered the changes meanwhile.
+            if state.rooms[roomToken]?.changedSince != nil { state.requestRead(of: roomToken) }
         }
     }
 
@@ -401,7 +455,7 @@ final class FanoutHub: Service, Sendable {
         }
         state.rooms[roomToken] = room
         for (message, subscribers) in deliveries {
-            for subscriber in subscribers { deliver(message, to: subscriber, state: &state) }
+            for refused in Outbox.send(message, to: subscribers) { dropRefused(refused, state: &state) }
         }
     }
 
@@ -409,8 +463,43 @@ final class FanoutHub: Service, Sendable {
     @discardableResult
     private func deliver(_ message: ByteBuffer, to outbox: Outbox, state: inout State) -> Bool {
         if outbox.send(message) { return true }
+        dropRefused(outbox, state: &state)
+        return false
+    }
+
+    private func dropRefused(_ outbox: Outbox, state: inout State) {
         if outbox.overflowed { metrics.slowSubscribersDropped.increment() }
         state.detachEverywhere(outbox.id)
-        return false
+    }
+}
+
+/// How long a busy room's changes wait to be merged into one diff: `perSubscriber` for each of
+/// its subscribers, at most `maximum`. A diff costs the server a write per subscriber, so this
+/// bounds a room's frames per second (1 / `perSubscriber`) whatever its size, while a room with a
+/// few subscribers merges within microseconds, which is no merging at all.
+public struct DiffMerging: Sendable, Hashable {
+    public var maximum: Duration
+    public var perSubscriber: Duration
+
+    public init(maximum: Duration, perSubscriber: Duration) {
+        self.maximum = maximum
+        self.perSubscriber = perSubscriber
+    }
+
+    /// One diff per change, at once.
+    public static let off = DiffMerging(maximum: .zero, perSubscriber: .zero)
+
+    /// The window of a room with this many subscribers.
+    func window(subscribers: Int) -> Duration {
+        min(maximum, perSubscriber * subscribers)
+    }
+
+    /// When the next read for changes may start, or nil for at once: a room whose last read for
+    /// changes started within its window waits for the window's end.
+    func deadline(lastChangeRead: ContinuousClock.Instant?, subscribers: Int, now: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+        let window = window(subscribers: subscribers)
+        guard window > .zero, let lastChangeRead else { return nil }
+        let end = lastChangeRead + window
+        return end > now ? end : nil
     }
 }

@@ -1,27 +1,40 @@
 import NIOCore
+import NIOWebSocket
 import Synchronization
 
-/// One socket's bounded queue of outgoing frames. The hub and the socket's own
-/// replies enqueue without waiting; a socket's writer drains it. When the queue is
-/// full the subscriber is too slow: the outbox marks itself overflowed and the
-/// writer closes the socket (1013) instead of letting memory grow.
+/// One socket's outgoing frames. Frames go straight to the socket's channel on its event loop:
+/// a diff for thousands of subscribers is framed once and costs one task per event loop, not a
+/// task wake-up and an encoding per subscriber. While the channel is not writable (NIO holds more
+/// than its high-water mark for the kernel), at most `capacity` more frames may be sent; one more
+/// means the subscriber is too slow: the outbox marks itself overflowed and the connection closes
+/// it (1013) instead of letting memory grow. Close frames go through the socket's writer task,
+/// after every frame already handed to the channel.
 final class Outbox: Sendable {
-    enum Item: Sendable {
-        case frame(ByteBuffer)
-        case close(code: UInt16, reason: String)
-    }
-
     let id: Int
-    let stream: AsyncStream<Item>
-    private let continuation: AsyncStream<Item>.Continuation
+    private let channel: any Channel
+    private let capacity: Int
+    private let metrics: PresenceMetrics?
+    /// Frames sent since the channel was last seen writable.
+    private let pending = Atomic<Int>(0)
+    /// The WebSocket frame encoder's place in the pipeline: frames framed here are written from
+    /// there, past the encoder. Found on the first write.
+    private let encoderContext: NIOLoopBoundBox<ChannelHandlerContext?>
     private let overflowFlag = Atomic<Bool>(false)
+    private let finishedFlag = Atomic<Bool>(false)
+    /// Close requests, for the writer task; ends when the outbox finishes.
+    let closes: AsyncStream<(code: UInt16, reason: String)>
+    private let closeContinuation: AsyncStream<(code: UInt16, reason: String)>.Continuation
     /// Yields once when the outbox overflows, and ends when the outbox finishes.
     private let overflowEvents: AsyncStream<Void>
     private let overflowContinuation: AsyncStream<Void>.Continuation
 
-    init(id: Int, capacity: Int) {
+    init(id: Int, capacity: Int, channel: any Channel, metrics: PresenceMetrics? = nil) {
         self.id = id
-        (stream, continuation) = AsyncStream<Item>.makeStream(bufferingPolicy: .bufferingOldest(capacity))
+        self.capacity = capacity
+        self.channel = channel
+        self.metrics = metrics
+        encoderContext = .makeEmptyBox(valueType: ChannelHandlerContext.self, eventLoop: channel.eventLoop)
+        (closes, closeContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(1))
         (overflowEvents, overflowContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
@@ -33,29 +46,96 @@ final class Outbox: Sendable {
 
     var overflowed: Bool { overflowFlag.load(ordering: .acquiring) }
 
-    /// Enqueues a frame; returns false when the outbox is full (the socket is being dropped) or finished.
+    /// Sends a frame; returns false when the outbox is full (the socket is being dropped) or finished.
     @discardableResult
     func send(_ frame: ByteBuffer) -> Bool {
-        switch continuation.yield(.frame(frame)) {
-        case .enqueued: return true
-        case .dropped:
-            overflowFlag.store(true, ordering: .releasing)
-            continuation.finish()
-            overflowContinuation.yield()
-            overflowContinuation.finish()
-            return false
-        case .terminated: return false
-        @unknown default: return false
+        Self.send(frame, to: CollectionOfOne(self)).isEmpty
+    }
+
+    /// Sends one frame to many outboxes, with one task per event loop that writes and flushes it
+    /// on each of that loop's channels. Returns the outboxes that refused it (full or finished).
+    static func send(_ message: ByteBuffer, to outboxes: some Collection<Outbox>) -> [Outbox] {
+        var refused: [Outbox] = []
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, outboxes: [Outbox])] = [:]
+        for outbox in outboxes {
+            guard outbox.reserve() else {
+                refused.append(outbox)
+                continue
+            }
+            byLoop[ObjectIdentifier(outbox.channel.eventLoop), default: (outbox.channel.eventLoop, [])].outboxes.append(outbox)
         }
+        guard !byLoop.isEmpty else { return refused }
+        let frame = WebSocketWire.textFrame(message)
+        for (loop, targets) in byLoop.values {
+            loop.execute {
+                for outbox in targets { outbox.writeOnLoop(frame, message: message) }
+                targets.first?.metrics?.messagesSent.increment(by: targets.count)
+                targets.first?.metrics?.bytesSent.increment(by: targets.count * message.readableBytes)
+            }
+        }
+        return refused
+    }
+
+    /// Counts a frame in; false (and overflowed, the first time) when it does not fit.
+    private func reserve() -> Bool {
+        guard !finishedFlag.load(ordering: .acquiring) else { return false }
+        if pending.wrappingAdd(1, ordering: .relaxed).newValue <= capacity { return true }
+        pending.subtract(1, ordering: .relaxed)
+        if !overflowFlag.exchange(true, ordering: .acquiringAndReleasing) {
+            overflowContinuation.yield()
+            finish()
+        }
+        return false
+    }
+
+    /// `frame` is `message` framed; without the encoder in the pipeline (never seen), the channel frames it.
+    private func writeOnLoop(_ frame: ByteBuffer, message: ByteBuffer) {
+        // An overflowed outbox is being dropped: its remaining frames are not worth sending.
+        guard !overflowed, channel.isActive else { return }
+        if encoderContext.value == nil {
+            encoderContext.value = try? channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+        }
+        if let context = encoderContext.value {
+            context.write(NIOAny(frame), promise: nil)
+            context.flush()
+        } else {
+            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: message), promise: nil)
+        }
+        if channel.isWritable { pending.store(0, ordering: .relaxed) }
     }
 
     func close(code: UInt16, reason: String) {
-        continuation.yield(.close(code: code, reason: reason))
+        closeContinuation.yield((code, reason))
         finish()
     }
 
     func finish() {
-        continuation.finish()
+        finishedFlag.store(true, ordering: .releasing)
+        closeContinuation.finish()
         overflowContinuation.finish()
+    }
+}
+
+/// WebSocket framing of what the server sends (RFC 6455 §5.2: a server never masks).
+enum WebSocketWire {
+    /// One final text frame: header, then the message.
+    static func textFrame(_ message: ByteBuffer) -> ByteBuffer {
+        let length = message.readableBytes
+        var frame = ByteBuffer()
+        frame.reserveCapacity(length + 10)
+        frame.writeInteger(UInt8(0x81))
+        switch length {
+        case ..<126:
+            frame.writeInteger(UInt8(length))
+        case ..<65_536:
+            frame.writeInteger(UInt8(126))
+            frame.writeInteger(UInt16(length))
+        default:
+            frame.writeInteger(UInt8(127))
+            frame.writeInteger(UInt64(length))
+        }
+        var payload = message
+        frame.writeBuffer(&payload)
+        return frame
     }
 }

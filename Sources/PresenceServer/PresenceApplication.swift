@@ -24,7 +24,8 @@ public enum PresenceApplication {
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let hub = FanoutHub(
-            store: store, metrics: metrics, logger: logger, subscriptionsPerSocket: configuration.subscriptionsPerSocket)
+            store: store, metrics: metrics, logger: logger, subscriptionsPerSocket: configuration.subscriptionsPerSocket,
+            merging: configuration.diffMerging)
         let watchers = UserWatchHub(store: store, logger: logger)
         let expiry = ExpiryService(
             loop: ExpiryLoop(
@@ -75,7 +76,8 @@ public enum PresenceApplication {
             }
             defer { addressLimits.closeConnection(address) }
             let id = connectionIds.wrappingAdd(1, ordering: .relaxed).newValue
-            let outbox = Outbox(id: id, capacity: configuration.outboxCapacity)
+            let channel = context.requestContext.channel
+            let outbox = Outbox(id: id, capacity: configuration.outboxCapacity, channel: channel, metrics: metrics)
             openSockets.insert(outbox)
             defer { openSockets.remove(outbox) }
             var identity: Identity?
@@ -85,7 +87,6 @@ public enum PresenceApplication {
             let connection = WebSocketConnection(
                 operations: operations, hub: hub, watchers: watchers, metrics: metrics, configuration: configuration, addressLimits: addressLimits,
                 address: address, logger: context.logger)
-            let channel = context.requestContext.channel
             await withGracefulShutdownHandler {
                 await connection.run(inbound: inbound, outbound: outbound, outbox: outbox, channel: channel, identity: identity)
             } onGracefulShutdown: {

@@ -19,6 +19,8 @@ final class UserWatchHub: Service, Sendable {
         case removeWatcher(Outbox)
         /// Users were added to `changedUsers`.
         case usersChanged
+        /// The store reloaded its state, skipping the events of what changed meanwhile.
+        case storeReloaded
     }
 
     private let store: any PresenceStore
@@ -26,6 +28,7 @@ final class UserWatchHub: Service, Sendable {
     private let commands: AsyncStream<Command>
     private let commandContinuation: AsyncStream<Command>.Continuation
     private let events: AsyncStream<PresenceEvent>
+    private let reloads: AsyncStream<Void>
     /// Users whose events came since the hub last looked: one entry per user, however many events.
     private let changedUsers = Mutex<Set<String>>([])
     let maximumPerSocket: Int
@@ -37,6 +40,7 @@ final class UserWatchHub: Service, Sendable {
         (commands, commandContinuation) = AsyncStream<Command>.makeStream()
         // Listen from construction on, so no event committed before `run` starts is missed.
         events = store.committedEvents()
+        reloads = store.reloads()
     }
 
     func submit(_ command: Command) {
@@ -61,6 +65,9 @@ final class UserWatchHub: Service, Sendable {
                     }
                     if first { commandContinuation.yield(.usersChanged) }
                 }
+            }
+            group.addTask { [reloads, commandContinuation] in
+                for await _ in reloads { commandContinuation.yield(.storeReloaded) }
             }
             group.addTask { [commandContinuation] in
                 try? await gracefulShutdown()
@@ -105,6 +112,10 @@ final class UserWatchHub: Service, Sendable {
         case .removeWatcher(let outbox):
             for userId in state.watchedBySocket[outbox.id] ?? [] { forget(userId, of: outbox.id, state: &state) }
             state.watchedBySocket.removeValue(forKey: outbox.id)
+        case .storeReloaded:
+            // Every watched user may have changed: read them all, send what differs.
+            changedUsers.withLock { $0.formUnion(state.watchersByUser.keys) }
+            await process(.usersChanged, state: &state)
         case .usersChanged:
             let changed = changedUsers.withLock { changed in
                 defer { changed.removeAll(keepingCapacity: true) }
@@ -123,18 +134,23 @@ final class UserWatchHub: Service, Sendable {
         }
     }
 
-    /// One `usersChanged` per socket with every changed user it watches.
+    /// One `usersChanged` per socket with every changed user it watches. Sockets that get the same
+    /// users share one encoded message.
     private func broadcast(_ statuses: [UserStatus], state: inout State) {
         guard !statuses.isEmpty else { return }
         var bySocket: [Int: (outbox: Outbox, statuses: [UserStatus])] = [:]
-        for status in statuses {
+        for status in statuses.sorted(by: { $0.userId < $1.userId }) {
             state.known[status.userId] = status
             for (socketId, outbox) in state.watchersByUser[status.userId] ?? [:] {
                 bySocket[socketId, default: (outbox, [])].statuses.append(status)
             }
         }
-        for (_, entry) in bySocket {
-            entry.outbox.send(ServerFrame.users(type: "usersChanged", id: nil, entry.statuses.sorted { $0.userId < $1.userId }))
+        var byUsers: [[String]: (statuses: [UserStatus], outboxes: [Outbox])] = [:]
+        for entry in bySocket.values {
+            byUsers[entry.statuses.map(\.userId), default: (entry.statuses, [])].outboxes.append(entry.outbox)
+        }
+        for group in byUsers.values {
+            Outbox.send(ServerFrame.users(type: "usersChanged", id: nil, group.statuses), to: group.outboxes)
         }
     }
 

@@ -69,24 +69,17 @@ struct WebSocketConnection {
         watchers.submit(.removeWatcher(outbox))
     }
 
-    /// Ends when the outbox ends, after writing a close, or when a write fails.
+    /// Frames go to the channel directly (`Outbox.send`); this writes the close, if one is asked
+    /// for, after them. Ends when the outbox ends or the close is written.
     private func writeOutbox(_ outbox: Outbox, to outbound: WebSocketOutboundWriter) async {
-        do {
-            for await item in outbox.stream {
-                // An overflowed outbox is being dropped: its remaining frames are not worth sending.
-                if outbox.overflowed { return }
-                switch item {
-                case .frame(let buffer):
-                    try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: buffer)))
-                    metrics.messagesSent.increment()
-                    metrics.bytesSent.increment(by: buffer.readableBytes)
-                case .close(let code, let reason):
-                    try await outbound.close(.init(codeNumber: Int(code)), reason: reason)
-                    return
-                }
+        for await close in outbox.closes {
+            if outbox.overflowed { return }
+            do {
+                try await outbound.close(.init(codeNumber: Int(close.code)), reason: close.reason)
+            } catch {
+                logger.debug("websocket close failed", metadata: ["error": "\(error)"])
             }
-        } catch {
-            logger.debug("websocket write failed", metadata: ["error": "\(error)"])
+            return
         }
     }
 

@@ -80,6 +80,12 @@ struct PresenceServerCommand: AsyncParsableCommand {
     @Option(help: "Rooms one socket may subscribe to [PRESENCE_MAX_SUBSCRIPTIONS_PER_SOCKET]. Default 100.")
     var maxSubscriptionsPerSocket: Int?
 
+    @Option(name: .customLong("diff-merge-ms"), help: "The longest a busy room's changes wait to be merged into one diff, at most 250; 0 sends every change at once [PRESENCE_DIFF_MERGE_MS]. Default 250.")
+    var diffMergeMilliseconds: Int?
+
+    @Option(name: .customLong("diff-merge-us-per-subscriber"), help: "A room's merge window per subscriber, in microseconds: the window is this times the room's subscribers, at most --diff-merge-ms [PRESENCE_DIFF_MERGE_US_PER_SUBSCRIBER]. Default 25.")
+    var diffMergeMicrosecondsPerSubscriber: Int?
+
     @Option(help: "Live sessions per user [PRESENCE_MAX_SESSIONS_PER_USER]. Default 100.")
     var maxSessionsPerUser: Int?
 
@@ -167,6 +173,13 @@ struct PresenceServerCommand: AsyncParsableCommand {
             try number(maxConnectionsPerAddress, "PRESENCE_MAX_CONNECTIONS_PER_ADDRESS", minimum: 1) ?? configuration.connectionsPerAddress
         configuration.subscriptionsPerSocket =
             try number(maxSubscriptionsPerSocket, "PRESENCE_MAX_SUBSCRIPTIONS_PER_SOCKET", minimum: 1) ?? configuration.subscriptionsPerSocket
+        if let window = try number(diffMergeMilliseconds, "PRESENCE_DIFF_MERGE_MS", minimum: 0) {
+            guard window <= 250 else { throw ValidationError("presence_diff_merge_ms must be at most 250, got \(window)") }
+            configuration.diffMerging.maximum = .milliseconds(window)
+        }
+        if let perSubscriber = try number(diffMergeMicrosecondsPerSubscriber, "PRESENCE_DIFF_MERGE_US_PER_SUBSCRIBER", minimum: 0) {
+            configuration.diffMerging.perSubscriber = .microseconds(perSubscriber)
+        }
         if let days = try number(retentionDays, "PRESENCE_RETENTION_DAYS", minimum: 0.001) {
             configuration.retention = .seconds(days * 86_400)
         }

@@ -70,6 +70,10 @@ public protocol PresenceStore: Sendable {
     /// server closes its sockets with 1013 and their clients reconnect, perhaps to another process.
     /// The default never yields.
     func outages() -> AsyncStream<Void>
+    /// Yields each time the store replaced what it holds with the stored state (a shared store that
+    /// fell behind a trimmed log, or failed a commit): what changed meanwhile came with no events
+    /// here, so watchers of users read their statuses again. The default never yields.
+    func reloads() -> AsyncStream<Void>
     /// Whether this process delivers webhooks now: a store shared by several processes lets one
     /// of them at a time. The default is true.
     var deliversWebhooks: Bool { get }
@@ -121,6 +125,10 @@ extension PresenceStore {
 
     public func outages() -> AsyncStream<Void> {
         // No continuation is kept, so the stream ends at once: this store never stops serving.
+        AsyncStream { _ in }
+    }
+
+    public func reloads() -> AsyncStream<Void> {
         AsyncStream { _ in }
     }
 

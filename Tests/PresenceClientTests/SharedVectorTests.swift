@@ -45,10 +45,12 @@ import Testing
                 let visibleUserIds: [String]?
                 let overflowUserIds: [String]?
                 let overflowCount: Int
+                let overflowLabel: String?
             }
             let name: String
             let users: [UserRecord]
             let now: Int64
+            let userCount: Int?
             let expected: Expected
         }
         let order: [Order]
@@ -94,13 +96,14 @@ import Testing
 
     @Test func facePile() {
         for vector in Self.vectors.facePile {
-            let model = FacePileModel(users: vector.users, nowMillis: vector.now)
+            let model = FacePileModel(users: vector.users, nowMillis: vector.now, userCount: vector.userCount)
             let expected = vector.expected
             if let visible = expected.visible { #expect(model.visible.map(Self.face) == visible, "\(vector.name)") }
             if let overflow = expected.overflow { #expect(model.overflow.map(Self.face) == overflow, "\(vector.name)") }
             if let ids = expected.visibleUserIds { #expect(model.visible.map(\.userId) == ids, "\(vector.name)") }
             if let ids = expected.overflowUserIds { #expect(model.overflow.map(\.userId) == ids, "\(vector.name)") }
             #expect(model.overflowCount == expected.overflowCount, "\(vector.name)")
+            if let label = expected.overflowLabel { #expect(model.overflowLabel == label, "\(vector.name)") }
         }
     }
 

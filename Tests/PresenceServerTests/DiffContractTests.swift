@@ -41,8 +41,11 @@ import PresenceStore
         }
     }
 
-    @Test func randomJoinsLeavesDataChangesAndRemovals() async throws {
-        try await withServer { http in
+    /// With merging off every change is its own diff; with it on, diffs span several versions.
+    @Test(arguments: [0, 100])
+    func randomJoinsLeavesDataChangesAndRemovals(mergeMilliseconds: Int) async throws {
+        let window = Duration.milliseconds(mergeMilliseconds)
+        try await withServer(configure: { $0.diffMerging = DiffMerging(maximum: window, perSubscriber: window) }) { http in
             var generator = SeededGenerator(seed: 20_261_129)
             let founder = try await http.heartbeat(user: "founder", session: "founder-s")
             let roomToken = founder.roomToken

@@ -15,6 +15,7 @@ struct PostgresReplicationTests {
         // Opened now, run only later: everything the writer does meanwhile passes it by.
         let late = try await PostgresStore.open(settings: settings)
         let changes = late.roomChanges()
+        let reloads = late.reloads()
         try await writer.whileRunning {
             try await PostgresForTests.waitUntilLeading(writer)
             for index in 0..<5 {
@@ -33,6 +34,9 @@ struct PostgresReplicationTests {
             var iterator = changes.makeAsyncIterator()
             let change = await iterator.next()
             #expect(change?.roomId == "doc" && change?.roomVersion == shown.roomVersion)
+            // …and so are watchers of users, whose events the reload skipped.
+            var reloaded = reloads.makeAsyncIterator()
+            #expect(await reloaded.next() != nil)
         }
     }
 }

@@ -1,9 +1,11 @@
 """The browser client, the face pile and the demo page in a real Chromium."""
+import json
 import time
+import urllib.request
 
 from playwright.sync_api import expect
 
-from conftest import hs256_token
+from conftest import Server, hs256_token
 
 JOIN_BOUND_MS = 1000
 
@@ -270,4 +272,75 @@ def test_the_client_takes_a_token_function_when_the_server_requires_one(browser,
         [hs256_token("alice"), hs256_token("someone-else")],
     )
     assert result == [["Alice"], "error:permission_denied"]
+    page.close()
+
+
+def post_json(server, path, body):
+    request = urllib.request.Request(
+        server.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"null")
+
+
+def test_a_big_room_shows_its_counts_in_the_pile(browser):
+    """The list holds the first three; the pile's "+N" and its label come from the room's counts."""
+    server = Server("--rate-limit", "100000")
+    try:
+        big_room_pile(browser, server)
+    finally:
+        server.stop()
+
+
+def big_room_pile(browser, server):
+    page = browser.new_page()
+    page.goto(f"{server.url}/")
+    page.set_content('<!doctype html><body><presence-facepile id="pile"></presence-facepile></body>')
+    page.evaluate(
+        """async (url) => {
+            await import(url + '/presence-facepile.js');
+            const { PresenceRoom } = await import(url + '/presence.js');
+            window.bigRoom = new PresenceRoom({ url, roomId: 'webinar', userId: 'viewer', limit: 3 });
+            document.getElementById('pile').room = window.bigRoom;
+            window.bigRoom.join();
+        }""", server.url)
+    page.wait_for_function("() => window.bigRoom.counts && window.bigRoom.counts.users === 1")
+    sessions = [post_json(server, "/api/heartbeat", {"roomId": "webinar", "userId": f"guest{i}", "sessionId": f"g{i}", "interval": 30000})
+                for i in range(1, 1205)]
+    pile = page.locator("#pile")
+    # 1,205 in the room, three of them shown: +1,202.
+    expect(pile.locator("button.more")).to_have_text("+1,202", timeout=10000)
+    expect(pile.locator("button.face:not(.more)")).to_have_count(3)
+    assert pile.locator("[role=group]").get_attribute("aria-label") == "1,205 online, 1,205 in the room"
+    assert page.evaluate("() => window.bigRoom.users.length") == 3
+    for tokens in sessions[:4]:
+        post_json(server, "/api/disconnect", {"sessionToken": tokens["sessionToken"]})
+    expect(pile.locator("[role=group]")).to_have_attribute("aria-label", "1,201 online, 1,205 in the room", timeout=5000)
+    page.evaluate("() => window.bigRoom.leave()")
+    page.close()
+
+
+def test_presence_users_follows_users_across_rooms(browser, server):
+    page = browser.new_page()
+    page.goto(f"{server.url}/")
+    page.evaluate(
+        """async (url) => {
+            const { PresenceUsers } = await import(url + '/presence.js');
+            window.seen = [];
+            window.friends = new PresenceUsers({ url, userIds: ['alice', 'bob'], onChange: (users) => window.seen.push(users) });
+            window.friends.start();
+        }""", server.url)
+    page.wait_for_function("() => window.friends.users.length === 2")
+    assert page.evaluate("() => window.friends.users.map((u) => [u.userId, u.online])") == [["alice", False], ["bob", False]]
+    alice_a = post_json(server, "/api/heartbeat", {"roomId": "a", "userId": "alice", "sessionId": "a1", "interval": 30000})
+    alice_b = post_json(server, "/api/heartbeat", {"roomId": "b", "userId": "alice", "sessionId": "b1", "interval": 30000})
+    page.wait_for_function("() => window.friends.users[0].online && window.friends.users[0].rooms === 2", timeout=5000)
+    post_json(server, "/api/disconnect", {"sessionToken": alice_a["sessionToken"]})
+    post_json(server, "/api/disconnect", {"sessionToken": alice_b["sessionToken"]})
+    page.wait_for_function("() => !window.friends.users[0].online && window.friends.users[0].lastDisconnected > 0", timeout=5000)
+    # Watching someone else instead sends only the difference, and the list follows the new order.
+    page.evaluate("() => window.friends.setUserIds(['bob', 'carol'])")
+    page.wait_for_function("() => window.friends.users.map((u) => u.userId).join() === 'bob,carol'", timeout=5000)
+    post_json(server, "/api/heartbeat", {"roomId": "c", "userId": "carol", "sessionId": "c1", "interval": 30000})
+    page.wait_for_function("() => window.friends.users[1].online", timeout=5000)
+    page.evaluate("() => window.friends.stop()")
     page.close()

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { compareUsers, applyDiff, youFirst } from "../../Sources/PresenceServer/Resources/web/presence.js";
-import { facePileModel } from "../../Sources/PresenceServer/Resources/web/presence-facepile.js";
+import { facePileModel, formatCount } from "../../Sources/PresenceServer/Resources/web/presence-facepile.js";
 
 const vectors = JSON.parse(readFileSync(new URL("../vectors/presence-rules.json", import.meta.url), "utf8"));
 
@@ -32,13 +32,14 @@ for (const vector of vectors.youFirst) {
 
 for (const vector of vectors.facePile) {
   test(`face pile: ${vector.name}`, () => {
-    const model = facePileModel(vector.users, vector.now);
+    const model = facePileModel(vector.users, vector.now, vector.userCount);
     const expected = vector.expected;
     if (expected.visible) assert.deepEqual(model.visible, expected.visible);
     if (expected.overflow) assert.deepEqual(model.overflow, expected.overflow);
     if (expected.visibleUserIds) assert.deepEqual(model.visible.map((face) => face.userId), expected.visibleUserIds);
     if (expected.overflowUserIds) assert.deepEqual(model.overflow.map((face) => face.userId), expected.overflowUserIds);
     assert.equal(model.overflowCount, expected.overflowCount);
+    if (expected.overflowLabel) assert.equal(`+${formatCount(model.overflowCount)}`, expected.overflowLabel);
   });
 }
 

@@ -1,5 +1,5 @@
 // Mistakes the types must catch: each line marked `expect TSxxxx` must fail with that error.
-import { PresenceRoom } from "../../Sources/PresenceServer/Resources/web/presence.js";
+import { PresenceRoom, PresenceUsers } from "../../Sources/PresenceServer/Resources/web/presence.js";
 import { facePileModel } from "../../Sources/PresenceServer/Resources/web/presence-facepile.js";
 import { usePresence } from "../../Sources/PresenceServer/Resources/web/presence-react.js";
 
@@ -10,4 +10,6 @@ room.addEventListener("change", (event) => event.detail.nope); // expect TS2339:
 new PresenceRoom({ roomId: "doc", userId: "u", interval: "10s" }); // expect TS2322: interval is a number
 facePileModel([{ userId: "u" }]); // expect TS2739: a user needs online, lastDisconnected, onlineSince
 const list: string[] = usePresence("doc", "u"); // expect TS2322: the list may still be loading (undefined)
-console.log(count, list);
+new PresenceUsers({ userIds: "alice" }); // expect TS2322: userIds is an array
+const online: string = room.counts!.online; // expect TS2322: counts are numbers
+console.log(count, list, online);

@@ -1,5 +1,5 @@
 // Types for presence-facepile.js: the <presence-facepile> element and the rules it draws by.
-import type { JSONValue, PresenceRoom, PresenceUser } from "./presence.js";
+import type { JSONValue, PresenceRoom, PresenceUser, RoomCounts } from "./presence.js";
 
 /** The emoji a user without an image gets, chosen by a hash of the user id. */
 export const EMOJIS: readonly string[];
@@ -38,12 +38,19 @@ export interface FacePileModel {
   overflow: Face[];
 }
 
-/** What the pile shows for a list (shared test vectors keep the Swift FacePileModel the same). */
-export function facePileModel(users: readonly PresenceUser[], now?: number): FacePileModel;
+/**
+ * What the pile shows for a list (shared test vectors keep the Swift FacePileModel the same).
+ * `userCount`: the room's count, when the list holds only the first users of a big room.
+ */
+export function facePileModel(users: readonly PresenceUser[], now?: number, userCount?: number): FacePileModel;
+/** 1190 as "1,190". */
+export function formatCount(count: number): string;
 
 /** `<presence-facepile>`: set `users`, or bind it to a room with `room`. */
 export class PresenceFacepile extends HTMLElement {
   users: PresenceUser[];
+  /** The room's counts, for "+1,190" when the list is only the first users; a bound room sets them. */
+  counts: RoomCounts | null;
   room: PresenceRoom | null;
   render(): void;
 }

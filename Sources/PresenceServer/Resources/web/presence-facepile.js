@@ -64,8 +64,9 @@ export function dataRows(data) {
 /**
  * What the pile shows, as plain data: the first five faces, how many more ("+N"), and up to ten of
  * those for the overflow list. The Swift FacePileModel computes the same (shared test vectors).
+ * `userCount` is the room's count when the list holds only the first users of a big room.
  */
-export function facePileModel(users, now = Date.now()) {
+export function facePileModel(users, now = Date.now(), userCount = users.length) {
   const face = (user) => ({
     userId: user.userId,
     title: user.name || user.userId,
@@ -76,9 +77,10 @@ export function facePileModel(users, now = Date.now()) {
     status: statusText(user, now),
     dataRows: dataRows(user.data),
   });
+  const visible = users.slice(0, VISIBLE).map(face);
   return {
-    visible: users.slice(0, VISIBLE).map(face),
-    overflowCount: Math.max(0, users.length - VISIBLE),
+    visible,
+    overflowCount: Math.max(0, Math.max(userCount, users.length) - visible.length),
     overflow: users.slice(VISIBLE, VISIBLE + OVERFLOW_LISTED).map(face),
   };
 }
@@ -109,6 +111,11 @@ const STYLE = `
   .overflow li.offline { opacity: 0.6; }
 `;
 
+/** 1190 as "1,190": the same digits on every page, whatever the browser's language. */
+export function formatCount(count) {
+  return String(count).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
+
 // Node runs the pure functions above in the unit tests; it has no DOM.
 const ElementBase = globalThis.HTMLElement ?? class {};
 
@@ -117,8 +124,12 @@ export class PresenceFacepile extends ElementBase {
     super();
     this.attachShadow({ mode: "open" });
     this._users = [];
+    this._counts = null;
     this._room = null;
-    this._onChange = (event) => { this.users = event.detail.users; };
+    this._onChange = (event) => {
+      this._counts = event.detail.counts || null;
+      this.users = event.detail.users;
+    };
   }
 
   connectedCallback() { this.render(); }
@@ -132,8 +143,13 @@ export class PresenceFacepile extends ElementBase {
   set room(room) {
     if (this._room) this._room.removeEventListener("change", this._onChange);
     this._room = room;
+    this._counts = room ? room.counts || null : null;
     if (room) { room.addEventListener("change", this._onChange); this.users = room.users; }
   }
+
+  /** The room's counts ({ online, users }) when the list is only the first of a big room; a room sets them. */
+  get counts() { return this._counts; }
+  set counts(counts) { this._counts = counts || null; this.render(); }
 
   render() {
     const root = this.shadowRoot;
@@ -141,10 +157,11 @@ export class PresenceFacepile extends ElementBase {
     const style = document.createElement("style");
     style.textContent = STYLE;
     root.append(style);
-    const model = facePileModel(this._users);
+    const counts = this._counts || { online: this._users.filter((u) => u.online).length, users: this._users.length };
+    const model = facePileModel(this._users, Date.now(), counts.users);
     const group = document.createElement("div");
     group.setAttribute("role", "group");
-    group.setAttribute("aria-label", `${this._users.filter((u) => u.online).length} online, ${this._users.length} in the room`);
+    group.setAttribute("aria-label", `${formatCount(counts.online)} online, ${formatCount(counts.users)} in the room`);
     group.style.display = "inline-flex";
     root.append(group);
 
@@ -153,8 +170,8 @@ export class PresenceFacepile extends ElementBase {
     if (rest > 0) {
       const more = document.createElement("button");
       more.className = "face more";
-      more.textContent = `+${rest}`;
-      more.setAttribute("aria-label", `${rest} more`);
+      more.textContent = `+${formatCount(rest)}`;
+      more.setAttribute("aria-label", `${formatCount(rest)} more`);
       more.setAttribute("aria-expanded", "false");
       const list = document.createElement("ul");
       list.className = "overflow";

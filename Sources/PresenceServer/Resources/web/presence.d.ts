@@ -36,6 +36,30 @@ export function applyDiff(users: readonly PresenceUser[], diff: RoomDiff): Prese
 /** The list as `userId` sees it: themselves first. */
 export function youFirst(users: readonly PresenceUser[], userId: string): PresenceUser[];
 
+/** The whole room's counts, whatever the list's limit. */
+export interface RoomCounts {
+  /** Users online in the room. */
+  online: number;
+  /** Users with a record in the room (online or last seen). */
+  users: number;
+}
+
+/** A user's presence across every room. */
+export interface UserStatus {
+  userId: string;
+  /** Online in at least one room. */
+  online: boolean;
+  /** Online, and away in every room they are online in. */
+  away: boolean;
+  /** While offline everywhere: when last seen (ms since the epoch); 0 while online or never seen. */
+  lastDisconnected: number;
+  /** Rooms the user is online in. */
+  rooms: number;
+}
+
+/** Statuses in the order of `current`, with those in `changed` replacing theirs. */
+export function applyUserStatuses(current: readonly UserStatus[], changed: readonly UserStatus[]): UserStatus[];
+
 /** A user token, or a function that returns a fresh one. */
 export type TokenSource = string | (() => string | Promise<string>);
 
@@ -61,8 +85,8 @@ export interface PresenceRoomOptions {
   hiddenInterval?: number;
   /** For servers that require user authentication. */
   token?: TokenSource;
-  /** Called with the list (you first) whenever it changes. */
-  onChange?: (users: PresenceUser[]) => void;
+  /** Called with the list (you first) and the room's counts whenever either changes. */
+  onChange?: (users: PresenceUser[], counts: RoomCounts | null) => void;
 }
 
 /** PROTOCOL.md's error body. */
@@ -72,7 +96,7 @@ export interface PresenceErrorDetail {
 }
 
 export interface PresenceRoomEventMap {
-  change: CustomEvent<{ users: PresenceUser[] }>;
+  change: CustomEvent<{ users: PresenceUser[]; counts: RoomCounts | null }>;
   status: CustomEvent<{ state: "connected" | "disconnected" }>;
   error: CustomEvent<PresenceErrorDetail>;
 }
@@ -86,6 +110,8 @@ export class PresenceRoom extends EventTarget {
   readonly sessionToken: string | null;
   /** The current list: you first, then the room's order. */
   readonly users: PresenceUser[];
+  /** The whole room's counts; null before the first snapshot. */
+  readonly counts: RoomCounts | null;
   /** Starts heartbeating and following the room. */
   join(): this;
   /** Sets this user's data in the room (null clears it); resolves once stored. */
@@ -105,3 +131,41 @@ export class PresenceRoom extends EventTarget {
 
 /** Creates a room and joins it. */
 export function joinRoom(options: PresenceRoomOptions): PresenceRoom;
+
+export interface PresenceUsersOptions {
+  /** At most 1000. */
+  userIds: string[];
+  /** The server's base URL (default: this page's origin). */
+  url?: string;
+  /** A user token allowed to watch these users (the JWT's presence_watch claim). */
+  token?: TokenSource;
+  /** Called with the statuses, in the order asked, whenever one changes. */
+  onChange?: (users: UserStatus[]) => void;
+}
+
+export interface PresenceUsersEventMap {
+  change: CustomEvent<{ users: UserStatus[] }>;
+  status: CustomEvent<{ state: "connected" | "disconnected" }>;
+  error: CustomEvent<PresenceErrorDetail>;
+}
+
+/** Follows users across every room (a friends list): live global statuses over one WebSocket. */
+export class PresenceUsers extends EventTarget {
+  constructor(options: PresenceUsersOptions);
+  readonly userIds: string[];
+  /** One status per watched user, in the order asked; empty until the server answers. */
+  readonly users: UserStatus[];
+  /** Connects and starts watching. */
+  start(): this;
+  /** Stops watching and closes the socket. */
+  stop(): void;
+  /** Watches these users instead (only the difference goes to the server). */
+  setUserIds(userIds: string[]): void;
+
+  addEventListener<K extends keyof PresenceUsersEventMap>(
+    type: K, listener: (this: PresenceUsers, event: PresenceUsersEventMap[K]) => void, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof PresenceUsersEventMap>(
+    type: K, listener: (this: PresenceUsers, event: PresenceUsersEventMap[K]) => void, options?: boolean | EventListenerOptions): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | EventListenerOptions): void;
+}

@@ -44,6 +44,12 @@ export function applyDiff(users, diff) {
   return users.filter((u) => !dropped.has(u.userId)).concat(diff.upsert || []).sort(compareUsers);
 }
 
+/** A snapshot's or diff's counts; servers before 1.1 send none, so the list's own stand in. */
+function countsOf(message, list) {
+  if (message.onlineCount === undefined) return { online: list.filter((u) => u.online).length, users: list.length };
+  return { online: message.onlineCount, users: message.userCount };
+}
+
 /** Input that shows someone is at the tab. */
 const INPUT_EVENTS = ["pointerdown", "pointermove", "keydown", "touchstart", "wheel"];
 
@@ -85,6 +91,8 @@ export class PresenceRoom extends EventTarget {
     this.subscribedToken = null;
     this.version = 0;
     this.list = [];
+    /** The whole room's counts, whatever the limit: { online, users }; null before the first snapshot. */
+    this.counts = null;
     this.socket = null;
     this.nextId = 0;
     this.pending = new Map();
@@ -271,6 +279,7 @@ export class PresenceRoom extends EventTarget {
         if (message.roomToken !== this.subscribedToken) return;
         this.version = message.roomVersion;
         this.list = message.users.slice().sort(compareUsers);
+        this.counts = countsOf(message, this.list);
         this.changed();
         break;
       case "diff":
@@ -278,6 +287,7 @@ export class PresenceRoom extends EventTarget {
         if (message.from !== this.version) return this.subscribe(message.roomToken);  // missed something
         this.version = message.roomVersion;
         this.list = applyDiff(this.list, message);
+        if (message.onlineCount !== undefined) this.counts = countsOf(message, this.list);
         this.changed();
         break;
       case "unsubscribed":
@@ -306,8 +316,9 @@ export class PresenceRoom extends EventTarget {
 
   changed() {
     const users = this.users;
-    if (this.options.onChange) this.options.onChange(users);
-    this.dispatchEvent(new CustomEvent("change", { detail: { users } }));
+    const counts = this.counts;
+    if (this.options.onChange) this.options.onChange(users, counts);
+    this.dispatchEvent(new CustomEvent("change", { detail: { users, counts } }));
   }
 
   status(state) {
@@ -386,4 +397,134 @@ export class PresenceRoom extends EventTarget {
 /** Creates a room and joins it. */
 export function joinRoom(options) {
   return new PresenceRoom(options).join();
+}
+
+/** Statuses in the order asked, with the newest status of each user folded in. */
+export function applyUserStatuses(current, changed) {
+  const byId = new Map(changed.map((status) => [status.userId, status]));
+  return current.map((status) => byId.get(status.userId) || status);
+}
+
+/**
+ * Follows users wherever they are (a friends list, a team sidebar): whether each is online in any room,
+ * since when, and when last seen. One WebSocket, reconnecting with backoff; the server sends a status
+ * only when it changes.
+ *
+ *   const friends = new PresenceUsers({ userIds: ["alice", "bob"], token });
+ *   friends.addEventListener("change", (event) => render(event.detail.users));
+ *   friends.start();
+ */
+export class PresenceUsers extends EventTarget {
+  /**
+   * @param {object} options
+   * @param {string[]} options.userIds at most 1000
+   * @param {string} [options.url] the server's base URL (default: this page's origin)
+   * @param {string | (() => string | Promise<string>)} [options.token] a user token allowed to watch them
+   * @param {(users: object[]) => void} [options.onChange] called with the statuses whenever one changes
+   */
+  constructor(options) {
+    super();
+    if (!options || !Array.isArray(options.userIds)) throw new Error("PresenceUsers needs userIds");
+    this.options = { ...options };
+    this.userIds = [...new Set(options.userIds)];
+    const base = (this.options.url || location.origin).replace(/\/$/, "");
+    this.socketURL = base.replace(/^http/, "ws") + "/api/ws";
+    /** One status per watched user, in the order asked; empty until the server answers. */
+    this.users = [];
+    this.socket = null;
+    this.running = false;
+    this.backoff = 250;
+    this.reconnectTimer = null;
+    this.nextId = 0;
+  }
+
+  /** Connects and starts watching. */
+  start() {
+    if (this.running) return this;
+    this.running = true;
+    this.connect();
+    return this;
+  }
+
+  /** Stops watching and closes the socket. */
+  stop() {
+    this.running = false;
+    clearTimeout(this.reconnectTimer);
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) socket.close(1000);
+  }
+
+  /** Watches `userIds` instead of the current ones (adding and dropping only the difference). */
+  setUserIds(userIds) {
+    const next = [...new Set(userIds)];
+    const added = next.filter((id) => !this.userIds.includes(id));
+    const dropped = this.userIds.filter((id) => !next.includes(id));
+    this.userIds = next;
+    this.users = next.map((id) => this.users.find((s) => s.userId === id)).filter(Boolean);
+    if (dropped.length) this.send({ type: "unwatchUsers", userIds: dropped });
+    if (added.length) this.send({ type: "watchUsers", userIds: added });
+    this.changed();
+  }
+
+  async connect() {
+    if (!this.running) return;
+    let url = this.socketURL;
+    try {
+      const { token } = this.options;
+      const value = typeof token === "function" ? await token() : token;
+      if (value) url += "?access_token=" + encodeURIComponent(value);
+    } catch (error) {
+      this.dispatchEvent(new CustomEvent("error", { detail: { code: "token_unavailable", message: String(error) } }));
+    }
+    if (!this.running) return;
+    const socket = new WebSocket(url);
+    this.socket = socket;
+    socket.onopen = () => {
+      this.backoff = 250;
+      if (this.userIds.length) this.send({ type: "watchUsers", userIds: this.userIds });
+      this.dispatchEvent(new CustomEvent("status", { detail: { state: "connected" } }));
+    };
+    socket.onmessage = (event) => this.received(JSON.parse(event.data));
+    socket.onclose = () => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.dispatchEvent(new CustomEvent("status", { detail: { state: "disconnected" } }));
+      if (!this.running) return;
+      const delay = this.backoff * (0.5 + Math.random() / 2);
+      this.backoff = Math.min(this.backoff * 2, 30000);
+      this.reconnectTimer = setTimeout(() => this.connect(), delay);
+    };
+  }
+
+  send(message) {
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return;
+    this.socket.send(JSON.stringify({ id: ++this.nextId, ...message }));
+  }
+
+  received(message) {
+    switch (message.type) {
+      case "users": {
+        // The answer to one watchUsers: these users' statuses now.
+        const known = new Map(this.users.map((s) => [s.userId, s]));
+        for (const status of message.users) known.set(status.userId, status);
+        this.users = this.userIds.map((id) => known.get(id)).filter(Boolean);
+        this.changed();
+        break;
+      }
+      case "usersChanged":
+        this.users = applyUserStatuses(this.users, message.users);
+        this.changed();
+        break;
+      case "error":
+        this.dispatchEvent(new CustomEvent("error", { detail: message.error }));
+        break;
+    }
+  }
+
+  changed() {
+    const users = this.users;
+    if (this.options.onChange) this.options.onChange(users);
+    this.dispatchEvent(new CustomEvent("change", { detail: { users } }));
+  }
 }
