@@ -55,6 +55,33 @@ import PresenceTestSupport
         }
     }
 
+    /// The big room and the friends list report, and what they check of every message holds: each
+    /// subscriber's diffs form one chain to the final version and agree with the server's list;
+    /// each status change reaches exactly its watchers.
+    @Test(arguments: [
+        ("bigroom", ["diffs read per second", "delay per change, p99", "server CPU per change"],
+         ["subscribers not at the final version, or with a gap", "sampled subscribers whose list or counts differ", "changes made in"]),
+        ("friends", ["messages per status change", "delay per status, p99", "server CPU per status entry sent"],
+         ["statuses read beyond the watchers of each change", "statuses read (one per watcher of each change)"]),
+    ])
+    func largeScaleScenarioRunsAndHoldsItsInvariants(scenario: String, positive: [String], invariants: [String]) async throws {
+        let json = temporaryDirectory() + "/figures.json"
+        let (status, table) = try await Self.runBench(
+            ["run", scenario, "--smoke", "--server", presenceServerExecutable.path, "--json", json])
+        #expect(status == 0, "\(table)")
+        let figures = try JSONDecoder().decode([Figure].self, from: Data(contentsOf: URL(fileURLWithPath: json)))
+        for expected in positive {
+            let matching = figures.filter { $0.name.contains(expected) }
+            #expect(!matching.isEmpty, "no figure named \(expected) in \(figures.map(\.name))")
+            #expect(matching.allSatisfy { $0.value > 0 && $0.value.isFinite }, "\(expected): \(matching.map(\.value))")
+        }
+        for expected in invariants {
+            let matching = figures.filter { $0.name.contains(expected) }
+            #expect(!matching.isEmpty, "no figure named \(expected) in \(figures.map(\.name))")
+            #expect(matching.allSatisfy { $0.met == true }, "\(expected): \(matching.map(\.value))")
+        }
+    }
+
     @Test(.enabled(if: PostgresForTests.url != nil, "needs the PostgreSQL server of scripts/test.sh"))
     func severalProcessScenarioRunsAndReports() async throws {
         let json = temporaryDirectory() + "/figures.json"

@@ -22,7 +22,7 @@ APP = """<!doctype html><html><body><div id="root"></div>
 <script type="importmap">{"imports": {"react": "/vendor/react-shim.js"}}</script>
 <script type="module">
   import { createElement as h, StrictMode } from "react";
-  import { usePresence, FacePile } from "/presence-react.js";
+  import { usePresence, useRoomCounts, usePresenceUsers, FacePile } from "/presence-react.js";
   window.renders = 0;
   function App({ roomId, userId }) {
     const users = usePresence(roomId, userId, { interval: 2000, name: userId.toUpperCase() });
@@ -36,6 +36,17 @@ APP = """<!doctype html><html><body><div id="root"></div>
   const root = ReactDOM.createRoot(document.getElementById("root"));
   window.show = (roomId, userId, strict) =>
     root.render(strict ? h(StrictMode, null, h(App, { roomId, userId })) : h(App, { roomId, userId }));
+  // A big room's pile from its counts, and a friends list.
+  function Big({ roomId, userId }) {
+    const users = usePresence(roomId, userId, { limit: 2 });
+    const counts = useRoomCounts(roomId, userId, { limit: 2 });
+    const friends = usePresenceUsers(["carol", "dave"]);
+    return h("div", null,
+      h("p", { id: "counts" }, counts ? `${counts.online}/${counts.users}` : "loading"),
+      h("p", { id: "friends" }, friends ? friends.map((s) => `${s.userId}:${s.online ? "on" : "off"}`).join(",") : "loading"),
+      h(FacePile, { users: users || [], counts }));
+  }
+  window.showBig = (roomId, userId) => root.render(h(StrictMode, null, h(Big, { roomId, userId })));
   window.unmount = () => root.unmount();
   window.ready = true;
 </script></body></html>"""
@@ -148,4 +159,29 @@ def test_one_render_per_change(browser, server):
     # Alice's own heartbeats change nothing, so they render nothing: five joins, five renders.
     page.wait_for_timeout(2500)
     assert page.evaluate("window.renders") - before == 5
+    page.context.close()
+
+
+def heartbeat(server, room, user):
+    body = json.dumps({"roomId": room, "userId": user, "sessionId": f"{user}-s", "interval": 60000})
+    urllib.request.urlopen(urllib.request.Request(
+        f"{server.url}/api/heartbeat", data=body.encode(), headers={"Content-Type": "application/json"}, method="POST"))
+
+
+def test_room_counts_and_watched_users(browser, server):
+    page = open_app(browser, server)
+    page.evaluate("showBig('big-react', 'alice')")
+    expect(page.locator("#counts")).to_have_text("1/1", timeout=5000)
+    expect(page.locator("#friends")).to_have_text("carol:off,dave:off", timeout=5000)
+    for index in range(6):
+        heartbeat(server, "big-react", f"guest{index}")
+    # The list holds two; the counts say seven, so the pile shows two faces and +5.
+    expect(page.locator("#counts")).to_have_text("7/7", timeout=5000)
+    pile = page.locator("presence-facepile")
+    expect(pile.locator("button.more")).to_have_text("+5")
+    expect(pile.locator("button.face:not(.more)")).to_have_count(2)
+    heartbeat(server, "elsewhere", "carol")
+    expect(page.locator("#friends")).to_have_text("carol:on,dave:off", timeout=5000)
+    # StrictMode: one socket for the room, one for the watched users.
+    assert page.evaluate("window.socketsOpened") == 2
     page.context.close()

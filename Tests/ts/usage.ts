@@ -1,7 +1,7 @@
 // What an app writes with the browser client's types: this must compile under --strict.
 import { PresenceRoom, PresenceUsers, applyDiff, applyUserStatuses, joinRoom, youFirst, type PresenceUser, type RoomCounts, type UserStatus } from "../../Sources/PresenceServer/Resources/web/presence.js";
 import { facePileModel, formatCount, statusText } from "../../Sources/PresenceServer/Resources/web/presence-facepile.js";
-import { FacePile, presenceRoomFor, usePresence } from "../../Sources/PresenceServer/Resources/web/presence-react.js";
+import { FacePile, presenceRoomFor, usePresence, usePresenceUsers, useRoomCounts } from "../../Sources/PresenceServer/Resources/web/presence-react.js";
 
 const room = new PresenceRoom({
   roomId: "doc-42",
@@ -42,7 +42,10 @@ other.leave();
 const maybeUsers = usePresence("doc-42", "alice", { interval: 5000, token: "t", idleAfter: 60_000 });
 const names: string[] = (maybeUsers ?? []).map((user) => user.name ?? user.userId);
 void presenceRoomFor("doc-42", "alice")?.update({ typing: false });
-FacePile({ users: maybeUsers, className: "pile" });
+const roomCounts = useRoomCounts("doc-42", "alice");
+FacePile({ users: maybeUsers, counts: roomCounts, className: "pile" });
+const watched = usePresenceUsers(["bob"], { token: "t" });
+console.log(watched?.[0]?.online === true, roomCounts?.online);
 console.log(names);
 
 // Watching users across rooms: a friends list.
