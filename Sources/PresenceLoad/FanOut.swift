@@ -42,9 +42,12 @@ public struct FanOut: Sendable {
                 })
 
             context.progress("fan-out: \(operations) joins and leaves to \(subscribers) subscribers")
+            let cpuBefore = try server.process.cpuSeconds()
             let latencies = try await Self.timeJoinsAndLeaves(
                 operations, room: room, sessionPrefix: "s\(subscribers)", through: control, arrivals: arrivals,
                 subscribers: subscribers, context: context)
+            // Every diff has been read when the last operation's wait ends: nothing more to do.
+            let cpu = try server.process.cpuSeconds() - cpuBefore
             try await Task.sleep(for: .milliseconds(200))
             let counts = arrivals.countsBySubscriber
             await context.closeAll(sockets)
@@ -62,6 +65,10 @@ public struct FanOut: Sendable {
                 measurements.append(Figure(scenario: Self.name, name: "\(label), p99", value: percentiles.p99, unit: "ms"))
             }
             measurements.append(Figure(scenario: Self.name, name: "\(label), max", value: percentiles.max, unit: "ms"))
+            // The whole run's server CPU (the requests too) over the diffs delivered.
+            measurements.append(Figure(
+                scenario: Self.name, name: "\(label), server CPU per delivered diff",
+                value: cpu / Double(operations * subscribers) * 1e6, unit: "µs"))
         }
         await control.close()
         try await server.stop()
