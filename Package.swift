@@ -142,6 +142,7 @@ let package = Package(
                 "PresenceSQLite",
                 "PresencePostgres",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -16,12 +16,12 @@ struct PresenceBenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "presence-bench",
         abstract: "Measures presence-server: heartbeat cost, fan-out latency, big rooms, friends lists, expiry precision, memory, churn, webhooks.",
-        subcommands: [Run.self, StoreChurnCommand.self],
+        subcommands: [Run.self, StoreChurnCommand.self, FloorServerCommand.self],
         defaultSubcommand: Run.self)
 }
 
 enum Scenario: String, CaseIterable, ExpressibleByArgument {
-    case heartbeat, fanout, bigroom, friends, expiry, memory, churn, webhooks, multinode
+    case heartbeat, fanout, bigroom, friends, expiry, memory, steady, churn, webhooks, multinode
 }
 
 struct Run: AsyncParsableCommand {
@@ -83,6 +83,8 @@ struct Run: AsyncParsableCommand {
                             try store.close()
                             try? FileManager.default.removeItem(atPath: directory)
                         }))
+            case .steady:
+                measurements += try await (smoke ? ServerMemory.steadySmoke : ServerMemory.steady).run(context)
             case .churn:
                 measurements += try await (smoke ? ServerChurn.smoke : ServerChurn()).run(context)
             case .webhooks:

@@ -1,11 +1,13 @@
+import Foundation
 import NIOCore
 import PresenceCore
 
 /// Scenario 1: what a heartbeat of an online user costs. HTTP heartbeats on
-/// keep-alive connections against `GET /health` on the same server, in
-/// alternating phases so drift on a shared machine hits both alike; WebSocket
-/// heartbeats per second; and the messages a subscriber of every room receives
-/// meanwhile, which must be none.
+/// keep-alive connections against `GET /health` on the same server, and against the
+/// same route on a bare Hummingbird server (`presence-bench floor-server`: no
+/// middleware, same build), in alternating phases so drift on a shared machine hits
+/// all alike; WebSocket heartbeats per second; and the messages a subscriber of every
+/// room receives meanwhile, which must be none.
 public struct HeartbeatCost: Sendable {
     public var connections: Int
     public var sessionsPerConnection: Int
@@ -60,6 +62,13 @@ public struct HeartbeatCost: Sendable {
         var heartbeatSeconds = 0.0
         var healthCPU = 0.0
         var heartbeatCPU = 0.0
+        var floor = RequestTally()
+        var floorCPU = 0.0
+        // The floor is this executable's own `floor-server` subcommand.
+        let floorServer = try ServerProcess(
+            executable: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath(), arguments: ["floor-server"], showErrors: true)
+        try await floorServer.waitUntilListening()
+        let floorHTTP = try await context.connectHTTP(connections, to: ServerAddress(port: floorServer.port))
         let healthRequest = HTTPLoadRequest.get("/health")
         let heartbeatRequests = (0..<connections).map { index in
             (0..<sessionsPerConnection).map { session in
@@ -84,7 +93,15 @@ public struct HeartbeatCost: Sendable {
             heartbeatCPU += try server.process.cpuSeconds() - cpuBefore
             heartbeats.add(heartbeatTally)
             heartbeatSeconds += heartbeatElapsed
+            context.progress("heartbeat cost: round \(round) of \(rounds), GET /health of a bare Hummingbird server")
+            cpuBefore = try floorServer.cpuSeconds()
+            let (floorTally, _) = try await phase(floorHTTP) { _, _, _ in healthRequest }
+            floorCPU += try floorServer.cpuSeconds() - cpuBefore
+            floor.add(floorTally)
         }
+        for connection in floorHTTP { await connection.close() }
+        floorServer.process.terminate()
+        _ = try await floorServer.waitForExit()
 
         context.progress("heartbeat cost: WebSocket heartbeats")
         let deadline = NIODeadline.after(seconds: phaseSeconds)
@@ -103,7 +120,9 @@ public struct HeartbeatCost: Sendable {
         for connection in http { await connection.close() }
         try await server.stop()
 
-        for (what, tally) in [("HTTP heartbeats", heartbeats), ("GET /health", health), ("WebSocket heartbeats", webSocketTally)]
+        for (what, tally) in [
+            ("HTTP heartbeats", heartbeats), ("GET /health", health), ("WebSocket heartbeats", webSocketTally), ("the bare route", floor),
+        ]
         where tally.failures > 0 || tally.responses == 0 {
             throw BenchmarkError("\(what): \(tally.failures) of \(tally.responses) failed, first: \(tally.firstFailure ?? "none")")
         }
@@ -112,12 +131,17 @@ public struct HeartbeatCost: Sendable {
         let healthRate = Double(health.responses) / healthSeconds
         let heartbeatRate = Double(heartbeats.responses) / heartbeatSeconds
         let heartbeatCount = heartbeats.responses + webSocketTally.responses
+        let floorCPUPerRequest = floorCPU / Double(floor.responses)
         return [
             Figure(scenario: Self.name, name: "`GET /health`, \(connections) keep-alive connections", value: healthRate, unit: "req/s"),
             Figure(scenario: Self.name, name: "`POST /api/heartbeat` of online users", value: heartbeatRate, unit: "req/s"),
             .atLeast(0.8, scenario: Self.name, name: "heartbeat ÷ `/health` throughput", value: heartbeatRate / healthRate, unit: "×"),
             Figure(scenario: Self.name, name: "server CPU per `GET /health`", value: healthCPU / Double(health.responses) * 1e6, unit: "µs"),
             Figure(scenario: Self.name, name: "server CPU per heartbeat", value: heartbeatCPU / Double(heartbeats.responses) * 1e6, unit: "µs"),
+            Figure(scenario: Self.name, name: "bare Hummingbird route, server CPU per request", value: floorCPUPerRequest * 1e6, unit: "µs"),
+            .atMost(
+                2, scenario: Self.name, name: "server CPU per heartbeat ÷ bare route",
+                value: heartbeatCPU / Double(heartbeats.responses) / floorCPUPerRequest, unit: "×"),
             Figure(
                 scenario: Self.name, name: "WebSocket heartbeats, \(connections) sockets",
                 value: Double(webSocketTally.responses) / webSocketSeconds, unit: "msg/s"),

@@ -82,6 +82,26 @@ import PresenceTestSupport
         }
     }
 
+    /// The steady-state scenario reports the server's CPU share and RSS per session; the heartbeat
+    /// scenario reports the bare Hummingbird floor next to the heartbeat.
+    @Test(arguments: [
+        ("steady", ["server CPU, 100 sockets each heartbeating every 0.50 s", "RSS per connected, subscribed, heartbeating session"]),
+        ("heartbeat", ["bare Hummingbird route, server CPU per request", "server CPU per heartbeat ÷ bare route"]),
+    ])
+    func costScenarioReportsItsFigures(scenario: String, expectedFigures: [String]) async throws {
+        let json = temporaryDirectory() + "/figures.json"
+        let (status, table) = try await Self.runBench(
+            ["run", scenario, "--smoke", "--server", presenceServerExecutable.path, "--json", json])
+        #expect(status == 0, "\(table)")
+        let figures = try JSONDecoder().decode([Figure].self, from: Data(contentsOf: URL(fileURLWithPath: json)))
+        for expected in expectedFigures {
+            let matching = figures.filter { $0.name.contains(expected) }
+            #expect(!matching.isEmpty, "no figure named \(expected) in \(figures.map(\.name))")
+            #expect(matching.allSatisfy { $0.value.isFinite && $0.value >= 0 }, "\(expected): \(matching.map(\.value))")
+            #expect(table.contains(expected))
+        }
+    }
+
     @Test(.enabled(if: PostgresForTests.url != nil, "needs the PostgreSQL server of scripts/test.sh"))
     func severalProcessScenarioRunsAndReports() async throws {
         let json = temporaryDirectory() + "/figures.json"
