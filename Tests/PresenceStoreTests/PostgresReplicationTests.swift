@@ -26,7 +26,7 @@ struct PostgresReplicationTests {
             try await Task.sleep(for: .milliseconds(600))
         }
         try await late.whileRunning {
-            try await late.synchronize()
+            try await PostgresForTests.synchronizeOnceServing(late)
             let shown = try await late.roomUsers(roomId: "doc", onlineOnly: false, limit: 10)
             #expect(shown.users.map(\.userId) == ["u0", "u1", "u2", "u3", "u4"])
             #expect(late.counterValues.reloads >= 1, "it caught up through the log instead: nothing was trimmed")

@@ -56,6 +56,19 @@ enum PostgresForTests {
         return try await settings.creatingDatabase(named: name)
     }
 
+    /// Synchronizes once the store serves: one held still longer than its fence answers 503 until
+    /// its running loop has reached the database again (a loaded machine makes that take a while).
+    static func synchronizeOnceServing(_ store: PostgresStore) async throws {
+        let start = ContinuousClock.now
+        while true {
+            do {
+                return try await store.synchronize()
+            } catch let error as PresenceError where error.code == "unavailable" && ContinuousClock.now - start < .seconds(20) {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+
     static func waitUntilLeading(_ store: PostgresStore) async throws {
         let start = ContinuousClock.now
         while !store.isLeading {
