@@ -91,7 +91,12 @@ final class Outbox: Sendable {
     /// `frame` is `message` framed; without the encoder in the pipeline (never seen), the channel frames it.
     private func writeOnLoop(_ frame: ByteBuffer, message: ByteBuffer) {
         // An overflowed outbox is being dropped: its remaining frames are not worth sending.
-        guard !overflowed, channel.isActive else { return }
+        guard !overflowed else { return }
+        // A closed socket is not a slow one: its reader ends and finishes the outbox.
+        guard channel.isActive else {
+            pending.store(0, ordering: .relaxed)
+            return
+        }
         if encoderContext.value == nil {
             encoderContext.value = try? channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
         }
