@@ -57,10 +57,11 @@ import PresenceTestSupport
 
     /// The big room and the friends list report, and what they check of every message holds: each
     /// subscriber's diffs form one chain to the final version and agree with the server's list;
-    /// each status change reaches exactly its watchers.
+    /// each status change reaches exactly its watchers. (Rates are not checked: a debug server on a
+    /// loaded machine may make fewer changes than asked in the time given.)
     @Test(arguments: [
         ("bigroom", ["diffs read per second", "delay per change, p99", "server CPU per change"],
-         ["subscribers not at the final version, or with a gap", "sampled subscribers whose list or counts differ", "changes made in"]),
+         ["subscribers not at the final version, or with a gap", "sampled subscribers whose list or counts differ"]),
         ("friends", ["messages per status change", "delay per status, p99", "server CPU per status entry sent"],
          ["statuses read beyond the watchers of each change", "statuses read (one per watcher of each change)"]),
     ])
