@@ -16,7 +16,12 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
     private let requestTimeout: TimeAmount
     private let idleTimeout: TimeAmount
     private let metrics: PresenceMetrics
-    private var deadline: Scheduled<Void>?
+    /// What the client must have sent by when; nil while the server answers a complete request.
+    private var deadline: NIODeadline?
+    /// One timer per connection, not one per request: it never fires later than `deadline`
+    /// (it is set at most the shorter timeout ahead, and a deadline is never nearer than that),
+    /// and on firing it checks the deadline and sets itself again.
+    private var timer: Scheduled<Void>?
 
     init(requestTimeout: TimeAmount, idleTimeout: TimeAmount, metrics: PresenceMetrics) {
         self.requestTimeout = requestTimeout
@@ -25,31 +30,28 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        if context.channel.isActive { arm(context, requestTimeout) }
+        if context.channel.isActive { expect(context, within: requestTimeout) }
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        arm(context, requestTimeout)
+        expect(context, within: requestTimeout)
         context.fireChannelActive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = nil
+        stop()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        deadline?.cancel()
-        deadline = nil
+        stop()
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head:
-            arm(context, requestTimeout)  // now the body
+            expect(context, within: requestTimeout)  // now the body
         case .end:
-            deadline?.cancel()
             deadline = nil
         case .body:
             break
@@ -58,18 +60,39 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if case .end = unwrapOutboundIn(data) { arm(context, idleTimeout) }
+        if case .end = unwrapOutboundIn(data) { expect(context, within: idleTimeout) }
         context.write(data, promise: promise)
     }
 
-    private func arm(_ context: ChannelHandlerContext, _ timeout: TimeAmount) {
-        deadline?.cancel()
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let metrics = self.metrics
-        deadline = context.eventLoop.scheduleTask(in: timeout) {
-            metrics.slowClientsCut.increment()
-            loopBound.value.close(promise: nil)
+    private func expect(_ context: ChannelHandlerContext, within timeout: TimeAmount) {
+        deadline = .now() + timeout
+        if timer == nil { setTimer(context, at: .now() + min(requestTimeout, idleTimeout)) }
+    }
+
+    private func setTimer(_ context: ChannelHandlerContext, at when: NIODeadline) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: when) {
+            let (handler, context) = loopBound.value
+            handler.timerFired(context)
         }
+    }
+
+    private func timerFired(_ context: ChannelHandlerContext) {
+        timer = nil
+        guard let deadline else { return }  // answering: the next `expect` sets the timer again
+        let now = NIODeadline.now()
+        if deadline <= now {
+            metrics.slowClientsCut.increment()
+            context.close(promise: nil)
+        } else {
+            setTimer(context, at: min(deadline, now + min(requestTimeout, idleTimeout)))
+        }
+    }
+
+    private func stop() {
+        timer?.cancel()
+        timer = nil
+        deadline = nil
     }
 }
 

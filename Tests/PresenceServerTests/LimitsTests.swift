@@ -136,6 +136,42 @@ import PresenceStore
     }
 }
 
+extension LimitsTests {
+    @Test func anIdleKeepAliveConnectionIsClosed() async throws {
+        try await withServer(configure: {
+            $0.requestTimeout = .seconds(60)
+            $0.idleTimeout = .milliseconds(500)
+        }) { http in
+            let socket = try await offThePool { try RawWebSocket(port: http.port, handshake: false) }
+            try socket.write(Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+            let started = ContinuousClock.now
+            let answer = String(decoding: try await offThePool { socket.readToEnd() }, as: UTF8.self)
+            let elapsed = ContinuousClock.now - started
+            #expect(answer.hasPrefix("HTTP/1.1 200"))
+            #expect(elapsed >= .milliseconds(400) && elapsed < .seconds(5), "closed after the idle timeout, not at once: \(elapsed)")
+        }
+    }
+
+    /// One timer per connection must not cut a connection that keeps sending, however long it lives.
+    @Test func aBusyKeepAliveConnectionOutlivesItsTimeouts() async throws {
+        try await withServer(configure: {
+            $0.requestTimeout = .seconds(1)
+            $0.idleTimeout = .seconds(1)
+        }) { http in
+            let socket = try await offThePool { try RawWebSocket(port: http.port, handshake: false) }
+            let requests = 30
+            for index in 0..<requests {
+                let last = index == requests - 1 ? "Connection: close\r\n" : ""
+                try socket.write(Array("GET /health HTTP/1.1\r\nHost: x\r\n\(last)\r\n".utf8))
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            // Three seconds of requests, each timeout a third of that: every one answered.
+            let answers = String(decoding: try await offThePool { socket.readToEnd() }, as: UTF8.self)
+            #expect(answers.components(separatedBy: "HTTP/1.1 200").count - 1 == requests)
+        }
+    }
+}
+
 extension Sequence {
     func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
         var results: [T] = []
