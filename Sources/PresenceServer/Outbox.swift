@@ -48,8 +48,16 @@ final class Outbox: Sendable {
 
     /// Sends a frame; returns false when the outbox is full (the socket is being dropped) or finished.
     @discardableResult
-    func send(_ frame: ByteBuffer) -> Bool {
-        Self.send(frame, to: CollectionOfOne(self)).isEmpty
+    func send(_ message: ByteBuffer) -> Bool {
+        // Every reply comes here: no grouping by event loop for a single outbox.
+        guard reserve() else { return false }
+        let frame = WebSocketWire.textFrame(message)
+        channel.eventLoop.execute { [self] in
+            writeOnLoop(frame, message: message)
+            metrics?.messagesSent.increment()
+            metrics?.bytesSent.increment(by: message.readableBytes)
+        }
+        return true
     }
 
     /// Sends one frame to many outboxes, with one task per event loop that writes and flushes it

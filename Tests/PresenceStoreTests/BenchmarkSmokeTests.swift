@@ -28,6 +28,14 @@ import PresenceTestSupport
         return (process.terminationStatus, text)
     }
 
+    /// Runs one scenario's smoke form; returns the printed table and the figures of its JSON.
+    static func smokeRun(_ scenario: String) async throws -> (table: String, figures: [Figure]) {
+        let json = temporaryDirectory() + "/figures.json"
+        let (status, table) = try await runBench(["run", scenario, "--smoke", "--server", presenceServerExecutable.path, "--json", json])
+        #expect(status == 0, "\(table)")
+        return (table, try JSONDecoder().decode([Figure].self, from: Data(contentsOf: URL(fileURLWithPath: json))))
+    }
+
     @Test(arguments: [
         ("heartbeat", ["heartbeat ÷ `/health` throughput", "WebSocket heartbeats", "messages to subscribers during"]),
         ("fanout", ["20 subscribers, 10 joins and leaves, p99", "100 subscribers, 6 joins and leaves, p99"]),
@@ -37,11 +45,7 @@ import PresenceTestSupport
         ("webhooks", ["rate with a webhook ÷ rate without", "rate with a hanging endpoint ÷ rate without", "delivery lag after the event, p99", "events delivered of those written"]),
     ])
     func scenarioRunsAndReports(scenario: String, expectedFigures: [String]) async throws {
-        let json = temporaryDirectory() + "/figures.json"
-        let (status, table) = try await Self.runBench(
-            ["run", scenario, "--smoke", "--server", presenceServerExecutable.path, "--json", json])
-        #expect(status == 0, "\(table)")
-        let figures = try JSONDecoder().decode([Figure].self, from: Data(contentsOf: URL(fileURLWithPath: json)))
+        let (table, figures) = try await Self.smokeRun(scenario)
         for expected in expectedFigures {
             let matching = figures.filter { $0.name.contains(expected) }
             #expect(matching.count >= 1, "no figure named \(expected) in \(figures.map(\.name))")
@@ -66,11 +70,7 @@ import PresenceTestSupport
          ["statuses read beyond the watchers of each change", "statuses read (one per watcher of each change)"]),
     ])
     func largeScaleScenarioRunsAndHoldsItsInvariants(scenario: String, positive: [String], invariants: [String]) async throws {
-        let json = temporaryDirectory() + "/figures.json"
-        let (status, table) = try await Self.runBench(
-            ["run", scenario, "--smoke", "--server", presenceServerExecutable.path, "--json", json])
-        #expect(status == 0, "\(table)")
-        let figures = try JSONDecoder().decode([Figure].self, from: Data(contentsOf: URL(fileURLWithPath: json)))
+        let (_, figures) = try await Self.smokeRun(scenario)
         for expected in positive {
             let matching = figures.filter { $0.name.contains(expected) }
             #expect(!matching.isEmpty, "no figure named \(expected) in \(figures.map(\.name))")
@@ -90,11 +90,7 @@ import PresenceTestSupport
         ("heartbeat", ["bare Hummingbird route, server CPU per request", "server CPU per heartbeat ÷ bare route"]),
     ])
     func costScenarioReportsItsFigures(scenario: String, expectedFigures: [String]) async throws {
-        let json = temporaryDirectory() + "/figures.json"
-        let (status, table) = try await Self.runBench(
-            ["run", scenario, "--smoke", "--server", presenceServerExecutable.path, "--json", json])
-        #expect(status == 0, "\(table)")
-        let figures = try JSONDecoder().decode([Figure].self, from: Data(contentsOf: URL(fileURLWithPath: json)))
+        let (table, figures) = try await Self.smokeRun(scenario)
         for expected in expectedFigures {
             let matching = figures.filter { $0.name.contains(expected) }
             #expect(!matching.isEmpty, "no figure named \(expected) in \(figures.map(\.name))")
