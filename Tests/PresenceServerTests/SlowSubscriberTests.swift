@@ -9,7 +9,9 @@ import PresenceStore
     func floodUntilStuckSubscriberIsDropped(
         _ http: HTTPClient, afterEach: (Int, String) async throws -> Void = { _, _ in }
     ) async throws -> (RawWebSocket, Int, SessionTokens) {
-        let writer = try await http.heartbeat(user: "writer", session: "w")
+        // The longest interval: on a loaded machine the flood can outlast a 10 s interval's 25 s
+        // session, and an expired writer's updates change nothing, so nothing would ever be dropped.
+        let writer = try await http.heartbeat(user: "writer", session: "w", interval: Int(ProtocolLimits.intervalRange.upperBound))
         let stuck = try await offThePool { try RawWebSocket(port: http.port) }
         try stuck.sendText(#"{"type":"subscribe","roomToken":"\#(writer.roomToken)"}"#)
         try await afterEach(0, writer.roomToken)
@@ -19,7 +21,8 @@ import PresenceStore
             updates += 1
             guard updates <= 5_000 else { throw TestFailure("the stuck subscriber was never dropped") }
             let data = padding + String(updates)
-            _ = try await http.call(.post, "/api/update", body: #"{"sessionToken":"\#(writer.sessionToken)","data":"\#(data)"}"#)
+            let reply = try await http.call(.post, "/api/update", body: #"{"sessionToken":"\#(writer.sessionToken)","data":"\#(data)"}"#)
+            guard reply.status == 200 else { throw TestFailure("update \(updates) failed: \(reply.status) \(reply.body)") }
             try await afterEach(updates, data)
         }
         return (stuck, updates, writer)
