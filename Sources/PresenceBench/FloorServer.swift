@@ -1,10 +1,13 @@
 import ArgumentParser
 import Foundation
 import Hummingbird
+import HummingbirdWebSocket
 
-/// The floor for the request-cost figures: Hummingbird with one route and no middleware, built
-/// with the same settings as `presence-server`, answering what `GET /health` answers. The
-/// heartbeat scenario starts it as its own process and measures its CPU per request the same way.
+/// The floor for the cost figures: Hummingbird with one route and no middleware, built with the
+/// same settings as `presence-server`, answering what `GET /health` answers, and a WebSocket at
+/// `/api/ws` that answers every text message with a fixed heartbeat reply, written the way the
+/// Hummingbird WebSocket documentation writes a handler. The heartbeat and steady-state scenarios
+/// start it as its own process and measure it the same way as the server.
 struct FloorServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "floor-server", abstract: "A bare Hummingbird server with one route (what presence-bench compares against).",
@@ -20,8 +23,17 @@ struct FloorServerCommand: AsyncParsableCommand {
                 status: .ok, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
         }
+        let webSocketRouter = Router(context: BasicWebSocketRequestContext.self)
+        webSocketRouter.ws("/api/ws") { inbound, outbound, _ in
+            for try await message in inbound.messages(maxSize: 64 * 1024) {
+                guard case .text = message else { continue }
+                try await outbound.write(.text(#"{"type":"heartbeat","id":0,"roomToken":"floor","sessionToken":"floor"}"#))
+            }
+        }
         let app = Application(
-            router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)),
+            router: router,
+            server: .http1WebSocketUpgrade(webSocketRouter: webSocketRouter, configuration: .init(ws: .init(autoPing: .disabled))),
+            configuration: .init(address: .hostname("127.0.0.1", port: port)),
             onServerRunning: { channel in
                 // The same banner as presence-server's, which ServerProcess waits for.
                 print("listening on 127.0.0.1:\(channel.localAddress?.port ?? 0)")

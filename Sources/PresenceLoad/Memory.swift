@@ -18,6 +18,8 @@ public struct ServerMemory: Sendable {
     public var name: String
     public var rssTarget: Double
     public var cpuTarget: Double?
+    /// Also runs the same sockets and messages against a bare Hummingbird WebSocket.
+    public var compareWithFloor = false
 
     public init(
         sessions: Int = 10_000, usersPerRoom: Int = 20, steadySeconds: Double = 10, heartbeatEvery: Double = 2,
@@ -37,9 +39,17 @@ public struct ServerMemory: Sendable {
     /// Issue 13's steady state: 15,000 sockets, each subscribed to its room of 10 and
     /// heartbeating every 10 s (1,500 heartbeats a second in all), for 30 s.
     public static let steady = ServerMemory(
-        sessions: 15_000, usersPerRoom: 10, steadySeconds: 30, heartbeatEvery: 10, name: "steady state", rssTarget: 32, cpuTarget: 0.05)
+        sessions: 15_000, usersPerRoom: 10, steadySeconds: 30, heartbeatEvery: 10, name: "steady state", rssTarget: 32, cpuTarget: 0.05
+    ).comparedWithFloor()
     public static let steadySmoke = ServerMemory(
-        sessions: 100, usersPerRoom: 10, steadySeconds: 1, heartbeatEvery: 0.5, name: "steady state", rssTarget: 32, cpuTarget: 0.05)
+        sessions: 100, usersPerRoom: 10, steadySeconds: 1, heartbeatEvery: 0.5, name: "steady state", rssTarget: 32, cpuTarget: 0.05
+    ).comparedWithFloor()
+
+    private func comparedWithFloor() -> ServerMemory {
+        var copy = self
+        copy.compareWithFloor = true
+        return copy
+    }
 
     static let interval = 10_000
 
@@ -79,33 +89,7 @@ public struct ServerMemory: Sendable {
         }
 
         context.progress("\(name): heartbeating for \(steadySeconds) s")
-        var peak = 0
-        let cpuBefore = try server.process.cpuSeconds()
-        let started = ContinuousClock.now
-        let heartbeatEvery = self.heartbeatEvery
-        repeat {
-            let round = ContinuousClock.now
-            try await withThrowingTaskGroup(of: Void.self) { tasks in
-                for lane in 0..<16 {
-                    tasks.addTask {
-                        for index in stride(from: lane, to: sockets.count, by: 16) {
-                            let due = round + .seconds(heartbeatEvery * Double(index) / Double(sockets.count))
-                            if due > .now { try await Task.sleep(until: due) }
-                            let reply = try await sockets[index].request(Self.heartbeat(index, rooms: rooms))
-                            guard reply.readableBytesView.starts(with: #"{"type":"heartbeat""#.utf8) else {
-                                throw BenchmarkError("heartbeat refused: \(String(buffer: reply))")
-                            }
-                        }
-                    }
-                }
-                try await tasks.waitForAll()
-            }
-            peak = max(peak, try server.process.residentBytes())
-            // A round that ends early waits for its period: each socket heartbeats once per `heartbeatEvery`.
-            let next = round + .seconds(heartbeatEvery)
-            if next > .now, (next - started).inSeconds < steadySeconds { try await Task.sleep(until: next) }
-        } while (ContinuousClock.now - started).inSeconds < steadySeconds
-        let cores = (try server.process.cpuSeconds() - cpuBefore) / (ContinuousClock.now - started).inSeconds
+        let (cores, peak) = try await heartbeatSteadily(sockets, server: server.process) { Self.heartbeat($0, rooms: rooms) }
         let open = sockets.filter { $0.isActive }.count
         let resident = try server.process.residentBytes()
         await context.closeAll(sockets)
@@ -118,7 +102,18 @@ public struct ServerMemory: Sendable {
         let kibPerSocket = { (bytes: Int) in Double(bytes) / Double(sessions) / 1024 }
         let label = "\(Figure.format(Double(sessions))) sockets"
         let cpuName = "server CPU, \(label) each heartbeating every \(Figure.format(heartbeatEvery)) s"
-        return [
+        var floorFigures: [Figure] = []
+        if compareWithFloor {
+            let floor = try await measureFloor(context)
+            floorFigures = [
+                Figure(scenario: name, name: "bare Hummingbird WebSocket, RSS per open socket", value: kibPerSocket(floor.bytesPerSocket), unit: "KiB"),
+                Figure(
+                    scenario: name, name: "bare Hummingbird WebSocket, server CPU, \(label) each sending a message every \(Figure.format(heartbeatEvery)) s",
+                    value: floor.cores, unit: "cores"),
+                Figure(scenario: name, name: "server CPU ÷ bare Hummingbird WebSocket", value: cores / floor.cores, unit: "×"),
+            ]
+        }
+        return floorFigures + [
             Figure(scenario: name, name: "server RSS, idle after warm-up", value: Double(baseline) / 1_048_576, unit: "MiB"),
             Figure(scenario: name, name: "server RSS, \(label) subscribed and heartbeating", value: Double(highest) / 1_048_576, unit: "MiB"),
             Figure(scenario: name, name: "of which per open WebSocket before any message", value: kibPerSocket(connected - baseline), unit: "KiB"),
@@ -127,6 +122,62 @@ public struct ServerMemory: Sendable {
             cpuTarget.map { .atMost($0, scenario: name, name: cpuName, value: cores, unit: "cores") }
                 ?? Figure(scenario: name, name: cpuName, value: cores, unit: "cores"),
         ]
+    }
+
+    /// Sends one message per socket per `heartbeatEvery`, spread evenly, for `steadySeconds`;
+    /// returns the server's CPU over that time (in cores) and its peak RSS.
+    private func heartbeatSteadily(
+        _ sockets: [WebSocketLoadConnection], server: ServerProcess, message: @escaping @Sendable (Int) -> String
+    ) async throws -> (cores: Double, peakBytes: Int) {
+        var peak = 0
+        let cpuBefore = try server.cpuSeconds()
+        let started = ContinuousClock.now
+        let heartbeatEvery = self.heartbeatEvery
+        repeat {
+            let round = ContinuousClock.now
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                for lane in 0..<16 {
+                    tasks.addTask {
+                        for index in stride(from: lane, to: sockets.count, by: 16) {
+                            let due = round + .seconds(heartbeatEvery * Double(index) / Double(sockets.count))
+                            if due > .now { try await Task.sleep(until: due) }
+                            let reply = try await sockets[index].request(message(index))
+                            guard reply.readableBytesView.starts(with: #"{"type":"heartbeat""#.utf8) else {
+                                throw BenchmarkError("heartbeat refused: \(String(buffer: reply))")
+                            }
+                        }
+                    }
+                }
+                try await tasks.waitForAll()
+            }
+            peak = max(peak, try server.residentBytes())
+            // A round that ends early waits for its period: each socket heartbeats once per `heartbeatEvery`.
+            let next = round + .seconds(heartbeatEvery)
+            if next > .now, (next - started).inSeconds < steadySeconds { try await Task.sleep(until: next) }
+        } while (ContinuousClock.now - started).inSeconds < steadySeconds
+        return ((try server.cpuSeconds() - cpuBefore) / (ContinuousClock.now - started).inSeconds, peak)
+    }
+
+    /// The same sockets and message rate against `presence-bench floor-server`: what Hummingbird's
+    /// WebSocket costs before any presence work.
+    private func measureFloor(_ context: BenchmarkContext) async throws -> (bytesPerSocket: Int, cores: Double) {
+        context.progress("\(name): the same against a bare Hummingbird WebSocket")
+        let floor = try ServerProcess(
+            executable: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath(), arguments: ["floor-server"], showErrors: true)
+        try await floor.waitUntilListening()
+        let address = ServerAddress(port: floor.port)
+        let warmUp = try await context.openSockets(20, to: address) { _, socket in _ = try await socket.request("{}") }
+        await context.closeAll(warmUp)
+        try await Task.sleep(for: .seconds(3.5))
+        let baseline = try floor.residentBytes()
+        let sockets = try await context.openSockets(sessions, to: address)
+        try await Task.sleep(for: .seconds(1))
+        let connected = try floor.residentBytes()
+        let (cores, _) = try await heartbeatSteadily(sockets, server: floor) { Self.heartbeat($0, rooms: 1) }
+        await context.closeAll(sockets)
+        floor.process.terminate()
+        _ = try await floor.waitForExit()
+        return (connected - baseline, cores)
     }
 
     static func heartbeat(_ index: Int, rooms: Int) -> String {

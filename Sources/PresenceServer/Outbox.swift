@@ -6,10 +6,17 @@ import Synchronization
 /// a diff for thousands of subscribers is framed once and costs one task per event loop, not a
 /// task wake-up and an encoding per subscriber. While the channel is not writable (NIO holds more
 /// than its high-water mark for the kernel), at most `capacity` more frames may be sent; one more
-/// means the subscriber is too slow: the outbox marks itself overflowed and the connection closes
-/// it (1013) instead of letting memory grow. Close frames go through the socket's writer task,
-/// after every frame already handed to the channel.
+/// means the subscriber is too slow: the outbox ends with `.overflow` and the connection closes
+/// it (1013) instead of letting memory grow.
+///
+/// How an outbox ends from outside its socket's reader (a close asked for, an overflow) goes to
+/// `onEnding`, once. Both are rare, so nothing waits for them per socket: no task, no stream.
 final class Outbox: Sendable {
+    enum Ending: Sendable {
+        case close(code: UInt16, reason: String)
+        case overflow
+    }
+
     let id: Int
     private let channel: any Channel
     private let capacity: Int
@@ -21,27 +28,18 @@ final class Outbox: Sendable {
     private let encoderContext: NIOLoopBoundBox<ChannelHandlerContext?>
     private let overflowFlag = Atomic<Bool>(false)
     private let finishedFlag = Atomic<Bool>(false)
-    /// Close requests, for the writer task; ends when the outbox finishes.
-    let closes: AsyncStream<(code: UInt16, reason: String)>
-    private let closeContinuation: AsyncStream<(code: UInt16, reason: String)>.Continuation
-    /// Yields once when the outbox overflows, and ends when the outbox finishes.
-    private let overflowEvents: AsyncStream<Void>
-    private let overflowContinuation: AsyncStream<Void>.Continuation
+    private let onEnding: @Sendable (Ending) -> Void
 
-    init(id: Int, capacity: Int, channel: any Channel, metrics: PresenceMetrics? = nil) {
+    init(
+        id: Int, capacity: Int, channel: any Channel, metrics: PresenceMetrics? = nil,
+        onEnding: @escaping @Sendable (Ending) -> Void = { _ in }
+    ) {
         self.id = id
         self.capacity = capacity
         self.channel = channel
         self.metrics = metrics
+        self.onEnding = onEnding
         encoderContext = .makeEmptyBox(valueType: ChannelHandlerContext.self, eventLoop: channel.eventLoop)
-        (closes, closeContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingOldest(1))
-        (overflowEvents, overflowContinuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-    }
-
-    /// True when the outbox overflowed; false when it finished normally first.
-    func waitForOverflow() async -> Bool {
-        for await _ in overflowEvents { return true }
-        return false
     }
 
     var overflowed: Bool { overflowFlag.load(ordering: .acquiring) }
@@ -89,10 +87,7 @@ final class Outbox: Sendable {
         guard !finishedFlag.load(ordering: .acquiring) else { return false }
         if pending.wrappingAdd(1, ordering: .relaxed).newValue <= capacity { return true }
         pending.subtract(1, ordering: .relaxed)
-        if !overflowFlag.exchange(true, ordering: .acquiringAndReleasing) {
-            overflowContinuation.yield()
-            finish()
-        }
+        if !overflowFlag.exchange(true, ordering: .acquiringAndReleasing), finish() { onEnding(.overflow) }
         return false
     }
 
@@ -117,15 +112,15 @@ final class Outbox: Sendable {
         if channel.isWritable { pending.store(0, ordering: .relaxed) }
     }
 
+    /// Asks the connection to close the socket, unless the outbox has already ended.
     func close(code: UInt16, reason: String) {
-        closeContinuation.yield((code, reason))
-        finish()
+        if finish() { onEnding(.close(code: code, reason: reason)) }
     }
 
-    func finish() {
-        finishedFlag.store(true, ordering: .releasing)
-        closeContinuation.finish()
-        overflowContinuation.finish()
+    /// Takes no more frames. True for the call that ended the outbox.
+    @discardableResult
+    func finish() -> Bool {
+        !finishedFlag.exchange(true, ordering: .acquiringAndReleasing)
     }
 }
 

@@ -77,18 +77,24 @@ public enum PresenceApplication {
             defer { addressLimits.closeConnection(address) }
             let id = connectionIds.wrappingAdd(1, ordering: .relaxed).newValue
             let channel = context.requestContext.channel
-            let outbox = Outbox(id: id, capacity: configuration.outboxCapacity, channel: channel, metrics: metrics)
+            let pingAfter = TimeAmount.nanoseconds(configuration.webSocketPingAfter.nanoseconds)
+            try? await channel.eventLoop.submit {
+                try channel.pipeline.syncOperations.addHandler(WebSocketKeepAlive(interval: pingAfter, metrics: metrics), position: .first)
+            }.get()
+            let connection = WebSocketConnection(
+                operations: operations, hub: hub, watchers: watchers, metrics: metrics, configuration: configuration, addressLimits: addressLimits,
+                address: address, logger: context.logger)
+            let outbox = Outbox(
+                id: id, capacity: configuration.outboxCapacity, channel: channel, metrics: metrics,
+                onEnding: connection.onEnding(outbound: outbound, channel: channel))
             openSockets.insert(outbox)
             defer { openSockets.remove(outbox) }
             var identity: Identity?
             if let token = WebSocketAdmission.token(context.request) {
                 identity = try? await operations.authenticateUser(token: token).identity
             }
-            let connection = WebSocketConnection(
-                operations: operations, hub: hub, watchers: watchers, metrics: metrics, configuration: configuration, addressLimits: addressLimits,
-                address: address, logger: context.logger)
             await withGracefulShutdownHandler {
-                await connection.run(inbound: inbound, outbound: outbound, outbox: outbox, channel: channel, identity: identity)
+                await connection.run(inbound: inbound, outbound: outbound, outbox: outbox, identity: identity)
             } onGracefulShutdown: {
                 // swift-websocket sends the 1000 close; a client that never answers it must not hold up
                 // the shutdown (the reader would wait for it forever). A timer, not a task: free until it fires.
@@ -113,7 +119,7 @@ public enum PresenceApplication {
                                 ],
                                 idleTimeout: idleTimeout),
                             ws: .init(
-                                maxFrameSize: ProtocolLimits.maxBodyBytes, autoPing: .enabled(timePeriod: .seconds(30)),
+                                maxFrameSize: ProtocolLimits.maxBodyBytes, autoPing: .disabled,  // WebSocketKeepAlive pings only silent peers
                                 closeTimeout: configuration.closeGrace))),
                     timeout: requestTimeout, metrics: metrics)
             },

@@ -61,6 +61,10 @@ public struct PresenceServerConfiguration: Sendable {
     public var requestTimeout: Duration = .seconds(30)
     /// How long a keep-alive connection may sit idle between requests.
     public var idleTimeout: Duration = .seconds(75)
+    /// A WebSocket peer silent this long is pinged, and one silent as long again after the ping
+    /// is cut off: dead peers go within twice this. Peers that send anything (heartbeats, pongs)
+    /// more often are never pinged. Under the 60 s read timeout proxies such as nginx default to.
+    public var webSocketPingAfter: Duration = .seconds(30)
 
     public init() {}
 }

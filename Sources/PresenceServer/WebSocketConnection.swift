@@ -10,9 +10,9 @@ enum CloseCode {
     static let tryAgainLater: UInt16 = 1013
 }
 
-/// One WebSocket: a reader that handles client messages and a writer that drains
-/// the socket's outbox. Either ending ends the connection; closing the socket
-/// leaves the user's sessions alive until their deadline.
+/// One WebSocket: a reader that handles client messages; replies and diffs go straight to the
+/// channel through the socket's outbox. Closing the socket leaves the user's sessions alive
+/// until their deadline.
 struct WebSocketConnection {
     let operations: PresenceOperations
     let hub: FanoutHub
@@ -25,90 +25,41 @@ struct WebSocketConnection {
 
     private var clock: any WallClock { operations.store.clock }
 
-    func run(
-        inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, outbox: Outbox, channel: any Channel,
-        identity: Identity?
-    ) async {
+    /// Reads and answers the client's messages until the socket closes, in the connection's own
+    /// task: one task per socket, whose frames are most of what an idle socket costs.
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, outbox: Outbox, identity: Identity?) async {
         metrics.sockets.increment()
         defer { metrics.sockets.decrement() }
-        enum Part { case writer, reader, watchdog }
-        // Ends when the writer stops, so the 1013 close is never sent ahead of a frame still being written.
-        let (writerStopped, writerStoppedContinuation) = AsyncStream<Void>.makeStream()
-        await withTaskGroup(of: Part.self) { group in
-            group.addTask {
-                await writeOutbox(outbox, to: outbound)
-                writerStoppedContinuation.finish()
-                return .writer
-            }
-            group.addTask {
-                await readMessages(inbound, outbox: outbox, identity: identity)
-                return .reader
-            }
-            group.addTask {
-                if await outbox.waitForOverflow() {
-                    await dropSlowSubscriber(outbound: outbound, channel: channel, writerStopped: writerStopped)
-                }
-                return .watchdog
-            }
-            var writerDone = false
-            var readerDone = false
-            while let part = await group.next() {
-                switch part {
-                case .writer:
-                    writerDone = true
-                    // A writer that closed the socket or failed ends the connection; after an overflow
-                    // the watchdog is still sending the 1013 close and must not be cancelled.
-                    if !outbox.overflowed { group.cancelAll() }
-                case .reader: readerDone = true
-                case .watchdog: break
-                }
-                if writerDone, readerDone { group.cancelAll() }
-            }
-        }
+        await readMessages(inbound, outbound: outbound, outbox: outbox, identity: identity)
         hub.submit(.removeSubscriber(outbox))
         watchers.submit(.removeWatcher(outbox))
     }
 
-    /// Frames go to the channel directly (`Outbox.send`); this writes the close, if one is asked
-    /// for, after them. Ends when the outbox ends or the close is written.
-    private func writeOutbox(_ outbox: Outbox, to outbound: WebSocketOutboundWriter) async {
-        for await close in outbox.closes {
-            if outbox.overflowed { return }
-            do {
-                try await outbound.close(.init(codeNumber: Int(close.code)), reason: close.reason)
-            } catch {
-                logger.debug("websocket close failed", metadata: ["error": "\(error)"])
+    /// What the socket's outbox calls when it ends from outside the reader. The close frame goes
+    /// after every frame already handed to the channel (both go through the channel's event
+    /// loop in order). A client too stuck to take the close frame, or to answer it, within the
+    /// grace period has its connection cut, so it holds no server resources: a NIO timer, free
+    /// until it fires.
+    func onEnding(outbound: WebSocketOutboundWriter, channel: any Channel) -> @Sendable (Outbox.Ending) -> Void {
+        let closeGrace = TimeAmount.nanoseconds(configuration.closeGrace.nanoseconds)
+        let logger = logger
+        return { ending in
+            let (code, reason) = switch ending {
+            case .close(let code, let reason): (code, reason)
+            case .overflow: (CloseCode.tryAgainLater, "subscriber too slow")
             }
-            return
+            channel.eventLoop.scheduleTask(in: closeGrace) { channel.close(promise: nil) }
+            Task {
+                do {
+                    try await outbound.close(.init(codeNumber: Int(code)), reason: reason)
+                } catch {
+                    logger.debug("websocket close failed", metadata: ["error": "\(error)"])
+                }
+            }
         }
     }
 
-    /// Closes with 1013. A client too stuck to take the close frame, or to answer it, within the
-    /// grace period has its connection cut, so it holds no server resources.
-    private func dropSlowSubscriber(outbound: WebSocketOutboundWriter, channel: any Channel, writerStopped: AsyncStream<Void>) async {
-        let closed = await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                // The writer may be blocked on a frame the client has not read yet: the close goes after it.
-                for await _ in writerStopped {}
-                guard !Task.isCancelled else { return false }
-                return (try? await outbound.close(.init(codeNumber: Int(CloseCode.tryAgainLater)), reason: "subscriber too slow")) != nil
-            }
-            group.addTask {
-                try? await Task.sleep(for: configuration.closeGrace)
-                return false
-            }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
-        }
-        if closed {
-            // Cancelled when the client answers the close in time.
-            guard (try? await Task.sleep(for: configuration.closeGrace)) != nil else { return }
-        }
-        try? await channel.close()
-    }
-
-    private func readMessages(_ inbound: WebSocketInboundStream, outbox: Outbox, identity: Identity?) async {
+    private func readMessages(_ inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, outbox: Outbox, identity: Identity?) async {
         defer { outbox.finish() }
         var limiter = RateLimiter(
             rate: configuration.socketMessagesPerSecond, burst: configuration.socketMessageBurst, now: clock.nowMillis())
@@ -119,7 +70,10 @@ struct WebSocketConnection {
                 guard limiter.allow(now: now), addressLimits.allow(address, now: now) else {
                     metrics.floodingSocketsClosed.increment()
                     metrics.rateLimited.increment()
-                    outbox.close(code: CloseCode.policyViolation, reason: "too many messages")
+                    // Here, not through the outbox: the close must go before the one the WebSocket layer
+                    // sends when this reader returns.
+                    guard outbox.finish() else { return }
+                    try? await outbound.close(.init(codeNumber: Int(CloseCode.policyViolation)), reason: "too many messages")
                     return
                 }
                 guard case .text(let text) = message else {

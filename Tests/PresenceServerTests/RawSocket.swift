@@ -7,6 +7,8 @@ import Glibc
 /// reading (a stuck subscriber) and later read every byte the server sent.
 final class RawWebSocket {
     let fd: Int32
+    /// Bytes read by `readFrame` past the frame it returned.
+    private var unread: [UInt8] = []
 
     init(port: Int, receiveBuffer: Int32 = 4_096, extraHeaders: String = "", handshake: Bool = true) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -49,8 +51,12 @@ final class RawWebSocket {
 
     /// Sends one masked text frame, as a client must.
     func sendText(_ text: String) throws {
-        let payload = Array(text.utf8)
-        var frame: [UInt8] = [0x81]
+        try sendFrame(opcode: 1, payload: Array(text.utf8))
+    }
+
+    /// Sends one final masked frame.
+    func sendFrame(opcode: UInt8, payload: [UInt8]) throws {
+        var frame: [UInt8] = [0x80 | opcode]
         if payload.count < 126 {
             frame.append(0x80 | UInt8(payload.count))
         } else {
@@ -64,9 +70,24 @@ final class RawWebSocket {
         try write(frame)
     }
 
+    /// The next whole frame, or nil when the connection ends (or 10 s pass without data) first.
+    func readFrame() -> Frame? {
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            if let frame = Self.frames(in: unread).first {
+                unread.removeFirst(frame.encodedLength)
+                return frame
+            }
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count <= 0 { return nil }
+            unread.append(contentsOf: buffer[0..<count])
+        }
+    }
+
     /// Reads until the server closes the connection (or 10 s pass without data).
     func readToEnd() -> [UInt8] {
-        var all: [UInt8] = []
+        var all = unread
+        unread = []
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
             let count = recv(fd, &buffer, buffer.count, 0)
@@ -79,6 +100,8 @@ final class RawWebSocket {
     struct Frame {
         let opcode: UInt8
         let payload: [UInt8]
+        /// Its bytes on the wire.
+        let encodedLength: Int
         var closeCode: UInt16? {
             guard opcode == 8, payload.count >= 2 else { return nil }
             return UInt16(payload[0]) << 8 | UInt16(payload[1])
@@ -103,7 +126,7 @@ final class RawWebSocket {
                 cursor += 8
             }
             guard cursor + length <= bytes.count else { break }
-            frames.append(Frame(opcode: opcode, payload: Array(bytes[cursor..<cursor + length])))
+            frames.append(Frame(opcode: opcode, payload: Array(bytes[cursor..<cursor + length]), encodedLength: cursor + length - index))
             index = cursor + length
         }
         return frames

@@ -27,12 +27,18 @@ func withServer(
     configuration.addressRequestBurst = 1_000_000
     configure(&configuration)
     var logger = Logger(label: "presence-test")
-    logger.logLevel = .warning
+    logger.logLevel = ProcessInfo.processInfo.environment["PRESENCE_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
     let metrics = PresenceMetrics()
     let app = PresenceApplication.make(configuration: configuration, store: store, metrics: metrics, logger: logger)
+    let trace = ProcessInfo.processInfo.environment["PRESENCE_TEST_TRACE"] != nil
+    let label = UUID().uuidString.prefix(6)
+    if trace { FileHandle.standardError.write(Data("TRACE \(label) start\n".utf8)) }
     try await app.test(.live) { client in
+        if trace { FileHandle.standardError.write(Data("TRACE \(label) running port \(client.port!)\n".utf8)) }
         try await test(HTTPClient(client: client, port: client.port!))
+        if trace { FileHandle.standardError.write(Data("TRACE \(label) body done\n".utf8)) }
     }
+    if trace { FileHandle.standardError.write(Data("TRACE \(label) shut down\n".utf8)) }
 }
 
 /// A thin HTTP client over real sockets that speaks JSON.
@@ -245,6 +251,16 @@ final class TestSocket: Sendable {
         return message
     }
 
+    /// The next two messages, of types `first` and `second` in either order: a request's reply and
+    /// the diff it causes come from different places and neither waits for the other.
+    func receiveInEitherOrder(_ first: String, _ second: String) async throws -> (JSONValue, JSONValue) {
+        let pair = [try await receive(), try await receive()]
+        guard let a = pair.first(where: { $0["type"]?.string == first }), let b = pair.first(where: { $0["type"]?.string == second }) else {
+            throw TestFailure("expected a \(first) and a \(second) message, got \(pair.map(\.compactJSON))")
+        }
+        return (a, b)
+    }
+
     /// The raw text of the next message within `timeout`, or nil: for asserting that nothing arrives.
     func nextRaw(timeout: Duration) async -> String? {
         await received.next(timeout: timeout)
@@ -266,17 +282,32 @@ final class TestSocket: Sendable {
     }
 
     /// How the server closed the socket, waiting up to `timeout`.
-    func closeFrame(timeout: Duration = .seconds(10)) async throws -> WebSocketCloseFrame? {
-        try await withThrowingTaskGroup(of: WebSocketCloseFrame??.self) { group in
-            group.addTask { try await self.connection.value }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return .none
-            }
-            let first = try await group.next()!
-            group.cancelAll()
-            guard let frame = first else { throw TestFailure("socket still open after \(timeout)") }
-            return frame
+    func closeFrame(timeout: Duration = .seconds(10), what: String = "socket") async throws -> WebSocketCloseFrame? {
+        let connection = self.connection
+        guard let outcome = await firstWithin(timeout, { await connection.result }) else {
+            throw TestFailure("\(what) still open after \(timeout)")
+        }
+        return try outcome.get()
+    }
+}
+
+/// A continuation resumed by whichever of several racers comes first.
+private final class ResumeOnce<T: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<T?, Never>?>
+    init(_ continuation: CheckedContinuation<T?, Never>) { self.continuation = Mutex(continuation) }
+    func resume(_ value: T?) { continuation.withLock { $0.take() }?.resume(returning: value) }
+}
+
+/// `operation`'s value, or nil when `timeout` passes first. Unlike a task group, it does not wait
+/// for an operation that ignores cancellation (awaiting a task's value does): a timeout fails the
+/// test instead of hanging it.
+func firstWithin<T: Sendable>(_ timeout: Duration, _ operation: @escaping @Sendable () async -> T) async -> T? {
+    await withCheckedContinuation { continuation in
+        let once = ResumeOnce(continuation)
+        Task { once.resume(await operation()) }
+        Task {
+            try? await Task.sleep(for: timeout)
+            once.resume(nil)
         }
     }
 }

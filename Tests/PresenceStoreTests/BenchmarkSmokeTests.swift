@@ -18,12 +18,19 @@ import PresenceTestSupport
         process.arguments = arguments
         let output = Pipe()
         process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
+        // Progress and errors go to a file, shown only when the run fails: why it failed.
+        let errors = temporaryDirectory() + "/stderr.txt"
+        _ = FileManager.default.createFile(atPath: errors, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errors))
         try process.run()
         let text = try await offThePool {
             let data = output.fileHandleForReading.readDataToEndOfFile()
             process.waitUntilExit()
             return String(decoding: data, as: UTF8.self)
+        }
+        guard process.terminationStatus == 0 else {
+            let stderr = (try? String(contentsOfFile: errors, encoding: .utf8)) ?? ""
+            return (process.terminationStatus, text + "\nstderr (last lines):\n" + stderr.split(separator: "\n").suffix(15).joined(separator: "\n"))
         }
         return (process.terminationStatus, text)
     }
@@ -86,7 +93,10 @@ import PresenceTestSupport
     /// The steady-state scenario reports the server's CPU share and RSS per session; the heartbeat
     /// scenario reports the bare Hummingbird floor next to the heartbeat.
     @Test(arguments: [
-        ("steady", ["server CPU, 100 sockets each heartbeating every 0.50 s", "RSS per connected, subscribed, heartbeating session"]),
+        ("steady", [
+            "server CPU, 100 sockets each heartbeating every 0.50 s", "RSS per connected, subscribed, heartbeating session",
+            "server CPU ÷ bare Hummingbird WebSocket", "bare Hummingbird WebSocket, RSS per open socket",
+        ]),
         ("heartbeat", ["bare Hummingbird route, server CPU per request", "server CPU per heartbeat ÷ bare route"]),
     ])
     func costScenarioReportsItsFigures(scenario: String, expectedFigures: [String]) async throws {

@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+import PresenceServer
+
+@Suite struct WebSocketKeepAliveTests {
+    static let heartbeat = #"{"type":"heartbeat","roomId":"room","userId":"u","sessionId":"s","interval":10000}"#
+
+    /// A peer that answers neither messages nor pings is pinged once, then cut off.
+    @Test func aSilentPeerIsPingedThenCutOff() async throws {
+        try await withServer(configure: { $0.webSocketPingAfter = .milliseconds(300) }) { http in
+            let silent = try await offThePool { try RawWebSocket(port: http.port) }
+            let started = ContinuousClock.now
+            let frames = RawWebSocket.frames(in: try await offThePool { silent.readToEnd() })
+            let elapsed = ContinuousClock.now - started
+            #expect(frames.map(\.opcode) == [9])
+            // Pinged after 300 ms of silence, cut 300 ms after that.
+            #expect(elapsed >= .milliseconds(550), "cut at \(elapsed)")
+            #expect(elapsed < .seconds(9), "cut at \(elapsed)")
+            try await http.waitForMetric("presence_ws_silent_closed_total", toBe: 1)
+            try await http.waitForMetric("presence_ws_connections", toBe: 0)
+        }
+    }
+
+    /// A peer that answers each ping stays connected, and its socket still works.
+    @Test func aPeerAnsweringPingsStays() async throws {
+        try await withServer(configure: { $0.webSocketPingAfter = .milliseconds(200) }) { http in
+            let socket = try await offThePool { try RawWebSocket(port: http.port) }
+            for _ in 0..<4 {
+                let ping = try #require(try await offThePool { socket.readFrame() })
+                #expect(ping.opcode == 9)
+                try socket.sendFrame(opcode: 0xA, payload: ping.payload)
+            }
+            try socket.sendText(Self.heartbeat)
+            let reply = try #require(try await offThePool { socket.readFrame() })
+            #expect(reply.opcode == 1)
+            #expect(String(decoding: reply.payload, as: UTF8.self).contains(#""type":"heartbeat""#))
+            #expect(try await http.metric("presence_ws_silent_closed_total") == 0)
+        }
+    }
+
+    /// A peer that sends something more often than the ping interval is never pinged: a ping
+    /// may only follow a silence of the whole interval (which a loaded machine can cause, by
+    /// delaying this loop).
+    @Test func aTalkingPeerIsNeverPinged() async throws {
+        let interval = Duration.milliseconds(300)
+        try await withServer(configure: { $0.webSocketPingAfter = interval }) { http in
+            let socket = try await offThePool { try RawWebSocket(port: http.port) }
+            var replies = 0
+            var previous = ContinuousClock.now
+            // 1.5 s: five ping intervals, a message every 100 ms.
+            for _ in 0..<15 {
+                let sent = ContinuousClock.now
+                try socket.sendText(Self.heartbeat)
+                while true {
+                    let frame = try #require(try await offThePool { socket.readFrame() })
+                    guard frame.opcode == 9 else {
+                        #expect(frame.opcode == 1)
+                        replies += 1
+                        break
+                    }
+                    let silence = max(sent - previous, ContinuousClock.now - sent)
+                    #expect(silence >= interval, "pinged after \(silence) of silence")
+                    try socket.sendFrame(opcode: 0xA, payload: frame.payload)
+                }
+                previous = sent
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(replies == 15)
+        }
+    }
+}
