@@ -30,15 +30,9 @@ func withServer(
     logger.logLevel = ProcessInfo.processInfo.environment["PRESENCE_TEST_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
     let metrics = PresenceMetrics()
     let app = PresenceApplication.make(configuration: configuration, store: store, metrics: metrics, logger: logger)
-    let trace = ProcessInfo.processInfo.environment["PRESENCE_TEST_TRACE"] != nil
-    let label = UUID().uuidString.prefix(6)
-    if trace { FileHandle.standardError.write(Data("TRACE \(label) start\n".utf8)) }
     try await app.test(.live) { client in
-        if trace { FileHandle.standardError.write(Data("TRACE \(label) running port \(client.port!)\n".utf8)) }
         try await test(HTTPClient(client: client, port: client.port!))
-        if trace { FileHandle.standardError.write(Data("TRACE \(label) body done\n".utf8)) }
     }
-    if trace { FileHandle.standardError.write(Data("TRACE \(label) shut down\n".utf8)) }
 }
 
 /// A thin HTTP client over real sockets that speaks JSON.
