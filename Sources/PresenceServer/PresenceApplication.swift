@@ -94,7 +94,12 @@ public enum PresenceApplication {
                 identity = try? await operations.authenticateUser(token: token).identity
             }
             await withGracefulShutdownHandler {
-                await connection.run(inbound: inbound, outbound: outbound, outbox: outbox, identity: identity)
+                // The socket's reader runs on its channel's event loop: an idle-ish socket's message
+                // wakes one thread instead of three. HTTP requests stay on the global pool, where
+                // they go faster under load (the loops only do I/O there).
+                await withTaskExecutorPreference(EventLoopTaskExecutor(channel.eventLoop)) {
+                    await connection.run(inbound: inbound, outbound: outbound, outbox: outbox, identity: identity)
+                }
             } onGracefulShutdown: {
                 // swift-websocket sends the 1000 close; a client that never answers it must not hold up
                 // the shutdown (the reader would wait for it forever). A timer, not a task: free until it fires.
