@@ -21,11 +21,12 @@ import PresenceServer
         }
     }
 
-    /// A peer that answers each ping stays connected, and its socket still works.
+    /// A peer that answers each ping stays connected, and its socket still works. (A second
+    /// per ping: this client must answer within it, even on a loaded machine.)
     @Test func aPeerAnsweringPingsStays() async throws {
-        try await withServer(configure: { $0.webSocketPingAfter = .milliseconds(200) }) { http in
+        try await withServer(configure: { $0.webSocketPingAfter = .seconds(1) }) { http in
             let socket = try await offThePool { try RawWebSocket(port: http.port) }
-            for _ in 0..<4 {
+            for _ in 0..<3 {
                 let ping = try #require(try await offThePool { socket.readFrame() })
                 #expect(ping.opcode == 9)
                 try socket.sendFrame(opcode: 0xA, payload: ping.payload)
