@@ -86,6 +86,9 @@ struct PresenceServerCommand: AsyncParsableCommand {
     @Option(name: .customLong("diff-merge-us-per-subscriber"), help: "A room's merge window per subscriber, in microseconds: the window is this times the room's subscribers, at most --diff-merge-ms [PRESENCE_DIFF_MERGE_US_PER_SUBSCRIBER]. Default 25.")
     var diffMergeMicrosecondsPerSubscriber: Int?
 
+    @Option(name: .customLong("ws-ping-seconds"), help: "Ping a WebSocket peer silent this long, and close it if it stays silent as long again; keep it under your proxy's read timeout [PRESENCE_WS_PING_SECONDS]. Default 30.")
+    var webSocketPingSeconds: Double?
+
     @Option(help: "Live sessions per user [PRESENCE_MAX_SESSIONS_PER_USER]. Default 100.")
     var maxSessionsPerUser: Int?
 
@@ -179,6 +182,9 @@ struct PresenceServerCommand: AsyncParsableCommand {
         }
         if let perSubscriber = try number(diffMergeMicrosecondsPerSubscriber, "PRESENCE_DIFF_MERGE_US_PER_SUBSCRIBER", minimum: 0) {
             configuration.diffMerging.perSubscriber = .microseconds(perSubscriber)
+        }
+        if let seconds = try number(webSocketPingSeconds, "PRESENCE_WS_PING_SECONDS", minimum: 1.0) {
+            configuration.webSocketPingAfter = .milliseconds(Int64(seconds * 1_000))
         }
         if let days = try number(retentionDays, "PRESENCE_RETENTION_DAYS", minimum: 0.001) {
             configuration.retention = .seconds(days * 86_400)

@@ -36,6 +36,21 @@ import PresenceStore
         #expect(frames.last?.closeCode == 1000, "the server still says goodbye: \(frames.map(\.opcode))")
     }
 
+    /// `--ws-ping-seconds` reaches the keep-alive: a silent peer is pinged after it, then cut.
+    @Test func theWebSocketPingIntervalIsAFlag() async throws {
+        let server = try ServerProcess(arguments: ["--port", "0", "--store", "memory", "--ws-ping-seconds", "1"])
+        try await server.waitUntilListening()
+        let silent = try await offThePool { try RawWebSocket(port: server.port) }
+        let started = ContinuousClock.now
+        let frames = RawWebSocket.frames(in: try await offThePool { silent.readToEnd() })
+        let elapsed = ContinuousClock.now - started
+        #expect(frames.map(\.opcode) == [9])
+        // With the default of 30 s, nothing would happen for a minute.
+        #expect(elapsed >= .milliseconds(1_900) && elapsed < .seconds(9), "cut after \(elapsed)")
+        server.process.terminate()
+        _ = try await server.waitForExit()
+    }
+
     @Test func readsItsSettingsFromTheEnvironmentAndPrintsAGeneratedKey() async throws {
         let server = try ServerProcess(arguments: [], environment: ["PRESENCE_PORT": "0", "PRESENCE_HOST": "127.0.0.1", "PRESENCE_STORE": "memory"])
         try await server.waitUntilListening()
@@ -100,7 +115,7 @@ import PresenceStore
     }
 
     @Test func rejectsBadOptionsWithAClearErrorAndNonZeroExit() async throws {
-        for arguments in [["--store", "nope"], ["--port", "70000"], ["--log-level", "loud"], ["--data-dir", "/proc/nope"]] {
+        for arguments in [["--store", "nope"], ["--port", "70000"], ["--log-level", "loud"], ["--data-dir", "/proc/nope"], ["--ws-ping-seconds", "0"]] {
             let server = try ServerProcess(arguments: arguments)
             let status = try await server.waitForExit()
             #expect(status != 0, "\(arguments)")
