@@ -57,6 +57,38 @@ function randomId() {
   return (crypto.randomUUID && crypto.randomUUID()) || String(Math.random()).slice(2) + String(Date.now());
 }
 
+/** The server's WebSocket address for `options.url` (default: this page's origin). */
+function webSocketURL(options) {
+  return (options.url || location.origin).replace(/\/$/, "").replace(/^http/, "ws") + "/api/ws";
+}
+
+/** `options.token`, a string or a function giving one (maybe asynchronously), or nothing. */
+async function tokenOf(options) {
+  const { token } = options;
+  return typeof token === "function" ? await token() : token;
+}
+
+/**
+ * `socketURL` with the current token, for opening a socket. A token that cannot be had is an
+ * `error` event on `target` (`token_unavailable`), and the socket opens without one.
+ */
+async function authorizedSocketURL(target, socketURL, options) {
+  try {
+    const token = await tokenOf(options);
+    if (token) return socketURL + "?access_token=" + encodeURIComponent(token);
+  } catch (error) {
+    target.dispatchEvent(new CustomEvent("error", { detail: { code: "token_unavailable", message: String(error) } }));
+  }
+  return socketURL;
+}
+
+/** How long `owner` waits before reconnecting: its backoff with jitter, which doubles up to 30 s. */
+function nextReconnectDelay(owner) {
+  const delay = owner.backoff * (0.5 + Math.random() / 2);
+  owner.backoff = Math.min(owner.backoff * 2, 30000);
+  return delay;
+}
+
 export class PresenceRoom extends EventTarget {
   /**
    * @param {object} options
@@ -82,9 +114,8 @@ export class PresenceRoom extends EventTarget {
     super();
     if (!options || !options.roomId || !options.userId) throw new Error("PresenceRoom needs roomId and userId");
     this.options = { interval: 10000, limit: 104, leaveWhenHidden: false, idleAfter: 300000, hiddenInterval: 60000, ...options };
-    const base = this.options.url || location.origin;
-    this.httpBase = base.replace(/\/$/, "");
-    this.socketURL = this.httpBase.replace(/^http/, "ws") + "/api/ws";
+    this.httpBase = (this.options.url || location.origin).replace(/\/$/, "");
+    this.socketURL = webSocketURL(this.options);
     this.sessionId = this.options.sessionId || randomId();
     this.roomToken = null;
     this.sessionToken = null;
@@ -181,20 +212,9 @@ export class PresenceRoom extends EventTarget {
 
   // --- connection -----------------------------------------------------------
 
-  async currentToken() {
-    const { token } = this.options;
-    return typeof token === "function" ? await token() : token;
-  }
-
   async connect() {
     if (!this.joined) return;
-    let url = this.socketURL;
-    try {
-      const token = await this.currentToken();
-      if (token) url += "?access_token=" + encodeURIComponent(token);
-    } catch (error) {
-      this.dispatchEvent(new CustomEvent("error", { detail: { code: "token_unavailable", message: String(error) } }));
-    }
+    const url = await authorizedSocketURL(this, this.socketURL, this.options);
     if (!this.joined) return;
     const socket = new WebSocket(url);
     this.socket = socket;
@@ -216,9 +236,7 @@ export class PresenceRoom extends EventTarget {
       this.pending.clear();
       this.status("disconnected");
       if (!this.joined) return;
-      const delay = this.backoff * (0.5 + Math.random() / 2);
-      this.backoff = Math.min(this.backoff * 2, 30000);
-      this.timers.reconnect = setTimeout(() => this.connect(), delay);
+      this.timers.reconnect = setTimeout(() => this.connect(), nextReconnectDelay(this));
     };
   }
 
@@ -252,7 +270,7 @@ export class PresenceRoom extends EventTarget {
 
   async reauthenticate() {
     try {
-      await this.request({ type: "auth", token: await this.currentToken() });
+      await this.request({ type: "auth", token: await tokenOf(this.options) });
       this.heartbeat();
     } catch (error) {
       this.dispatchEvent(new CustomEvent("error", { detail: { code: "unauthenticated", message: String(error.message || error) } }));
@@ -427,8 +445,7 @@ export class PresenceUsers extends EventTarget {
     if (!options || !Array.isArray(options.userIds)) throw new Error("PresenceUsers needs userIds");
     this.options = { ...options };
     this.userIds = [...new Set(options.userIds)];
-    const base = (this.options.url || location.origin).replace(/\/$/, "");
-    this.socketURL = base.replace(/^http/, "ws") + "/api/ws";
+    this.socketURL = webSocketURL(this.options);
     /** One status per watched user, in the order asked; empty until the server answers. */
     this.users = [];
     this.socket = null;
@@ -469,14 +486,7 @@ export class PresenceUsers extends EventTarget {
 
   async connect() {
     if (!this.running) return;
-    let url = this.socketURL;
-    try {
-      const { token } = this.options;
-      const value = typeof token === "function" ? await token() : token;
-      if (value) url += "?access_token=" + encodeURIComponent(value);
-    } catch (error) {
-      this.dispatchEvent(new CustomEvent("error", { detail: { code: "token_unavailable", message: String(error) } }));
-    }
+    const url = await authorizedSocketURL(this, this.socketURL, this.options);
     if (!this.running) return;
     const socket = new WebSocket(url);
     this.socket = socket;
@@ -491,9 +501,7 @@ export class PresenceUsers extends EventTarget {
       this.socket = null;
       this.dispatchEvent(new CustomEvent("status", { detail: { state: "disconnected" } }));
       if (!this.running) return;
-      const delay = this.backoff * (0.5 + Math.random() / 2);
-      this.backoff = Math.min(this.backoff * 2, 30000);
-      this.reconnectTimer = setTimeout(() => this.connect(), delay);
+      this.reconnectTimer = setTimeout(() => this.connect(), nextReconnectDelay(this));
     };
   }
 
