@@ -51,7 +51,7 @@ public enum PresenceApplication {
 
         let connectionIds = Atomic<Int>(0)
         let openSockets = OpenSockets()
-        let closeGrace = TimeAmount.milliseconds(configuration.closeGrace.milliseconds)
+        let closeGrace = TimeAmount(configuration.closeGrace)
         let webSocketRouter = Router(context: PresenceRequestContext.self)
         webSocketRouter.middlewares.add(ErrorMiddleware(logger: logger, metrics: metrics))
         webSocketRouter.ws("/api/ws") { request, context in
@@ -77,7 +77,7 @@ public enum PresenceApplication {
             defer { addressLimits.closeConnection(address) }
             let id = connectionIds.wrappingAdd(1, ordering: .relaxed).newValue
             let channel = context.requestContext.channel
-            let pingAfter = TimeAmount.nanoseconds(configuration.webSocketPingAfter.nanoseconds)
+            let pingAfter = TimeAmount(configuration.webSocketPingAfter)
             try? await channel.eventLoop.submit {
                 try channel.pipeline.syncOperations.addHandler(WebSocketKeepAlive(interval: pingAfter, metrics: metrics), position: .first)
             }.get()
@@ -108,8 +108,8 @@ public enum PresenceApplication {
         }
 
         let webSocketResponder = webSocketRouter.buildResponder()
-        let requestTimeout = TimeAmount.milliseconds(configuration.requestTimeout.milliseconds)
-        let idleTimeout = TimeAmount.milliseconds(configuration.idleTimeout.milliseconds)
+        let requestTimeout = TimeAmount(configuration.requestTimeout)
+        let idleTimeout = TimeAmount(configuration.idleTimeout)
         return Application(
             router: router,
             server: HTTPServerBuilder { responder in

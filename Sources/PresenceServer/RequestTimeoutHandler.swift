@@ -70,11 +70,7 @@ final class RequestTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func setTimer(_ context: ChannelHandlerContext, at when: NIODeadline) {
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(deadline: when) {
-            let (handler, context) = loopBound.value
-            handler.timerFired(context)
-        }
+        timer = context.scheduleTask(for: self, at: when) { $0.timerFired($1) }
     }
 
     private func timerFired(_ context: ChannelHandlerContext) {
@@ -115,11 +111,9 @@ final class FirstHeadDeadlineHandler: ChannelInboundHandler, RemovableChannelHan
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let metrics = self.metrics
-        deadline = context.eventLoop.scheduleTask(in: timeout) {
-            metrics.slowClientsCut.increment()
-            loopBound.value.close(promise: nil)
+        deadline = context.scheduleTask(for: self, at: .now() + timeout) { handler, context in
+            handler.metrics.slowClientsCut.increment()
+            context.close(promise: nil)
         }
     }
 
@@ -159,5 +153,19 @@ struct FirstRequestGuardedChannel<Inner: ServerChildChannel>: ServerChildChannel
 
     func handle(value: Value, logger: Logger) async {
         await inner.handle(value: value, logger: logger)
+    }
+}
+
+extension ChannelHandlerContext {
+    /// Runs `fired` with `handler` and this context on the channel's event loop at `deadline`:
+    /// a handler's timer, which may hold neither outside the loop.
+    func scheduleTask<Handler: ChannelHandler>(
+        for handler: Handler, at deadline: NIODeadline, _ fired: @escaping (Handler, ChannelHandlerContext) -> Void
+    ) -> Scheduled<Void> {
+        let loopBound = NIOLoopBound((handler, self, fired), eventLoop: eventLoop)
+        return eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context, fired) = loopBound.value
+            fired(handler, context)
+        }
     }
 }

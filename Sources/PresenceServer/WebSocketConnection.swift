@@ -41,7 +41,7 @@ struct WebSocketConnection {
     /// grace period has its connection cut, so it holds no server resources: a NIO timer, free
     /// until it fires.
     func onEnding(outbound: WebSocketOutboundWriter, channel: any Channel) -> @Sendable (Outbox.Ending) -> Void {
-        let closeGrace = TimeAmount.nanoseconds(configuration.closeGrace.nanoseconds)
+        let closeGrace = TimeAmount(configuration.closeGrace)
         let logger = logger
         return { ending in
             let (code, reason) = switch ending {

@@ -51,11 +51,7 @@ final class WebSocketKeepAlive: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func schedule(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(deadline: deadline) {
-            let (handler, context) = loopBound.value
-            handler.timerFired(context)
-        }
+        timer = context.scheduleTask(for: self, at: deadline) { $0.timerFired($1) }
     }
 
     private func timerFired(_ context: ChannelHandlerContext) {
