@@ -106,6 +106,15 @@ public struct BenchmarkContext: Sendable {
         try await process.waitUntilListening()
         return RunningServer(process: process, dataDirectory: dataDirectory)
     }
+
+    /// A bare Hummingbird server to measure against: this executable's own `floor-server`
+    /// subcommand (`presence-bench`).
+    public func startFloorServer() async throws -> ServerProcess {
+        let process = try ServerProcess(
+            executable: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath(), arguments: ["floor-server"], showErrors: true)
+        try await process.waitUntilListening()
+        return process
+    }
 }
 
 public struct RunningServer: Sendable {

@@ -64,10 +64,7 @@ public struct HeartbeatCost: Sendable {
         var heartbeatCPU = 0.0
         var floor = RequestTally()
         var floorCPU = 0.0
-        // The floor is this executable's own `floor-server` subcommand.
-        let floorServer = try ServerProcess(
-            executable: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath(), arguments: ["floor-server"], showErrors: true)
-        try await floorServer.waitUntilListening()
+        let floorServer = try await context.startFloorServer()
         let floorHTTP = try await context.connectHTTP(connections, to: ServerAddress(port: floorServer.port))
         let healthRequest = HTTPLoadRequest.get("/health")
         let heartbeatRequests = (0..<connections).map { index in

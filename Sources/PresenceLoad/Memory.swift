@@ -55,21 +55,9 @@ public struct ServerMemory: Sendable {
 
     public func run(_ context: BenchmarkContext) async throws -> [Figure] {
         let server = try await context.startServer()
-        let address = server.address
-        // Warm the server's paths (and its allocator's arenas) before the baseline.
-        let warmUp = try await context.openSockets(20, to: address) { index, socket in
-            _ = try await socket.request(Wire.heartbeat(room: "warm", user: "warm\(index)", session: "warm\(index)", interval: 1_000, id: 0))
-        }
-        await context.closeAll(warmUp)
-        try await Task.sleep(for: .seconds(3.5))
-        let baseline = try server.process.residentBytes()
-
         // Open every socket first and measure, then join and subscribe: the split shows
         // what the connection itself costs and what presence adds to it.
-        context.progress("\(name): opening \(sessions) sockets")
-        let sockets = try await context.openSockets(sessions, to: address)
-        try await Task.sleep(for: .seconds(1))
-        let connected = try server.process.residentBytes()
+        let (sockets, baseline, connected) = try await openSocketsMeasured(context, to: server.process)
 
         context.progress("\(name): joining and subscribing on every socket")
         let rooms = max(1, sessions / usersPerRoom)
@@ -162,22 +150,32 @@ public struct ServerMemory: Sendable {
     /// WebSocket costs before any presence work.
     private func measureFloor(_ context: BenchmarkContext) async throws -> (bytesPerSocket: Int, cores: Double) {
         context.progress("\(name): the same against a bare Hummingbird WebSocket")
-        let floor = try ServerProcess(
-            executable: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath(), arguments: ["floor-server"], showErrors: true)
-        try await floor.waitUntilListening()
-        let address = ServerAddress(port: floor.port)
-        let warmUp = try await context.openSockets(20, to: address) { _, socket in _ = try await socket.request("{}") }
-        await context.closeAll(warmUp)
-        try await Task.sleep(for: .seconds(3.5))
-        let baseline = try floor.residentBytes()
-        let sockets = try await context.openSockets(sessions, to: address)
-        try await Task.sleep(for: .seconds(1))
-        let connected = try floor.residentBytes()
+        let floor = try await context.startFloorServer()
+        let (sockets, baseline, connected) = try await openSocketsMeasured(context, to: floor)
         let (cores, _) = try await heartbeatSteadily(sockets, server: floor) { Self.heartbeat($0, rooms: 1) }
         await context.closeAll(sockets)
         floor.process.terminate()
         _ = try await floor.waitForExit()
         return (connected - baseline, cores)
+    }
+
+    /// Warms `server` up (its paths and its allocator's arenas), then opens `sessions` sockets:
+    /// the sockets, and the server's RSS before and after them.
+    private func openSocketsMeasured(
+        _ context: BenchmarkContext, to server: ServerProcess
+    ) async throws -> (sockets: [WebSocketLoadConnection], baseline: Int, connected: Int) {
+        let address = ServerAddress(port: server.port)
+        // Sessions of 1 s, gone (2.5 s later) before the baseline.
+        let warmUp = try await context.openSockets(20, to: address) { index, socket in
+            _ = try await socket.request(Wire.heartbeat(room: "warm", user: "warm\(index)", session: "warm\(index)", interval: 1_000, id: 0))
+        }
+        await context.closeAll(warmUp)
+        try await Task.sleep(for: .seconds(3.5))
+        let baseline = try server.residentBytes()
+        context.progress("\(name): opening \(sessions) sockets")
+        let sockets = try await context.openSockets(sessions, to: address)
+        try await Task.sleep(for: .seconds(1))
+        return (sockets, baseline, try server.residentBytes())
     }
 
     static func heartbeat(_ index: Int, rooms: Int) -> String {
