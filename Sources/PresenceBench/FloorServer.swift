@@ -16,7 +16,11 @@ struct FloorServerCommand: AsyncParsableCommand {
     @Option(help: "Port to listen on, 0 for any free port.")
     var port = 0
 
+    @Flag(help: "Serve the WebSocket with SwiftNIO alone (no Hummingbird), the lowest floor.")
+    var nio = false
+
     func run() async throws {
+        if nio { return try await NIOWebSocketFloor.run(port: port) }
         let router = Router()
         router.get("/health") { _, _ in
             Response(

@@ -107,11 +107,12 @@ public struct BenchmarkContext: Sendable {
         return RunningServer(process: process, dataDirectory: dataDirectory)
     }
 
-    /// A bare Hummingbird server to measure against: this executable's own `floor-server`
-    /// subcommand (`presence-bench`).
-    public func startFloorServer() async throws -> ServerProcess {
+    /// A bare server to measure against: this executable's own `floor-server` subcommand
+    /// (`presence-bench`), on Hummingbird, or with `nio` on SwiftNIO alone.
+    public func startFloorServer(nio: Bool = false) async throws -> ServerProcess {
         let process = try ServerProcess(
-            executable: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath(), arguments: ["floor-server"], showErrors: true)
+            executable: URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath(),
+            arguments: ["floor-server"] + (nio ? ["--nio"] : []), showErrors: true)
         try await process.waitUntilListening()
         return process
     }

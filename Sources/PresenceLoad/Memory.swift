@@ -92,14 +92,16 @@ public struct ServerMemory: Sendable {
         let cpuName = "server CPU, \(label) each heartbeating every \(Figure.format(heartbeatEvery)) s"
         var floorFigures: [Figure] = []
         if compareWithFloor {
-            let floor = try await measureFloor(context)
-            floorFigures = [
-                Figure(scenario: name, name: "bare Hummingbird WebSocket, RSS per open socket", value: kibPerSocket(floor.bytesPerSocket), unit: "KiB"),
-                Figure(
-                    scenario: name, name: "bare Hummingbird WebSocket, server CPU, \(label) each sending a message every \(Figure.format(heartbeatEvery)) s",
-                    value: floor.cores, unit: "cores"),
-                Figure(scenario: name, name: "server CPU ÷ bare Hummingbird WebSocket", value: cores / floor.cores, unit: "×"),
-            ]
+            for (nio, floorName) in [(false, "bare Hummingbird WebSocket"), (true, "bare SwiftNIO WebSocket")] {
+                let floor = try await measureFloor(context, nio: nio)
+                floorFigures += [
+                    Figure(scenario: name, name: "\(floorName), RSS per open socket", value: kibPerSocket(floor.bytesPerSocket), unit: "KiB"),
+                    Figure(
+                        scenario: name, name: "\(floorName), server CPU, \(label) each sending a message every \(Figure.format(heartbeatEvery)) s",
+                        value: floor.cores, unit: "cores"),
+                    Figure(scenario: name, name: "server CPU ÷ \(floorName)", value: cores / floor.cores, unit: "×"),
+                ]
+            }
         }
         return floorFigures + [
             Figure(scenario: name, name: "server RSS, idle after warm-up", value: Double(baseline) / 1_048_576, unit: "MiB"),
@@ -147,10 +149,10 @@ public struct ServerMemory: Sendable {
     }
 
     /// The same sockets and message rate against `presence-bench floor-server`: what Hummingbird's
-    /// WebSocket costs before any presence work.
-    private func measureFloor(_ context: BenchmarkContext) async throws -> (bytesPerSocket: Int, cores: Double) {
-        context.progress("\(name): the same against a bare Hummingbird WebSocket")
-        let floor = try await context.startFloorServer()
+    /// WebSocket (or, with `nio`, SwiftNIO's alone) costs before any presence work.
+    private func measureFloor(_ context: BenchmarkContext, nio: Bool) async throws -> (bytesPerSocket: Int, cores: Double) {
+        context.progress("\(name): the same against a bare \(nio ? "SwiftNIO" : "Hummingbird") WebSocket")
+        let floor = try await context.startFloorServer(nio: nio)
         let (sockets, baseline, connected) = try await openSocketsMeasured(context, to: floor)
         let (cores, _) = try await heartbeatSteadily(sockets, server: floor) { Self.heartbeat($0, rooms: 1) }
         await context.closeAll(sockets)
