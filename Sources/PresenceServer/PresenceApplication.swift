@@ -1,6 +1,5 @@
 import Hummingbird
 import HummingbirdCore
-import HummingbirdWebSocket
 import Logging
 import NIOCore
 import PresenceStore
@@ -49,83 +48,24 @@ public enum PresenceApplication {
         HTTPRoutes(operations: operations, metrics: metrics).register(on: router)
         WebAssets.load().register(on: router)
 
-        let connectionIds = Atomic<Int>(0)
         let openSockets = OpenSockets()
-        let closeGrace = TimeAmount(configuration.closeGrace)
-        let webSocketRouter = Router(context: PresenceRequestContext.self)
-        webSocketRouter.middlewares.add(ErrorMiddleware(logger: logger, metrics: metrics))
-        webSocketRouter.ws("/api/ws") { request, context in
-            try WebSocketAdmission.checkOrigin(request, allowed: configuration.allowedOrigins)
-            let address = configuration.trustedProxies.clientAddress(peer: context.channel.remoteAddress, headers: request.headers)
-            guard addressLimits.allow(address, now: store.clock.nowMillis()) else {
-                metrics.rateLimited.increment()
-                throw PresenceError.rateLimited("too many requests from this address; slow down")
-            }
-            // A token at the upgrade must be valid; without one a client may still send an `auth` message.
-            if let token = WebSocketAdmission.token(request) {
-                _ = try await operations.authenticateUser(token: token)
-            }
-            return .upgrade([:])
-        } onUpgrade: { inbound, outbound, context in
-            let address = configuration.trustedProxies.clientAddress(
-                peer: context.requestContext.channel.remoteAddress, headers: context.request.headers)
-            guard addressLimits.openConnection(address, now: store.clock.nowMillis()) else {
-                metrics.connectionsRefused.increment()
-                try? await outbound.close(.init(codeNumber: Int(CloseCode.policyViolation)), reason: "too many connections from this address")
-                return
-            }
-            defer { addressLimits.closeConnection(address) }
-            let id = connectionIds.wrappingAdd(1, ordering: .relaxed).newValue
-            let channel = context.requestContext.channel
-            let pingAfter = TimeAmount(configuration.webSocketPingAfter)
-            try? await channel.eventLoop.submit {
-                try channel.pipeline.syncOperations.addHandler(WebSocketKeepAlive(interval: pingAfter, metrics: metrics), position: .first)
-            }.get()
-            let connection = WebSocketConnection(
-                operations: operations, hub: hub, watchers: watchers, metrics: metrics, configuration: configuration, addressLimits: addressLimits,
-                address: address, logger: context.logger)
-            let outbox = Outbox(
-                id: id, capacity: configuration.outboxCapacity, channel: channel, metrics: metrics,
-                onEnding: connection.onEnding(outbound: outbound, channel: channel))
-            openSockets.insert(outbox)
-            defer { openSockets.remove(outbox) }
-            var identity: Identity?
-            if let token = WebSocketAdmission.token(context.request) {
-                identity = try? await operations.authenticateUser(token: token).identity
-            }
-            await withGracefulShutdownHandler {
-                // The socket's reader runs on its channel's event loop: an idle-ish socket's message
-                // wakes one thread instead of three. HTTP requests stay on the global pool, where
-                // they go faster under load (the loops only do I/O there).
-                await withTaskExecutorPreference(EventLoopTaskExecutor(channel.eventLoop)) {
-                    await connection.run(inbound: inbound, outbound: outbound, outbox: outbox, identity: identity)
-                }
-            } onGracefulShutdown: {
-                // swift-websocket sends the 1000 close; a client that never answers it must not hold up
-                // the shutdown (the reader would wait for it forever). A timer, not a task: free until it fires.
-                channel.eventLoop.scheduleTask(in: closeGrace) { channel.close(promise: nil) }
-            }
-        }
-
-        let webSocketResponder = webSocketRouter.buildResponder()
+        let sockets = WebSocketEndpoint(
+            operations: operations, hub: hub, watchers: watchers, metrics: metrics, configuration: configuration,
+            addressLimits: addressLimits, openSockets: openSockets, logger: logger)
         let requestTimeout = TimeAmount(configuration.requestTimeout)
         let idleTimeout = TimeAmount(configuration.idleTimeout)
         return Application(
             router: router,
             server: HTTPServerBuilder { responder in
                 FirstRequestGuardedChannel(
-                    inner: HTTP1WebSocketUpgradeChannel(
+                    inner: PresenceChannel(
                         responder: responder,
-                        webSocketResponder: webSocketResponder,
-                        configuration: .init(
-                            http1: .init(
-                                additionalChannelHandlers: [
-                                    RequestTimeoutHandler(requestTimeout: requestTimeout, idleTimeout: idleTimeout, metrics: metrics)
-                                ],
-                                idleTimeout: idleTimeout),
-                            ws: .init(
-                                maxFrameSize: ProtocolLimits.maxBodyBytes, autoPing: .disabled,  // WebSocketKeepAlive pings only silent peers
-                                closeTimeout: configuration.closeGrace))),
+                        http1: .init(
+                            additionalChannelHandlers: [
+                                RequestTimeoutHandler(requestTimeout: requestTimeout, idleTimeout: idleTimeout, metrics: metrics)
+                            ],
+                            idleTimeout: idleTimeout),
+                        sockets: sockets),
                     timeout: requestTimeout, metrics: metrics)
             },
             configuration: .init(
@@ -138,6 +78,8 @@ public enum PresenceApplication {
                     store: store, userRetention: configuration.retention, eventRetention: configuration.eventRetention,
                     interval: configuration.retentionSweepInterval, logger: logger),
                 WebhookService(registry: webhooks, store: store, timings: configuration.webhookTimings, logger: logger),
+                // Last, so it stops first, right after the server stops taking connections.
+                SocketShutdownService(sockets: openSockets, closeGrace: configuration.closeGrace),
             ],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
             logger: logger)
@@ -168,16 +110,14 @@ enum WebSocketAdmission {
     }
 }
 
-/// The request context of every route: Hummingbird's, plus the connection's channel,
-/// which the WebSocket handler needs to cut off a client too stuck to be closed politely.
-public struct PresenceRequestContext: RequestContext, WebSocketRequestContext {
+/// The request context of every route: Hummingbird's, plus the connection's channel, whose
+/// peer address the per-address limits count.
+public struct PresenceRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
-    public let webSocket: WebSocketHandlerReference<Self>
     public let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
-        webSocket = .init()
         channel = source.channel
     }
 }
@@ -196,10 +136,32 @@ struct StoreService: Service {
 /// The outboxes of the open WebSockets, so all of them can be closed at once.
 final class OpenSockets: Sendable {
     private let outboxes = Mutex<[Int: Outbox]>([:])
+    private let lastId = Atomic<Int>(0)
+
+    func nextId() -> Int { lastId.wrappingAdd(1, ordering: .relaxed).newValue }
 
     func insert(_ outbox: Outbox) { outboxes.withLock { $0[outbox.id] = outbox } }
     func remove(_ outbox: Outbox) { _ = outboxes.withLock { $0.removeValue(forKey: outbox.id) } }
     var all: [Outbox] { outboxes.withLock { Array($0.values) } }
+    var isEmpty: Bool { outboxes.withLock { $0.isEmpty } }
+}
+
+/// Says goodbye (1000) to every open WebSocket when the server stops, and waits until they have
+/// closed, at most the close grace, after which their handlers have cut them anyway. Sockets have
+/// no task of their own for the server to wait for.
+struct SocketShutdownService: Service {
+    let sockets: OpenSockets
+    let closeGrace: Duration
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        for outbox in sockets.all { outbox.close(code: CloseCode.normal, reason: "the server is shutting down") }
+        let deadline = ContinuousClock.now + closeGrace + .seconds(1)
+        // Only while shutting down, so a poll costs nothing that matters.
+        while !sockets.isEmpty, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
 }
 
 /// When the store stops serving (cut off from its database), every socket is closed with 1013:

@@ -1,100 +1,347 @@
-import HummingbirdWebSocket
+import HTTPTypes
+import Hummingbird
+import DequeModule
 import Logging
 import NIOCore
+import NIOHTTP1
+import NIOHTTPTypesHTTP1
 import NIOWebSocket
+import PresenceCore
 import PresenceStore
+import Synchronization
 
-/// Close codes PROTOCOL.md gives the server.
+/// Close codes PROTOCOL.md gives the server (and RFC 6455's that it uses).
 enum CloseCode {
+    static let normal: UInt16 = 1000
+    static let protocolError: UInt16 = 1002
     static let policyViolation: UInt16 = 1008
+    static let messageTooBig: UInt16 = 1009
     static let tryAgainLater: UInt16 = 1013
 }
 
-/// One WebSocket: a reader that handles client messages; replies and diffs go straight to the
-/// channel through the socket's outbox. Closing the socket leaves the user's sessions alive
-/// until their deadline.
-struct WebSocketConnection {
+/// The presence WebSocket at `/api/ws`: who may open one (`admit`, before the 101), and the
+/// handlers that run an open one (`open`, on its event loop, right after the 101).
+struct WebSocketEndpoint: Sendable {
+    static let path = "/api/ws"
+
+    /// What the upgrade learned about its client.
+    struct Admission: Sendable {
+        let address: String
+        let identity: Identity?
+    }
+
     let operations: PresenceOperations
     let hub: FanoutHub
     let watchers: UserWatchHub
     let metrics: PresenceMetrics
     let configuration: PresenceServerConfiguration
     let addressLimits: AddressLimits
-    let address: String
+    let openSockets: OpenSockets
     let logger: Logger
 
-    private var clock: any WallClock { operations.store.clock }
+    var maxMessageBytes: Int { ProtocolLimits.maxBodyBytes }
+    var clock: any WallClock { operations.store.clock }
 
-    /// Reads and answers the client's messages until the socket closes, in the connection's own
-    /// task: one task per socket, whose frames are most of what an idle socket costs.
-    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, outbox: Outbox, identity: Identity?) async {
-        metrics.sockets.increment()
-        defer { metrics.sockets.decrement() }
-        await readMessages(inbound, outbound: outbound, outbox: outbox, identity: identity)
-        hub.submit(.removeSubscriber(outbox))
-        watchers.submit(.removeWatcher(outbox))
-    }
-
-    /// What the socket's outbox calls when it ends from outside the reader. The close frame goes
-    /// after every frame already handed to the channel (both go through the channel's event
-    /// loop in order). A client too stuck to take the close frame, or to answer it, within the
-    /// grace period has its connection cut, so it holds no server resources: a NIO timer, free
-    /// until it fires.
-    func onEnding(outbound: WebSocketOutboundWriter, channel: any Channel) -> @Sendable (Outbox.Ending) -> Void {
-        let closeGrace = TimeAmount(configuration.closeGrace)
-        let logger = logger
-        return { ending in
-            let (code, reason) = switch ending {
-            case .close(let code, let reason): (code, reason)
-            case .overflow: (CloseCode.tryAgainLater, "subscriber too slow")
+    /// Whether this request may become a presence WebSocket; a refusal is answered with its error.
+    func admit(_ head: HTTPRequestHead, channel: any Channel) async -> Result<Admission, PresenceError> {
+        do throws(PresenceError) {
+            let request: Request
+            do {
+                request = Request(head: try HTTPRequest(head, secure: false, splitCookie: false), body: .init(buffer: ByteBuffer()))
+            } catch {
+                throw .invalidArgument("the upgrade request is not valid HTTP")
             }
-            channel.eventLoop.scheduleTask(in: closeGrace) { channel.close(promise: nil) }
-            Task {
-                do {
-                    try await outbound.close(.init(codeNumber: Int(code)), reason: reason)
-                } catch {
-                    logger.debug("websocket close failed", metadata: ["error": "\(error)"])
-                }
+            guard request.uri.path == Self.path else { throw .notFound("no WebSocket at \(request.uri.path); it is at \(Self.path)") }
+            try WebSocketAdmission.checkOrigin(request, allowed: configuration.allowedOrigins)
+            let address = configuration.trustedProxies.clientAddress(peer: channel.remoteAddress, headers: request.headers)
+            guard addressLimits.allow(address, now: clock.nowMillis()) else {
+                metrics.rateLimited.increment()
+                throw .rateLimited("too many requests from this address; slow down")
             }
+            // A token at the upgrade must be valid; without one a client may still send an `auth` message.
+            var identity: Identity?
+            if let token = WebSocketAdmission.token(request) {
+                identity = try await operations.authenticateUser(token: token).identity
+            }
+            return .success(Admission(address: address, identity: identity))
+        } catch {
+            metrics.count(error)
+            return .failure(error)
         }
     }
 
-    private func readMessages(_ inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, outbox: Outbox, identity: Identity?) async {
-        defer { outbox.finish() }
-        var limiter = RateLimiter(
-            rate: configuration.socketMessagesPerSecond, burst: configuration.socketMessageBurst, now: clock.nowMillis())
-        var identity = identity
-        do {
-            for try await message in inbound.messages(maxSize: ProtocolLimits.maxBodyBytes) {
-                let now = clock.nowMillis()
-                guard limiter.allow(now: now), addressLimits.allow(address, now: now) else {
-                    metrics.floodingSocketsClosed.increment()
-                    metrics.rateLimited.increment()
-                    // Here, not through the outbox: the close must go before the one the WebSocket layer
-                    // sends when this reader returns.
-                    guard outbox.finish() else { return }
-                    try? await outbound.close(.init(codeNumber: Int(CloseCode.policyViolation)), reason: "too many messages")
-                    return
+    /// Sets up an upgraded channel's handlers. Runs on the channel's event loop.
+    func open(_ channel: any Channel, admission: Admission) throws {
+        let pipeline = channel.pipeline.syncOperations
+        try pipeline.addHandler(WebSocketKeepAlive(interval: TimeAmount(configuration.webSocketPingAfter), metrics: metrics), position: .first)
+        try pipeline.addHandler(
+            NIOWebSocketFrameAggregator(
+                minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1_024, maxAccumulatedFrameSize: maxMessageBytes))
+        let holdsSlot = addressLimits.openConnection(admission.address, now: clock.nowMillis())
+        let socketHandler = NIOLoopBoundBox<PresenceSocketHandler?>(nil, eventLoop: channel.eventLoop)
+        let outbox = Outbox(
+            id: openSockets.nextId(), capacity: configuration.outboxCapacity, channel: channel, metrics: metrics,
+            onEnding: { ending in
+                channel.eventLoop.execute {
+                    switch ending {
+                    case .close(let code, let reason): socketHandler.value?.close(code: code, reason: reason)
+                    case .overflow: socketHandler.value?.close(code: CloseCode.tryAgainLater, reason: "subscriber too slow")
+                    }
                 }
-                guard case .text(let text) = message else {
-                    outbox.send(ServerFrame.error(id: nil, .invalidArgument("messages must be JSON text frames")))
-                    continue
-                }
-                await handle(text, outbox: outbox, identity: &identity)
+            })
+        let reader = SocketReader(endpoint: self, outbox: outbox, identity: admission.identity, executor: EventLoopTaskExecutor(channel.eventLoop))
+        let handler = PresenceSocketHandler(
+            endpoint: self, reader: reader, address: admission.address, holdsSlot: holdsSlot, closeGrace: TimeAmount(configuration.closeGrace))
+        socketHandler.value = handler
+        try pipeline.addHandler(handler)
+        openSockets.insert(outbox)
+        if holdsSlot {
+            metrics.sockets.increment()
+        } else {
+            metrics.connectionsRefused.increment()
+            handler.close(code: CloseCode.policyViolation, reason: "too many connections from this address")
+        }
+    }
+
+    /// What a socket does once it is gone: its subscriptions, watches and slot go with it.
+    /// Closing a socket leaves the user's sessions alive until their deadline.
+    fileprivate func closed(_ outbox: Outbox, address: String, heldSlot: Bool) {
+        outbox.finish()
+        hub.submit(.removeSubscriber(outbox))
+        watchers.submit(.removeWatcher(outbox))
+        openSockets.remove(outbox)
+        if heldSlot {
+            metrics.sockets.decrement()
+            addressLimits.closeConnection(address)
+        }
+    }
+}
+
+/// One presence WebSocket on its event loop: control frames, the close handshake and the
+/// per-socket rate limit here, synchronously; messages go to the socket's `SocketReader`.
+final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let endpoint: WebSocketEndpoint
+    private let reader: SocketReader
+    private let address: String
+    private let holdsSlot: Bool
+    private let closeGrace: TimeAmount
+    private var limiter: RateLimiter
+    private var context: ChannelHandlerContext?
+    /// The server has sent its close frame: the next frame that matters is the peer's close.
+    private var closeSent = false
+    private var ended = false
+
+    init(endpoint: WebSocketEndpoint, reader: SocketReader, address: String, holdsSlot: Bool, closeGrace: TimeAmount) {
+        self.endpoint = endpoint
+        self.reader = reader
+        self.address = address
+        self.holdsSlot = holdsSlot
+        self.closeGrace = closeGrace
+        limiter = RateLimiter(
+            rate: endpoint.configuration.socketMessagesPerSecond, burst: endpoint.configuration.socketMessageBurst,
+            now: endpoint.clock.nowMillis())
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        // Upgraded on a connection that closed at once: no inactive event will come.
+        if !context.channel.isActive { end() }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        end()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        end()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text, .binary:
+            guard !closeSent else { return }
+            let now = endpoint.clock.nowMillis()
+            guard limiter.allow(now: now), endpoint.addressLimits.allow(address, now: now) else {
+                endpoint.metrics.floodingSocketsClosed.increment()
+                endpoint.metrics.rateLimited.increment()
+                reader.stop()
+                close(code: CloseCode.policyViolation, reason: "too many messages")
+                return
             }
-        } catch {
-            // Oversized messages and protocol errors are closed by the WebSocket layer with their own code.
-            logger.debug("websocket read ended", metadata: ["error": "\(error)"])
+            reader.enqueue(frame.opcode == .text ? .text(frame.unmaskedData) : .binary)
+        case .ping:
+            guard !closeSent else { return }
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+        case .connectionClose:
+            reader.stop()
+            if closeSent {
+                context.close(promise: nil)
+                return
+            }
+            // Echo the peer's code (RFC 6455 §5.5.1), then end the connection.
+            closeSent = true
+            var payload = frame.unmaskedData
+            let code = payload.readInteger(as: UInt16.self)
+            let echo = WebSocketFrame(fin: true, opcode: .connectionClose, data: Self.closePayload(code: code, reason: ""))
+            let loopBound = context.loopBound
+            context.writeAndFlush(wrapOutboundOut(echo)).whenComplete { _ in loopBound.value.close(promise: nil) }
+        default:
+            break
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // The frame decoder's own errors are answered by NIO's protocol error handler below us.
+        if error is NIOWebSocketError { return }
+        if let aggregation = error as? NIOWebSocketFrameAggregator.Error {
+            reader.stop()
+            let tooBig = aggregation == .accumulatedFrameSizeIsTooLarge
+            close(code: tooBig ? CloseCode.messageTooBig : CloseCode.protocolError, reason: tooBig ? "message too large" : "bad fragments")
+            return
+        }
+        endpoint.logger.debug("websocket failed", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    /// Starts the close handshake: the close frame goes after every frame already written, and a
+    /// peer that has not answered within the grace period is cut off (a NIO timer, free until it
+    /// fires). Later frames from the peer are ignored, but for its close.
+    func close(code: UInt16, reason: String) {
+        guard !closeSent, let context else { return }
+        closeSent = true
+        reader.outbox.finish()
+        // Nothing may follow a close frame (RFC 6455 §5.5.1), a keep-alive ping neither; the grace
+        // timer bounds the connection from here.
+        if let keepAlive = try? context.pipeline.syncOperations.context(handlerType: WebSocketKeepAlive.self) {
+            _ = context.pipeline.syncOperations.removeHandler(context: keepAlive)
+        }
+        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: Self.closePayload(code: code, reason: reason))
+        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        let channel = context.channel
+        channel.eventLoop.scheduleTask(in: closeGrace) { channel.close(promise: nil) }
+    }
+
+    private func end() {
+        guard !ended else { return }
+        ended = true
+        reader.stop()
+        reader.whenIdle { [endpoint, reader, address, holdsSlot] in
+            endpoint.closed(reader.outbox, address: address, heldSlot: holdsSlot)
+        }
+    }
+
+    private static func closePayload(code: UInt16?, reason: String) -> ByteBuffer {
+        var payload = ByteBuffer()
+        guard let code else { return payload }
+        payload.writeInteger(code)
+        // A control frame's payload is at most 125 bytes.
+        payload.writeString(String(decoding: reason.utf8.prefix(123), as: UTF8.self))
+        return payload
+    }
+}
+
+/// Answers one socket's messages in order. A task runs only while messages wait, on the
+/// socket's event loop, and ends when they are done: an idle socket holds no task.
+final class SocketReader: Sendable {
+    enum Message: Sendable {
+        case text(ByteBuffer)
+        case binary
+    }
+
+    private struct State {
+        var waiting: Deque<Message> = []
+        var running = false
+        var stopped = false
+        var identity: Identity?
+        var whenIdle: (@Sendable () -> Void)?
+    }
+
+    let outbox: Outbox
+    private let endpoint: WebSocketEndpoint
+    private let executor: EventLoopTaskExecutor
+    private let state: Mutex<State>
+
+    init(endpoint: WebSocketEndpoint, outbox: Outbox, identity: Identity?, executor: EventLoopTaskExecutor) {
+        self.endpoint = endpoint
+        self.outbox = outbox
+        self.executor = executor
+        state = Mutex(State(identity: identity))
+    }
+
+    func enqueue(_ message: Message) {
+        let start = state.withLock { state -> Bool in
+            guard !state.stopped else { return false }
+            state.waiting.append(message)
+            guard !state.running else { return false }
+            state.running = true
+            return true
+        }
+        if start { Task(executorPreference: executor) { await self.drain() } }
+    }
+
+    /// Takes no more messages and drops those still waiting.
+    func stop() {
+        state.withLock {
+            $0.stopped = true
+            $0.waiting.removeAll()
+        }
+    }
+
+    /// Runs `body` once no message is being answered: at once, or when the running one is done,
+    /// so a subscription it makes cannot outlive the socket's cleanup.
+    func whenIdle(_ body: @escaping @Sendable () -> Void) {
+        let now = state.withLock { state -> Bool in
+            guard state.running else { return true }
+            state.whenIdle = body
+            return false
+        }
+        if now { body() }
+    }
+
+    private func drain() async {
+        while true {
+            enum Next {
+                case message(Message, Identity?)
+                case idle((@Sendable () -> Void)?)
+            }
+            // Going idle and taking what waits for it are one step: a drain started after this
+            // one ended must not have its cleanup run by this one.
+            let next = state.withLock { state -> Next in
+                guard !state.stopped, let message = state.waiting.popFirst() else {
+                    state.running = false
+                    defer { state.whenIdle = nil }
+                    return .idle(state.whenIdle)
+                }
+                return .message(message, state.identity)
+            }
+            switch next {
+            case .idle(let whenIdle):
+                whenIdle?()
+                return
+            case .message(.binary, _):
+                outbox.send(ServerFrame.error(id: nil, .invalidArgument("messages must be JSON text frames")))
+            case .message(.text(let text), let identity):
+                var updated = identity
+                await handle(text, identity: &updated)
+                if updated != identity { state.withLock { $0.identity = updated } }
+            }
         }
     }
 
     /// A codec from a message to `PresenceOperations` and its reply into the outbox.
-    private func handle(_ text: String, outbox: Outbox, identity: inout Identity?) async {
+    private func handle(_ text: ByteBuffer, identity: inout Identity?) async {
+        let operations = endpoint.operations
         var requestId: JSONValue?
         do throws(PresenceError) {
             let request: SocketRequest
             do {
-                request = try SocketRequest.decode(text.utf8)
+                request = try SocketRequest.decode(text.readableBytesView)
             } catch {
                 requestId = error.id
                 throw error.error
@@ -112,9 +359,9 @@ struct WebSocketConnection {
             case .subscribe(let list):
                 let caller = try await operations.authenticateSocket(identity: identity)
                 try await operations.authorizeSubscription(list, by: caller)
-                hub.submit(.subscribe(outbox, roomToken: list.roomToken, limit: list.limit, requestId: requestId))
+                endpoint.hub.submit(.subscribe(outbox, roomToken: list.roomToken, limit: list.limit, requestId: requestId))
             case .unsubscribe(let roomToken):
-                hub.submit(.unsubscribe(outbox, roomToken: roomToken, requestId: requestId))
+                endpoint.hub.submit(.unsubscribe(outbox, roomToken: roomToken, requestId: requestId))
             case .update(let update):
                 let caller = try await operations.authenticateSocket(identity: identity)
                 try await operations.update(update, by: caller)
@@ -125,12 +372,12 @@ struct WebSocketConnection {
             case .watchUsers(let watch):
                 let caller = try await operations.authenticateSocket(identity: identity)
                 try await operations.authorizeWatch(watch, by: caller)
-                watchers.submit(.watch(outbox, userIds: watch.userIds, requestId: requestId))
+                endpoint.watchers.submit(.watch(outbox, userIds: watch.userIds, requestId: requestId))
             case .unwatchUsers(let unwatch):
-                watchers.submit(.unwatch(outbox, userIds: unwatch.userIds, requestId: requestId))
+                endpoint.watchers.submit(.unwatch(outbox, userIds: unwatch.userIds, requestId: requestId))
             }
         } catch {
-            metrics.count(error)
+            endpoint.metrics.count(error)
             outbox.send(ServerFrame.error(id: requestId, error))
         }
     }

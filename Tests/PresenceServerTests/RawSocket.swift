@@ -54,9 +54,9 @@ final class RawWebSocket {
         try sendFrame(opcode: 1, payload: Array(text.utf8))
     }
 
-    /// Sends one final masked frame.
-    func sendFrame(opcode: UInt8, payload: [UInt8]) throws {
-        var frame: [UInt8] = [0x80 | opcode]
+    /// Sends one masked frame, final unless `fin` is false (a fragment of a longer message).
+    func sendFrame(opcode: UInt8, payload: [UInt8], fin: Bool = true) throws {
+        var frame: [UInt8] = [(fin ? 0x80 : 0) | opcode]
         if payload.count < 126 {
             frame.append(0x80 | UInt8(payload.count))
         } else {

@@ -71,4 +71,23 @@ import PresenceServer
             #expect(replies == 15)
         }
     }
+
+    /// Nothing follows the server's close frame, a ping neither, while the server waits for the
+    /// peer's answer: here a flooding peer closed with 1008 that never answers, with a grace of
+    /// many ping intervals.
+    @Test func noPingFollowsTheCloseFrame() async throws {
+        try await withServer(configure: {
+            $0.webSocketPingAfter = .milliseconds(200)
+            $0.closeGrace = .seconds(2)
+            $0.socketMessagesPerSecond = 5
+            $0.socketMessageBurst = 10
+        }) { http in
+            let socket = try await offThePool { try RawWebSocket(port: http.port) }
+            for index in 0..<20 { try socket.sendText(#"{"type":"unsubscribe","roomToken":"t\#(index)"}"#) }
+            let frames = RawWebSocket.frames(in: try await offThePool { socket.readToEnd() })
+            let close = try #require(frames.firstIndex { $0.opcode == 8 }, "no close frame: \(frames.map(\.opcode))")
+            #expect(frames[close].closeCode == 1008)
+            #expect(close == frames.count - 1, "after the close: \(frames[(close + 1)...].map(\.opcode))")
+        }
+    }
 }

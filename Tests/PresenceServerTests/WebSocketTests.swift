@@ -176,6 +176,29 @@ import PresenceStore
         }
     }
 
+    /// A message may come in fragments (RFC 6455 §5.4), with a ping between them; the server
+    /// answers the ping at once and the whole message once it is complete. A binary message is
+    /// refused with an error and the socket stays.
+    @Test func fragmentedMessagesAreReassembled() async throws {
+        try await withServer { http in
+            let socket = try await offThePool { try RawWebSocket(port: http.port) }
+            let message = Array(#"{"type":"heartbeat","id":"parts","roomId":"room","userId":"u","sessionId":"s","interval":10000}"#.utf8)
+            try socket.sendFrame(opcode: 1, payload: Array(message[..<20]), fin: false)
+            try socket.sendFrame(opcode: 9, payload: Array("are you there".utf8))
+            try socket.sendFrame(opcode: 0, payload: Array(message[20..<50]), fin: false)
+            try socket.sendFrame(opcode: 0, payload: Array(message[50...]))
+            let pong = try #require(try await offThePool { socket.readFrame() })
+            #expect(pong.opcode == 0xA && pong.payload == Array("are you there".utf8))
+            let reply = try #require(try await offThePool { socket.readFrame() })
+            #expect(reply.opcode == 1)
+            #expect(String(decoding: reply.payload, as: UTF8.self).contains(#""type":"heartbeat","id":"parts""#))
+            try socket.sendFrame(opcode: 2, payload: [1, 2, 3])
+            let refusal = try #require(try await offThePool { socket.readFrame() })
+            #expect(String(decoding: refusal.payload, as: UTF8.self).contains(#""type":"error""#))
+            #expect(try await http.listRoom("room").users.map(\.userId) == ["u"])
+        }
+    }
+
     @Test func oversizedMessagesAreClosedWith1009() async throws {
         try await withServer { http in
             let socket = TestSocket(port: http.port)
