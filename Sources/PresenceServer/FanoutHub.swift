@@ -266,11 +266,11 @@ final class FanoutHub: Service, Sendable {
             guard let limit = subscriptions[subscriberId]?.removeValue(forKey: roomToken) else { return }
             if subscriptions[subscriberId]?.isEmpty == true { subscriptions.removeValue(forKey: subscriberId) }
             subscriptionCount -= 1
-            guard var room = rooms[roomToken] else { return }
-            room.views[limit]?.subscribers.removeValue(forKey: subscriberId)
-            if room.views[limit]?.subscribers.isEmpty == true { room.views.removeValue(forKey: limit) }
-            room.waiting.removeAll { $0.outbox.id == subscriberId }
-            rooms[roomToken] = room
+            guard rooms[roomToken] != nil else { return }
+            // In place, as in `subscribe`: through a copy of the room, each leave copied every subscriber.
+            rooms[roomToken]!.views[limit]?.subscribers.removeValue(forKey: subscriberId)
+            if rooms[roomToken]!.views[limit]?.subscribers.isEmpty == true { rooms[roomToken]!.views.removeValue(forKey: limit) }
+            rooms[roomToken]!.waiting.removeAll { $0.outbox.id == subscriberId }
             forgetIfUnused(roomToken)
         }
 
@@ -320,19 +320,21 @@ final class FanoutHub: Service, Sendable {
         }
         state.subscriptions[outbox.id, default: [:]][roomToken] = limit
         state.subscriptionCount += 1
-        var room = state.rooms[roomToken] ?? Room()
-        if var view = room.views[limit], room.endedReason == nil {
+        // The room's collections are changed in place, never through a copy of the room or the view:
+        // a copy would share the subscribers' storage, and adding to it would copy all of them, which
+        // made a room's n subscriptions cost n² (0.4 s of the hub's time for 10,000 subscribers).
+        let current = state.rooms[roomToken].flatMap { room in
+            room.endedReason == nil ? room.views[limit].map { (version: $0.version, users: $0.users, counts: $0.counts) } : nil
+        }
+        if let current {
             // The view's snapshot and the diffs it will get form one unbroken chain, even while a read runs.
             let snapshot = ServerFrame.snapshot(
-                id: requestId, roomToken: roomToken, version: view.version, users: view.users, counts: view.counts)
+                id: requestId, roomToken: roomToken, version: current.version, users: current.users, counts: current.counts)
             guard deliver(snapshot, to: outbox, state: &state) else { return }
-            view.subscribers[outbox.id] = outbox
-            room.views[limit] = view
-            state.rooms[roomToken] = room
+            state.rooms[roomToken]?.views[limit]?.subscribers[outbox.id] = outbox
             return
         }
-        room.waiting.append(Waiting(outbox: outbox, limit: limit, requestId: requestId))
-        state.rooms[roomToken] = room
+        state.rooms[roomToken, default: Room()].waiting.append(Waiting(outbox: outbox, limit: limit, requestId: requestId))
         state.requestRead(of: roomToken)
     }
 
@@ -407,29 +409,31 @@ final class FanoutHub: Service, Sendable {
 
     /// Sends a waiting subscriber its snapshot and makes it a member of its view.
     private func serve(_ waiting: Waiting, roomToken: String, snapshot: RoomSnapshot, state: inout State) {
-        guard var room = state.rooms[roomToken] else { return }
-        let view = room.views[waiting.limit] ?? View(
+        // Read what is needed into plain values first: the room is then changed in place, as in `subscribe`.
+        guard let (existing, endedReason) = state.rooms[roomToken].map({ room in
+            (room.views[waiting.limit].map { (version: $0.version, users: $0.users, counts: $0.counts) }, room.endedReason)
+        }) else { return }
+        let shown = existing ?? (
             version: snapshot.roomVersion, users: Array(snapshot.users.prefix(waiting.limit)),
             counts: ServerFrame.Counts(online: snapshot.onlineCount, users: snapshot.userCount))
         let frame = ServerFrame.snapshot(
-            id: waiting.requestId, roomToken: roomToken, version: view.version, users: view.users, counts: view.counts)
+            id: waiting.requestId, roomToken: roomToken, version: shown.version, users: shown.users, counts: shown.counts)
         guard deliver(frame, to: waiting.outbox, state: &state) else { return }
         // An unknown token (version 0) stays empty forever: tokens are never reissued, so nothing to follow.
-        if let reason = room.endedReason {
-            deliver(ServerFrame.unsubscribed(id: nil, roomToken: roomToken, reason: reason), to: waiting.outbox, state: &state)
+        if let endedReason {
+            deliver(ServerFrame.unsubscribed(id: nil, roomToken: roomToken, reason: endedReason), to: waiting.outbox, state: &state)
             state.detach(waiting.outbox.id, from: roomToken)
             return
         }
-        guard view.version > 0 else {
+        guard shown.version > 0, state.rooms[roomToken] != nil else {
             state.detach(waiting.outbox.id, from: roomToken)
             return
         }
-        room = state.rooms[roomToken] ?? room
-        var member = room.views[waiting.limit] ?? view
-        member.subscribers[waiting.outbox.id] = waiting.outbox
-        room.views[waiting.limit] = member
-        room.computedVersion = max(room.computedVersion, view.version)
-        state.rooms[roomToken] = room
+        if state.rooms[roomToken]!.views[waiting.limit] == nil {
+            state.rooms[roomToken]!.views[waiting.limit] = View(version: shown.version, users: shown.users, counts: shown.counts)
+        }
+        state.rooms[roomToken]!.views[waiting.limit]!.subscribers[waiting.outbox.id] = waiting.outbox
+        state.rooms[roomToken]!.computedVersion = max(state.rooms[roomToken]!.computedVersion, shown.version)
     }
 
     /// Sends each view of the token the diff from what it last sent to `snapshot` (read at the largest limit).
