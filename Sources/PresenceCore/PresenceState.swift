@@ -347,7 +347,29 @@ public struct PresenceState: Sendable {
             }
             due.append(session.sessionId)
         }
+        if due.count < limit { requeueMovedDeadlines(through: now + Self.requeueAhead) }
         return due
+    }
+
+    /// How far past `now` an expiry step puts moved deadlines back in the queue.
+    static let requeueAhead: Int64 = 1_000
+
+    /// Puts the queue's entries up to `horizon` whose session has heard a heartbeat since (or has
+    /// ended) back at the deadline they have now, stopping at the first that is still its session's
+    /// deadline. A session is queued at its deadline of the moment and heartbeats do not touch the
+    /// queue, so every live session's entry comes due once per timeout; taken one by one, 15,000
+    /// sessions heartbeating every 10 s woke the expiry loop about 600 times a second. Real
+    /// deadlines stay exact: only entries that would be put back anyway are taken early.
+    private mutating func requeueMovedDeadlines(through horizon: Int64) {
+        while let top = deadlines.min, top.deadline <= horizon {
+            guard var session = sessions[top.sessionId], session.queuedDeadline == top.deadline else {
+                deadlines.removeMin()
+                continue
+            }
+            guard session.deadline > top.deadline else { return }
+            deadlines.removeMin()
+            requeue(&session)
+        }
     }
 
     private mutating func requeue(_ session: inout Session) {

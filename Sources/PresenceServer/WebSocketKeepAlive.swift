@@ -50,8 +50,13 @@ final class WebSocketKeepAlive: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelRead(data)
     }
 
+    /// Timers fire on a grid (an eighth of the interval, at most a second), late by at most one
+    /// step: sockets opened or heard in the same step share the loop's wake-up instead of each
+    /// waking it, as 15,000 sockets opened within seconds otherwise did 30 s later.
     private func schedule(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
-        timer = context.scheduleTask(for: self, at: deadline) { $0.timerFired($1) }
+        let step = UInt64(max(1, min(interval.nanoseconds / 8, 1_000_000_000)))
+        let onGrid = NIODeadline.uptimeNanoseconds((deadline.uptimeNanoseconds / step + 1) * step)
+        timer = context.scheduleTask(for: self, at: onGrid) { $0.timerFired($1) }
     }
 
     private func timerFired(_ context: ChannelHandlerContext) {

@@ -128,6 +128,29 @@ import PresenceTestSupport
         #expect(batches == 3)
     }
 
+    /// An expiry step also puts back the next second's entries of sessions that have heartbeated
+    /// since they were queued, so the next wake-up is a real deadline, not each stale one in turn;
+    /// a session that went quiet keeps its place and expires on time.
+    @Test func anExpiryStepRequeuesTheNextSecondsMovedDeadlines() throws {
+        var state = PresenceState()
+        for index in 0..<10 {
+            _ = try beat(&state, user: "u\(index)", session: "s\(index)", interval: 1_000, at: t0 + Int64(index) * 100)
+        }
+        // All but s5 heartbeat again: their deadlines move to t0 + 3,500; s5's stays at t0 + 3,000.
+        for index in 0..<10 where index != 5 {
+            _ = try beat(&state, user: "u\(index)", session: "s\(index)", interval: 1_000, at: t0 + 1_000)
+        }
+        #expect(state.expireDue(now: t0 + 2_500, limit: 100).expired == 0)
+        // s1…s4 (queued at t0 + 2,600…2,900) were put back; s5 is next, at its real deadline.
+        #expect(state.nextDeadline == t0 + 3_000)
+        #expect(state.expireDue(now: t0 + 3_000, limit: 100).expired == 1)
+        #expect(state.session(id: "s5") == nil)
+        // s6…s9 were within the second after t0 + 3,000 and went back too: next is everyone's real deadline.
+        #expect(state.nextDeadline == t0 + 3_500)
+        #expect(state.expireDue(now: t0 + 3_499, limit: 100).expired == 0)
+        #expect(state.expireDue(now: t0 + 3_500, limit: 100).expired == 9)
+    }
+
     @Test func shorterIntervalQueuesAnEarlierDeadline() throws {
         var state = PresenceState()
         _ = try beat(&state, user: "alice", session: "a1", interval: 60_000, at: t0)
