@@ -93,11 +93,16 @@ struct WebSocketEndpoint: Sendable {
         let handler = PresenceSocketHandler(
             endpoint: self, reader: reader, address: admission.address, holdsSlot: holdsSlot, closeGrace: TimeAmount(configuration.closeGrace))
         socketHandler.value = handler
-        try pipeline.addHandler(handler)
+        // Counted before the handler is added: on a connection already gone, adding it ends it at once.
         openSockets.insert(outbox)
-        if holdsSlot {
-            metrics.sockets.increment()
-        } else {
+        if holdsSlot { metrics.sockets.increment() }
+        do {
+            try pipeline.addHandler(handler)
+        } catch {
+            closed(outbox, address: admission.address, heldSlot: holdsSlot)
+            throw error
+        }
+        if !holdsSlot {
             metrics.connectionsRefused.increment()
             handler.close(code: CloseCode.policyViolation, reason: "too many connections from this address")
         }
