@@ -74,6 +74,7 @@ struct WebSocketEndpoint: Sendable {
     func open(_ channel: any Channel, admission: Admission) throws {
         let pipeline = channel.pipeline.syncOperations
         try pipeline.addHandler(WebSocketKeepAlive(interval: TimeAmount(configuration.webSocketPingAfter), metrics: metrics), position: .first)
+        try pipeline.addHandler(MaskedFramesOnly())
         try pipeline.addHandler(
             NIOWebSocketFrameAggregator(
                 minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1_024, maxAccumulatedFrameSize: maxMessageBytes))
@@ -204,10 +205,17 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // The frame decoder's own errors are answered by NIO's protocol error handler below us.
         if error is NIOWebSocketError { return }
+        if error is MaskedFramesOnly.UnmaskedFrame {
+            reader.stop()
+            close(code: CloseCode.protocolError, reason: "frames from a client must be masked", failing: true)
+            return
+        }
         if let aggregation = error as? NIOWebSocketFrameAggregator.Error {
             reader.stop()
             let tooBig = aggregation == .accumulatedFrameSizeIsTooLarge
-            close(code: tooBig ? CloseCode.messageTooBig : CloseCode.protocolError, reason: tooBig ? "message too large" : "bad fragments")
+            close(
+                code: tooBig ? CloseCode.messageTooBig : CloseCode.protocolError, reason: tooBig ? "message too large" : "bad fragments",
+                failing: true)
             return
         }
         endpoint.logger.debug("websocket failed", metadata: ["error": "\(error)"])
@@ -216,8 +224,10 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
 
     /// Starts the close handshake: the close frame goes after every frame already written, and a
     /// peer that has not answered within the grace period is cut off (a NIO timer, free until it
-    /// fires). Later frames from the peer are ignored, but for its close.
-    func close(code: UInt16, reason: String) {
+    /// fires). Later frames from the peer are ignored, but for its close. A peer that broke the
+    /// protocol (`failing`) is not waited for (RFC 6455 §7.1.7): the connection ends once the
+    /// close frame is written.
+    func close(code: UInt16, reason: String, failing: Bool = false) {
         guard !closeSent, let context else { return }
         closeSent = true
         reader.outbox.finish()
@@ -227,8 +237,12 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
             _ = context.pipeline.syncOperations.removeHandler(context: keepAlive)
         }
         let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: Self.closePayload(code: code, reason: reason))
-        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+        let written = context.writeAndFlush(wrapOutboundOut(frame))
         let channel = context.channel
+        if failing {
+            written.whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
         channel.eventLoop.scheduleTask(in: closeGrace) { channel.close(promise: nil) }
     }
 
@@ -248,6 +262,27 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
         // A control frame's payload is at most 125 bytes.
         payload.writeString(String(decoding: reason.utf8.prefix(123), as: UTF8.self))
         return payload
+    }
+}
+
+/// RFC 6455 §5.1: a server must close the connection on a frame that is not masked. Before the
+/// aggregator, which unmasks the fragments it joins; NIO's decoder accepts either.
+final class MaskedFramesOnly: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias InboundOut = WebSocketFrame
+
+    struct UnmaskedFrame: Error {}
+
+    private var refused = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !refused else { return }
+        guard unwrapInboundIn(data).maskKey != nil else {
+            refused = true
+            context.fireErrorCaught(UnmaskedFrame())
+            return
+        }
+        context.fireChannelRead(data)
     }
 }
 

@@ -55,15 +55,18 @@ final class RawWebSocket {
     }
 
     /// Sends one masked frame, final unless `fin` is false (a fragment of a longer message).
-    func sendFrame(opcode: UInt8, payload: [UInt8], fin: Bool = true) throws {
+    /// `masked: false` breaks RFC 6455 §5.1 on purpose.
+    func sendFrame(opcode: UInt8, payload: [UInt8], fin: Bool = true, masked: Bool = true) throws {
         var frame: [UInt8] = [(fin ? 0x80 : 0) | opcode]
+        let maskBit: UInt8 = masked ? 0x80 : 0
         if payload.count < 126 {
-            frame.append(0x80 | UInt8(payload.count))
+            frame.append(maskBit | UInt8(payload.count))
         } else {
-            frame.append(0x80 | 126)
+            frame.append(maskBit | 126)
             frame.append(UInt8(payload.count >> 8))
             frame.append(UInt8(payload.count & 0xFF))
         }
+        guard masked else { return try write(frame + payload) }
         let mask: [UInt8] = [1, 2, 3, 4]
         frame.append(contentsOf: mask)
         for (index, byte) in payload.enumerated() { frame.append(byte ^ mask[index % 4]) }

@@ -179,10 +179,12 @@ import PresenceStore
     /// A message may come in fragments (RFC 6455 §5.4), with a ping between them; the server
     /// answers the ping at once and the whole message once it is complete. A binary message is
     /// refused with an error and the socket stays.
+    static let heartbeatText = #"{"type":"heartbeat","id":"parts","roomId":"room","userId":"u","sessionId":"s","interval":10000}"#
+
     @Test func fragmentedMessagesAreReassembled() async throws {
         try await withServer { http in
             let socket = try await offThePool { try RawWebSocket(port: http.port) }
-            let message = Array(#"{"type":"heartbeat","id":"parts","roomId":"room","userId":"u","sessionId":"s","interval":10000}"#.utf8)
+            let message = Array(Self.heartbeatText.utf8)
             try socket.sendFrame(opcode: 1, payload: Array(message[..<20]), fin: false)
             try socket.sendFrame(opcode: 9, payload: Array("are you there".utf8))
             try socket.sendFrame(opcode: 0, payload: Array(message[20..<50]), fin: false)
@@ -196,6 +198,25 @@ import PresenceStore
             let refusal = try #require(try await offThePool { socket.readFrame() })
             #expect(String(decoding: refusal.payload, as: UTF8.self).contains(#""type":"error""#))
             #expect(try await http.listRoom("room").users.map(\.userId) == ["u"])
+        }
+    }
+
+    /// RFC 6455 §5.1: an unmasked frame from a client closes the socket with 1002 and is not
+    /// answered; a fragment continuing nothing does too.
+    @Test func unmaskedFramesAndStrayFragmentsAreClosedWith1002() async throws {
+        try await withServer { http in
+            let unmasked = try await offThePool { try RawWebSocket(port: http.port) }
+            try unmasked.sendFrame(opcode: 1, payload: Array(Self.heartbeatText.utf8), masked: false)
+            let frames = RawWebSocket.frames(in: try await offThePool { unmasked.readToEnd() })
+            #expect(frames.map(\.opcode) == [8])
+            #expect(frames.first?.closeCode == 1002)
+
+            let stray = try await offThePool { try RawWebSocket(port: http.port) }
+            try stray.sendFrame(opcode: 0, payload: Array(Self.heartbeatText.utf8))
+            let strayFrames = RawWebSocket.frames(in: try await offThePool { stray.readToEnd() })
+            #expect(strayFrames.map(\.opcode) == [8])
+            #expect(strayFrames.first?.closeCode == 1002)
+            #expect(try await http.listRoom("room").users.isEmpty)
         }
     }
 
