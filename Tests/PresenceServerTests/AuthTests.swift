@@ -134,6 +134,9 @@ import PresenceStore
             let refused = TestSocket(port: http.port, path: "/api/ws?access_token=garbage")
             #expect(await refused.nextRaw(timeout: .seconds(2)) == nil)
             await #expect(throws: (any Error).self) { _ = try await refused.connection.value }
+            // With its status and the protocol's error body.
+            let refusal = try await RawWebSocket.refusal(port: http.port, target: "/api/ws?access_token=garbage")
+            #expect(refusal.status == "401" && refusal.body.contains(#""code":"unauthenticated""#), "\(refusal)")
         }
     }
 

@@ -114,18 +114,9 @@ import PresenceStore
     /// A refused upgrade says why, in PROTOCOL.md's error body with its status, and closes.
     @Test func refusedUpgradesAnswerWithTheErrorBody() async throws {
         try await withServer(configure: { $0.allowedOrigins = ["https://app.example"] }) { http in
-            func upgrade(_ target: String, _ headers: String = "") async throws -> (status: Substring, body: String) {
-                let socket = try await offThePool { try RawWebSocket(port: http.port, handshake: false) }
-                try socket.write(Array((
-                    "GET \(target) HTTP/1.1\r\nHost: 127.0.0.1:\(http.port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\(headers)\r\n").utf8))
-                let response = String(decoding: try await offThePool { socket.readToEnd() }, as: UTF8.self)
-                let status = response.split(separator: " ", maxSplits: 2).dropFirst().first ?? ""
-                return (status, String(response.split(separator: "\r\n\r\n", maxSplits: 1).last ?? ""))
-            }
-            let origin = try await upgrade("/api/ws", "Origin: https://evil.example\r\n")
+            let origin = try await RawWebSocket.refusal(port: http.port, target: "/api/ws", headers: "Origin: https://evil.example\r\n")
             #expect(origin.status == "403" && origin.body.contains(#""code":"permission_denied""#), "\(origin)")
-            let path = try await upgrade("/api/elsewhere")
+            let path = try await RawWebSocket.refusal(port: http.port, target: "/api/elsewhere")
             #expect(path.status == "404" && path.body.contains(#""code":"not_found""#), "\(path)")
             #expect(try await http.call(.get, "/health").status == 200)
         }

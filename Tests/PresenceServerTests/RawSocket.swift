@@ -40,6 +40,17 @@ final class RawWebSocket {
 
     deinit { Glibc.close(fd) }
 
+    /// Asks for an upgrade the server refuses: its status and body, read to the connection's end.
+    static func refusal(port: Int, target: String, headers: String = "") async throws -> (status: Substring, body: String) {
+        let socket = try await offThePool { try RawWebSocket(port: port, handshake: false) }
+        try socket.write(Array((
+            "GET \(target) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\(headers)\r\n").utf8))
+        let response = String(decoding: try await offThePool { socket.readToEnd() }, as: UTF8.self)
+        let status = response.split(separator: " ", maxSplits: 2).dropFirst().first ?? ""
+        return (status, String(response.split(separator: "\r\n\r\n", maxSplits: 1).last ?? ""))
+    }
+
     func write(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
