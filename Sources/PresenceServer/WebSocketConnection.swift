@@ -79,21 +79,23 @@ struct WebSocketEndpoint: Sendable {
             NIOWebSocketFrameAggregator(
                 minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1_024, maxAccumulatedFrameSize: maxMessageBytes))
         let holdsSlot = addressLimits.openConnection(admission.address, now: clock.nowMillis())
-        let socketHandler = NIOLoopBoundBox<PresenceSocketHandler?>(nil, eventLoop: channel.eventLoop)
+        // Weak: the handler holds the reader, which holds the outbox, which holds this closure; a
+        // strong reference would keep every closed socket's objects (and its channel) alive.
+        let socketHandler = NIOLoopBound(WeakHandler(), eventLoop: channel.eventLoop)
         let outbox = Outbox(
             id: openSockets.nextId(), capacity: configuration.outboxCapacity, channel: channel, metrics: metrics,
             onEnding: { ending in
                 channel.eventLoop.execute {
                     switch ending {
-                    case .close(let code, let reason): socketHandler.value?.close(code: code, reason: reason)
-                    case .overflow: socketHandler.value?.close(code: CloseCode.tryAgainLater, reason: "subscriber too slow")
+                    case .close(let code, let reason): socketHandler.value.handler?.close(code: code, reason: reason)
+                    case .overflow: socketHandler.value.handler?.close(code: CloseCode.tryAgainLater, reason: "subscriber too slow")
                     }
                 }
             })
         let reader = SocketReader(endpoint: self, outbox: outbox, identity: admission.identity, executor: EventLoopTaskExecutor(channel.eventLoop))
         let handler = PresenceSocketHandler(
             endpoint: self, reader: reader, address: admission.address, holdsSlot: holdsSlot, closeGrace: TimeAmount(configuration.closeGrace))
-        socketHandler.value = handler
+        socketHandler.value.handler = handler
         // Counted before the handler is added: on a connection already gone, adding it ends it at once.
         openSockets.insert(outbox)
         if holdsSlot { metrics.sockets.increment() }
@@ -121,6 +123,10 @@ struct WebSocketEndpoint: Sendable {
             addressLimits.closeConnection(address)
         }
     }
+}
+
+private final class WeakHandler {
+    weak var handler: PresenceSocketHandler?
 }
 
 /// One presence WebSocket on its event loop: control frames, the close handshake and the
@@ -200,6 +206,18 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
         default:
             break
         }
+    }
+
+    /// The server allows half-closed connections (for HTTP), so a peer's FIN arrives as an event,
+    /// not as the channel's end. A WebSocket whose peer stopped sending is over: without this it
+    /// lingered until the keep-alive found it silent, up to two ping intervals later.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            reader.stop()
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
