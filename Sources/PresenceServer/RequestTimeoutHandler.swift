@@ -162,10 +162,8 @@ extension ChannelHandlerContext {
     func scheduleTask<Handler: ChannelHandler>(
         for handler: Handler, at deadline: NIODeadline, _ fired: @escaping (Handler, ChannelHandlerContext) -> Void
     ) -> Scheduled<Void> {
-        let loopBound = NIOLoopBound((handler, self, fired), eventLoop: eventLoop)
-        return eventLoop.scheduleTask(deadline: deadline) {
-            let (handler, context, fired) = loopBound.value
-            fired(handler, context)
-        }
+        // Bound as one closure, so the timer's own closure captures nothing generic.
+        let run = NIOLoopBound({ [self] in fired(handler, self) }, eventLoop: eventLoop)
+        return eventLoop.scheduleTask(deadline: deadline) { run.value() }
     }
 }

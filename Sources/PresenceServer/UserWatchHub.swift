@@ -150,7 +150,8 @@ final class UserWatchHub: Service, Sendable {
             byUsers[entry.statuses.map(\.userId), default: (entry.statuses, [])].outboxes.append(entry.outbox)
         }
         for group in byUsers.values {
-            Outbox.send(ServerFrame.users(type: "usersChanged", id: nil, group.statuses), to: group.outboxes)
+            // A watcher whose outbox is full is being closed (1013) by its outbox: nothing to do here.
+            _ = Outbox.send(ServerFrame.users(type: "usersChanged", id: nil, group.statuses), to: group.outboxes)
         }
     }
 
