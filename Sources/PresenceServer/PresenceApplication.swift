@@ -159,7 +159,8 @@ struct SocketShutdownService: Service {
         let deadline = ContinuousClock.now + closeGrace + .seconds(1)
         // Only while shutting down, so a poll costs nothing that matters.
         while !sockets.isEmpty, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
+            // Cancelled (not a graceful stop): the process is going anyway, and a cancelled sleep returns at once.
+            guard (try? await Task.sleep(for: .milliseconds(20))) != nil else { return }
         }
     }
 }

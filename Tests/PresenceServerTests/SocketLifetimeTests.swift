@@ -53,4 +53,17 @@ import PresenceStore
             #expect(try await http.listRoom("room").users.map(\.online) == [true])
         }
     }
+
+    /// A server stopped by cancellation (not gracefully) does not wait out the close grace for
+    /// sockets that never answer, and does not spin on a sleep that returns at once.
+    @Test func aCancelledShutdownReturnsAtOnce() async throws {
+        let sockets = OpenSockets()
+        sockets.insert(Outbox(id: 1, capacity: 1, channel: EmbeddedChannel()))
+        let service = SocketShutdownService(sockets: sockets, closeGrace: .seconds(30))
+        let started = ContinuousClock.now
+        let running = Task { try await service.run() }
+        running.cancel()
+        try await running.value
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
 }
