@@ -59,11 +59,12 @@ import PresenceStore
     @Test func aCancelledShutdownReturnsAtOnce() async throws {
         let sockets = OpenSockets()
         sockets.insert(Outbox(id: 1, capacity: 1, channel: EmbeddedChannel()))
-        let service = SocketShutdownService(sockets: sockets, closeGrace: .seconds(30))
+        // A grace far beyond the bound below: a loaded test run can delay the task by seconds.
+        let service = SocketShutdownService(sockets: sockets, closeGrace: .seconds(60))
         let started = ContinuousClock.now
         let running = Task { try await service.run() }
         running.cancel()
         try await running.value
-        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(ContinuousClock.now - started < .seconds(30))
     }
 }
