@@ -18,7 +18,8 @@ public struct ServerMemory: Sendable {
     public var name: String
     public var rssTarget: Double
     public var cpuTarget: Double?
-    /// Also runs the same sockets and messages against a bare Hummingbird WebSocket.
+    /// Also runs the same sockets and messages against a bare Hummingbird WebSocket and a bare
+    /// SwiftNIO one.
     public var compareWithFloor = false
 
     public init(

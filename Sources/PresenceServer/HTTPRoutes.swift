@@ -204,8 +204,8 @@ struct HTTPRoutes<Context: RequestContext> {
                 body: .init(byteBuffer: ByteBuffer(string: text)))
         }
 
-        route("/api/ws", .get) { _, _ in
-            throw PresenceError.invalidArgument("/api/ws needs a WebSocket upgrade request")
+        route(RouterPath(WebSocketEndpoint.path), .get) { _, _ in
+            throw PresenceError.invalidArgument("\(WebSocketEndpoint.path) needs a WebSocket upgrade request")
         }
 
         for (path, allowed) in methodsByPath {

@@ -40,6 +40,9 @@ final class RawWebSocket {
 
     deinit { Glibc.close(fd) }
 
+    /// A heartbeat of one session ("u" in "room"), for tests that need any message the server answers.
+    static let heartbeat = #"{"type":"heartbeat","roomId":"room","userId":"u","sessionId":"s","interval":10000}"#
+
     /// Asks for an upgrade the server refuses: its status and body, read to the connection's end.
     static func refusal(port: Int, target: String, headers: String = "") async throws -> (status: Substring, body: String) {
         let socket = try await offThePool { try RawWebSocket(port: port, handshake: false) }

@@ -43,7 +43,7 @@ import PresenceStore
     @Test func aPeerThatStopsSendingEndsTheSocket() async throws {
         try await withServer { http in
             let socket = try await offThePool { try RawWebSocket(port: http.port) }
-            try socket.sendText(#"{"type":"heartbeat","roomId":"room","userId":"u","sessionId":"s","interval":10000}"#)
+            try socket.sendText(RawWebSocket.heartbeat)
             _ = try #require(try await offThePool { socket.readFrame() })
             try await http.waitForMetric("presence_ws_connections", toBe: 1)
             shutdown(socket.fd, Int32(SHUT_WR))

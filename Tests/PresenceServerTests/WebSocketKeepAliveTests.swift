@@ -3,8 +3,6 @@ import Testing
 import PresenceServer
 
 @Suite struct WebSocketKeepAliveTests {
-    static let heartbeat = #"{"type":"heartbeat","roomId":"room","userId":"u","sessionId":"s","interval":10000}"#
-
     /// A peer that answers neither messages nor pings is pinged once, then cut off.
     @Test func aSilentPeerIsPingedThenCutOff() async throws {
         try await withServer(configure: { $0.webSocketPingAfter = .milliseconds(300) }) { http in
@@ -32,7 +30,7 @@ import PresenceServer
                 #expect(ping.opcode == 9)
                 try socket.sendFrame(opcode: 0xA, payload: ping.payload)
             }
-            try socket.sendText(Self.heartbeat)
+            try socket.sendText(RawWebSocket.heartbeat)
             let reply = try #require(try await offThePool { socket.readFrame() })
             #expect(reply.opcode == 1)
             #expect(String(decoding: reply.payload, as: UTF8.self).contains(#""type":"heartbeat""#))
@@ -55,7 +53,7 @@ import PresenceServer
             // 5 s: five ping intervals, a message every 200 ms.
             for _ in 0..<25 {
                 let sent = ContinuousClock.now
-                try socket.sendText(Self.heartbeat)
+                try socket.sendText(RawWebSocket.heartbeat)
                 while true {
                     let frame = try #require(try await offThePool { socket.readFrame() })
                     guard frame.opcode == 9 else {

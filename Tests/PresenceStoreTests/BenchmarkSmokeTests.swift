@@ -96,6 +96,7 @@ import PresenceTestSupport
         ("steady", [
             "server CPU, 100 sockets each heartbeating every 0.50 s", "RSS per connected, subscribed, heartbeating session",
             "server CPU ÷ bare Hummingbird WebSocket", "bare Hummingbird WebSocket, RSS per open socket",
+            "server CPU ÷ bare SwiftNIO WebSocket", "bare SwiftNIO WebSocket, RSS per open socket",
         ]),
         ("heartbeat", ["bare Hummingbird route, server CPU per request", "server CPU per heartbeat ÷ bare route"]),
     ])
