@@ -630,6 +630,23 @@ public final class PostgresStore: PresenceStore {
 
     public func heartbeat(_ request: HeartbeatRequest) async throws -> SessionTokens {
         try ensureServing()
+        if let tokens = heartbeatAtOnce(request) { return tokens }
+        counters.withLock { $0.storedHeartbeats += 1 }
+        let outcome = try await perform { state, now, _ throws(PresenceError) in
+            let outcome = try state.heartbeat(request, now: now)
+            // Its deadline is stored with the batch, however little else changed.
+            state.markSessionUnstored(request.sessionId)
+            return (outcome, outcome.changes)
+        }
+        if let queued = outcome.queuedDeadline { deadlineAlarm.note(deadline: queued) }
+        return outcome.tokens
+    }
+
+    /// A live session whose stored deadline is still far off only moves its deadline in memory;
+    /// the writer stores it with a later batch (`pendingDeadlines`). Not while the store is not
+    /// serving: `heartbeat(_:)` reports why.
+    public func heartbeatAtOnce(_ request: HeartbeatRequest) -> SessionTokens? {
+        guard (try? ensureServing()) != nil else { return nil }
         let now = clock.nowMillis()
         let deadline = ProtocolLimits.deadline(now: now, interval: request.interval)
         let fastPath = inner.withLock { inner -> PresenceState.HeartbeatOutcome? in
@@ -640,20 +657,10 @@ public final class PostgresStore: PresenceStore {
             inner.pendingDeadlines[request.sessionId] = deadline
             return outcome
         }
-        if let fast = fastPath {
-            counters.withLock { $0.fastHeartbeats += 1 }
-            if let queued = fast.queuedDeadline { deadlineAlarm.note(deadline: queued) }
-            return fast.tokens
-        }
-        counters.withLock { $0.storedHeartbeats += 1 }
-        let outcome = try await perform { state, now, _ throws(PresenceError) in
-            let outcome = try state.heartbeat(request, now: now)
-            // Its deadline is stored with the batch, however little else changed.
-            state.markSessionUnstored(request.sessionId)
-            return (outcome, outcome.changes)
-        }
-        if let queued = outcome.queuedDeadline { deadlineAlarm.note(deadline: queued) }
-        return outcome.tokens
+        guard let fast = fastPath else { return nil }
+        counters.withLock { $0.fastHeartbeats += 1 }
+        if let queued = fast.queuedDeadline { deadlineAlarm.note(deadline: queued) }
+        return fast.tokens
     }
 
     public func disconnect(sessionToken: String) async throws {

@@ -339,21 +339,26 @@ public final class SQLiteStore: PresenceStore {
     // MARK: - PresenceStore
 
     public func heartbeat(_ request: HeartbeatRequest) async throws -> SessionTokens {
-        let now = clock.nowMillis()
-        let fastPath = inner.withLock { inner -> PresenceState.HeartbeatOutcome? in
-            guard !inner.unstoredSessions.contains(request.sessionId) else { return nil }
-            return inner.state.extendLiveSession(request, now: now)
-        }
-        if let fast = fastPath {
-            if let deadline = fast.queuedDeadline { deadlineAlarm.note(deadline: deadline) }
-            return fast.tokens
-        }
+        if let tokens = heartbeatAtOnce(request) { return tokens }
         let outcome = try await perform { state, now throws(PresenceError) in
             let outcome = try state.heartbeat(request, now: now)
             return (outcome, outcome.changes)
         }
         if let deadline = outcome.queuedDeadline { deadlineAlarm.note(deadline: deadline) }
         return outcome.tokens
+    }
+
+    /// Deadlines are not stored here (a restart grants a grace period instead), so a heartbeat that
+    /// only moves a stored, live session's deadline has nothing to write.
+    public func heartbeatAtOnce(_ request: HeartbeatRequest) -> SessionTokens? {
+        let now = clock.nowMillis()
+        let fastPath = inner.withLock { inner -> PresenceState.HeartbeatOutcome? in
+            guard !inner.unstoredSessions.contains(request.sessionId) else { return nil }
+            return inner.state.extendLiveSession(request, now: now)
+        }
+        guard let fast = fastPath else { return nil }
+        if let deadline = fast.queuedDeadline { deadlineAlarm.note(deadline: deadline) }
+        return fast.tokens
     }
 
     public func disconnect(sessionToken: String) async throws {

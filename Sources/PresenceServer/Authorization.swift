@@ -70,6 +70,16 @@ public protocol PresenceAuthorizer: Sendable {
     func authenticate(token: String?) async throws -> Identity?
     /// Allows the action or throws `permission_denied` (or `unauthenticated`).
     func authorize(_ identity: Identity?, _ action: PresenceAction) async throws
+    /// True only when the action is certainly allowed, decided without waiting: for a nil
+    /// identity (a caller with no token), as `authenticate(token: nil)` then `authorize` would
+    /// decide. False leaves the decision to those two, so an authorizer that must look anything
+    /// up returns false (the default). The server answers a WebSocket heartbeat on its event loop,
+    /// with no task, when this and the store allow it.
+    func allowsAtOnce(_ identity: Identity?, _ action: PresenceAction) -> Bool
+}
+
+extension PresenceAuthorizer {
+    public func allowsAtOnce(_ identity: Identity?, _ action: PresenceAction) -> Bool { false }
 }
 
 /// No user authentication: for demos and trusted networks.
@@ -77,6 +87,7 @@ public struct OpenAuthorizer: PresenceAuthorizer {
     public init() {}
     public func authenticate(token: String?) async throws -> Identity? { nil }
     public func authorize(_ identity: Identity?, _ action: PresenceAction) async throws {}
+    public func allowsAtOnce(_ identity: Identity?, _ action: PresenceAction) -> Bool { true }
 }
 
 /// JSON Web Tokens: `heartbeat` and `update` act only for the token's subject; `list` and
@@ -237,18 +248,26 @@ public struct JWTAuthorizer: PresenceAuthorizer {
     }
 
     public func authorize(_ identity: Identity?, _ action: PresenceAction) async throws {
-        guard let identity else { throw PresenceError.unauthenticated("a user token is required") }
+        try decide(identity, action)
+    }
+
+    public func allowsAtOnce(_ identity: Identity?, _ action: PresenceAction) -> Bool {
+        (try? decide(identity, action)) != nil
+    }
+
+    /// The whole decision reads only the identity the token gave.
+    private func decide(_ identity: Identity?, _ action: PresenceAction) throws(PresenceError) {
+        guard let identity else { throw .unauthenticated("a user token is required") }
         switch action {
         case .join(_, let userId), .update(_, let userId):
             guard identity.userId == userId else {
-                throw PresenceError.permissionDenied("the user token is for \(identity.userId), not \(userId)")
+                throw .permissionDenied("the user token is for \(identity.userId), not \(userId)")
             }
         case .read:
             break
         case .watch(let userIds):
             if let other = userIds.first(where: { $0 != identity.userId && !identity.mayWatch.allows($0) }) {
-                throw PresenceError.permissionDenied(
-                    "the user token for \(identity.userId) may not watch \(other) (see its presence_watch claim)")
+                throw .permissionDenied("the user token for \(identity.userId) may not watch \(other) (see its presence_watch claim)")
             }
         }
     }

@@ -50,12 +50,20 @@ final class Outbox: Sendable {
         // Every reply comes here: no grouping by event loop for a single outbox.
         guard reserve() else { return false }
         let frame = WebSocketWire.textFrame(message)
-        channel.eventLoop.execute { [self] in
-            writeOnLoop(frame, message: message)
-            metrics?.messagesSent.increment()
-            metrics?.bytesSent.increment(by: message.readableBytes)
+        // A reply made on the socket's own loop (its read, or its reader's task) is written at
+        // once: going round the loop's queue costs more than the reply itself.
+        if channel.eventLoop.inEventLoop {
+            writeCountedOnLoop(frame, message: message)
+        } else {
+            channel.eventLoop.execute { [self] in writeCountedOnLoop(frame, message: message) }
         }
         return true
+    }
+
+    private func writeCountedOnLoop(_ frame: ByteBuffer, message: ByteBuffer) {
+        writeOnLoop(frame, message: message)
+        metrics?.messagesSent.increment()
+        metrics?.bytesSent.increment(by: message.readableBytes)
     }
 
     /// Sends one frame to many outboxes, with one task per event loop that writes and flushes it

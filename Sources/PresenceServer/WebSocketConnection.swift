@@ -186,7 +186,11 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
                 close(code: CloseCode.policyViolation, reason: "too many messages")
                 return
             }
-            reader.enqueue(frame.opcode == .text ? .text(frame.unmaskedData) : .binary)
+            if frame.opcode == .text {
+                reader.receive(text: frame.unmaskedData)
+            } else {
+                reader.enqueue(.binary)
+            }
         case .ping:
             guard !closeSent else { return }
             context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
@@ -304,11 +308,14 @@ final class MaskedFramesOnly: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
-/// Answers one socket's messages in order. A task runs only while messages wait, on the
-/// socket's event loop, and ends when they are done: an idle socket holds no task.
+/// Answers one socket's messages in order. A message that needs no waiting (most often a
+/// heartbeat of a live session) is answered in the event loop's read, when nothing waits before
+/// it. Others go to a task that runs only while messages wait, on the socket's event loop, and
+/// ends when they are done: an idle socket holds no task.
 final class SocketReader: Sendable {
     enum Message: Sendable {
-        case text(ByteBuffer)
+        case request(SocketRequest)
+        case undecodable(SocketRequest.DecodingError)
         case binary
     }
 
@@ -330,6 +337,32 @@ final class SocketReader: Sendable {
         self.outbox = outbox
         self.executor = executor
         state = Mutex(State(identity: identity))
+    }
+
+    /// A text message, on the socket's event loop.
+    func receive(text: ByteBuffer) {
+        let message: Message
+        do {
+            message = .request(try SocketRequest.decode(text.readableBytesView))
+        } catch {
+            message = .undecodable(error)
+        }
+        if case .request(let request) = message, case .heartbeat(let heartbeat) = request.kind, let identity = identityWhenIdle(),
+            let tokens = endpoint.operations.heartbeatAtOnce(heartbeat, socketIdentity: identity)
+        {
+            outbox.send(ServerFrame.heartbeat(id: request.id, tokens: tokens))
+            return
+        }
+        enqueue(message)
+    }
+
+    /// The socket's identity (the inner nil: none) while no message is waiting or being answered,
+    /// so one answered at once cannot overtake them; nil otherwise.
+    private func identityWhenIdle() -> Identity?? {
+        state.withLock { state in
+            guard !state.running, !state.stopped, state.waiting.isEmpty else { return nil }
+            return .some(state.identity)
+        }
     }
 
     func enqueue(_ message: Message) {
@@ -384,27 +417,22 @@ final class SocketReader: Sendable {
                 return
             case .message(.binary, _):
                 outbox.send(ServerFrame.error(id: nil, .invalidArgument("messages must be JSON text frames")))
-            case .message(.text(let text), let identity):
+            case .message(.undecodable(let failure), _):
+                endpoint.metrics.count(failure.error)
+                outbox.send(ServerFrame.error(id: failure.id, failure.error))
+            case .message(.request(let request), let identity):
                 var updated = identity
-                await handle(text, identity: &updated)
+                await handle(request, identity: &updated)
                 if updated != identity { state.withLock { $0.identity = updated } }
             }
         }
     }
 
     /// A codec from a message to `PresenceOperations` and its reply into the outbox.
-    private func handle(_ text: ByteBuffer, identity: inout Identity?) async {
+    private func handle(_ request: SocketRequest, identity: inout Identity?) async {
         let operations = endpoint.operations
-        var requestId: JSONValue?
+        let requestId = request.id
         do throws(PresenceError) {
-            let request: SocketRequest
-            do {
-                request = try SocketRequest.decode(text.readableBytesView)
-            } catch {
-                requestId = error.id
-                throw error.error
-            }
-            requestId = request.id
             switch request.kind {
             case .auth(let token):
                 let caller = try await operations.authenticateUser(token: token)

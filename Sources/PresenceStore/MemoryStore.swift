@@ -36,6 +36,15 @@ public final class MemoryStore: PresenceStore {
     }
 
     public func heartbeat(_ request: HeartbeatRequest) async throws -> SessionTokens {
+        try heartbeatNow(request)
+    }
+
+    /// Every heartbeat this store takes is answered at once: it never waits for anything.
+    public func heartbeatAtOnce(_ request: HeartbeatRequest) -> SessionTokens? {
+        try? heartbeatNow(request)
+    }
+
+    private func heartbeatNow(_ request: HeartbeatRequest) throws(PresenceError) -> SessionTokens {
         let outcome = try mutate { state, now throws(PresenceError) in
             let outcome = try state.heartbeat(request, now: now)
             return (outcome, outcome.changes)

@@ -18,6 +18,11 @@ public protocol PresenceStore: Sendable {
     var deadlineAlarm: DeadlineAlarm { get }
 
     func heartbeat(_ request: HeartbeatRequest) async throws -> SessionTokens
+    /// The same heartbeat answered without waiting, when the store can do it from memory (most
+    /// often: it only moves a live session's deadline); nil when it must go through `heartbeat(_:)`,
+    /// which then also reports any error. A socket's event loop answers most heartbeats here, with
+    /// no task started for them. The default is nil.
+    func heartbeatAtOnce(_ request: HeartbeatRequest) -> SessionTokens?
     /// Ends a session at once; an unknown token is a no-op.
     func disconnect(sessionToken: String) async throws
     /// Sets (or with `nil` clears) the data of the session's user; throws `not_found` for an unknown token.
@@ -118,6 +123,8 @@ extension PresenceStore {
     }
 
     public func synchronize() async throws {}
+
+    public func heartbeatAtOnce(_ request: HeartbeatRequest) -> SessionTokens? { nil }
 
     public var gauges: [StoreGauge] { [] }
 

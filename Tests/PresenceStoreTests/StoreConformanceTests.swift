@@ -243,6 +243,37 @@ func request(room: String = "room", user: String, session: String, interval: Int
         }
     }
 
+    /// `heartbeatAtOnce` is the same heartbeat, not a cheaper one: once the store has settled a
+    /// live session, every store answers it at once, with the session's tokens, and it moves the
+    /// deadline as `heartbeat` would. What the store cannot answer at once is left to `heartbeat`.
+    @Test(arguments: StoreKind.all)
+    func aHeartbeatAnsweredAtOnceIsAWholeHeartbeat(kind: StoreKind) async throws {
+        let clock = ManualWallClock(nowMillis: start)
+        try await kind.withStore(clock) { store in
+            let recorder = ChangeRecorder(store)
+            let joined = try await store.heartbeat(request(user: "alice", session: "a1", interval: 2_000))
+            _ = try await recorder.next()
+            // A durable store answers at once only once the session is stored.
+            let settling = ContinuousClock.now
+            while store.heartbeatAtOnce(try request(user: "alice", session: "a1", interval: 2_000)) == nil {
+                guard ContinuousClock.now - settling < .seconds(10) else { throw TestFailure("a live session's heartbeat was never answered at once") }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            clock.advance(by: 4_000)
+            #expect(store.heartbeatAtOnce(try request(user: "alice", session: "a1", interval: 2_000)) == joined)
+            // Past the first deadline (start + 5 s), before the moved one (start + 9 s).
+            clock.advance(by: 4_000)
+            #expect(try await store.expireDueSessions(limit: 100) == 0)
+            #expect(try await store.nextDeadline() == start + 9_000)
+            // Another user's session id is refused by `heartbeat`, and changes nothing here either.
+            #expect(store.heartbeatAtOnce(try request(user: "bob", session: "a1", interval: 2_000)) == nil)
+            let users = try await store.snapshot(roomToken: joined.roomToken, limit: 10).users
+            #expect(users.map(\.userId) == ["alice"] && users.first?.online == true)
+            clock.advance(by: 1_000)
+            #expect(try await store.expireDueSessions(limit: 100) == 1)
+        }
+    }
+
     @Test(arguments: StoreKind.all)
     func dataUpdatesAndTheirErrors(kind: StoreKind) async throws {
         try await kind.withStore(ManualWallClock(nowMillis: start)) { store in
