@@ -22,13 +22,42 @@ public struct JSONParser {
         self.bytes = bytes
     }
 
+    /// Inlinable so that the copy into an array is specialized where the bytes' type is known: an
+    /// unspecialized one looked up generic metadata for each message, more than the parse itself.
+    @inlinable
     public static func parse(_ bytes: some Collection<UInt8>) throws(SyntaxError) -> JSONValue {
-        var parser = JSONParser(Array(bytes))
+        try parse(array: Array(bytes))
+    }
+
+    public static func parse(array bytes: [UInt8]) throws(SyntaxError) -> JSONValue {
+        var parser = JSONParser(bytes)
         parser.skipWhitespace()
         let value = try parser.parseValue(depth: 0)
-        parser.skipWhitespace()
-        guard parser.index == parser.bytes.count else { throw parser.error("unexpected data after the value") }
+        try parser.expectEnd()
         return value
+    }
+
+    /// A document whose top level is an object, as that object's members in order; nil for any
+    /// other valid document. Requests are read field by field: for them a dictionary (every name
+    /// hashed when stored and again when looked up) costs more than the rest of the parse.
+    public static func parseMembers(array bytes: [UInt8]) throws(SyntaxError) -> [(name: String, value: JSONValue)]? {
+        var parser = JSONParser(bytes)
+        parser.skipWhitespace()
+        guard parser.index < bytes.count, bytes[parser.index] == UInt8(ascii: "{") else {
+            _ = try parser.parseValue(depth: 0)
+            try parser.expectEnd()
+            return nil
+        }
+        var members: [(name: String, value: JSONValue)] = []
+        members.reserveCapacity(8)
+        try parser.parseMembers(depth: 1) { members.append(($0, $1)) }
+        try parser.expectEnd()
+        return members
+    }
+
+    private mutating func expectEnd() throws(SyntaxError) {
+        skipWhitespace()
+        guard index == bytes.count else { throw error("unexpected data after the value") }
     }
 
     private func error(_ reason: String) -> SyntaxError {
@@ -69,13 +98,19 @@ public struct JSONParser {
     }
 
     private mutating func parseObject(depth: Int) throws(SyntaxError) -> JSONValue {
+        var members: [String: JSONValue] = [:]
+        try parseMembers(depth: depth) { members[$0] = $1 }
+        return .object(members)
+    }
+
+    /// An object's members in order, from its `{` to past its `}`.
+    private mutating func parseMembers(depth: Int, _ member: (String, JSONValue) -> Void) throws(SyntaxError) {
         guard depth <= Self.maxDepth else { throw error("nested too deeply") }
         index += 1
-        var members: [String: JSONValue] = [:]
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
-            return .object(members)
+            return
         }
         while true {
             skipWhitespace()
@@ -85,7 +120,7 @@ public struct JSONParser {
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
             index += 1
             skipWhitespace()
-            members[key] = try parseValue(depth: depth)
+            member(key, try parseValue(depth: depth))
             skipWhitespace()
             guard index < bytes.count else { throw error("unexpected end") }
             if bytes[index] == UInt8(ascii: ",") {
@@ -94,7 +129,7 @@ public struct JSONParser {
             }
             guard bytes[index] == UInt8(ascii: "}") else { throw error("expected ',' or '}'") }
             index += 1
-            return .object(members)
+            return
         }
     }
 
@@ -125,18 +160,26 @@ public struct JSONParser {
     private mutating func parseString() throws(SyntaxError) -> String {
         index += 1  // opening quote
         let start = index
+        var ascii = true
         // Fast path: no escapes.
         while index < bytes.count {
             let byte = bytes[index]
             if byte == UInt8(ascii: "\"") {
-                guard let string = String(validating: bytes[start..<index], as: UTF8.self) else {
-                    throw error("invalid UTF-8")
+                // ASCII needs no validation, and the validating initializer is not specialized
+                // for our bytes: it looked up generic metadata for every string of every message.
+                let string: String
+                if ascii {
+                    string = String(decoding: bytes[start..<index], as: UTF8.self)
+                } else {
+                    guard let validated = String(validating: bytes[start..<index], as: UTF8.self) else { throw error("invalid UTF-8") }
+                    string = validated
                 }
                 index += 1
                 return string
             }
             if byte == UInt8(ascii: "\\") { break }
             guard byte >= 0x20 else { throw error("control character in a string") }
+            if byte >= 0x80 { ascii = false }
             index += 1
         }
         var scalars = Array(bytes[start..<index])

@@ -5,26 +5,49 @@
 /// A JSON object from a request body or WebSocket message, with typed field
 /// access whose errors name the field.
 public struct JSONObject: Sendable {
-    public let fields: [String: JSONValue]
+    /// In the document's order; a few fields, so a look-up is a short scan, with no hashing.
+    private let members: [(name: String, value: JSONValue)]
 
+    @inlinable
     public init(parsing bytes: some Collection<UInt8>) throws(PresenceError) {
-        let value = try Self.parseValue(bytes)
-        guard case .object(let fields) = value else {
-            throw .invalidArgument("expected a JSON object")
-        }
-        self.fields = fields
+        try self.init(parsing: Array(bytes))
     }
 
-    public static func parseValue(_ bytes: some Collection<UInt8>) throws(PresenceError) -> JSONValue {
+    public init(parsing bytes: [UInt8]) throws(PresenceError) {
+        let members: [(name: String, value: JSONValue)]?
         do {
-            return try JSONParser.parse(bytes)
+            members = try JSONParser.parseMembers(array: bytes)
         } catch {
-            throw .invalidJSON("the body is not valid JSON (\(error.reason) at byte \(error.offset))")
+            throw Self.invalid(error)
         }
+        guard let members else { throw .invalidArgument("expected a JSON object") }
+        self.members = members
+    }
+
+    /// A field's value; of a name given twice, the last (as JSON parsers commonly do).
+    public subscript(_ name: String) -> JSONValue? {
+        members.last { $0.name == name }?.value
+    }
+
+    @inlinable
+    public static func parseValue(_ bytes: some Collection<UInt8>) throws(PresenceError) -> JSONValue {
+        try parseValue(Array(bytes))
+    }
+
+    public static func parseValue(_ bytes: [UInt8]) throws(PresenceError) -> JSONValue {
+        do {
+            return try JSONParser.parse(array: bytes)
+        } catch {
+            throw invalid(error)
+        }
+    }
+
+    private static func invalid(_ error: JSONParser.SyntaxError) -> PresenceError {
+        .invalidJSON("the body is not valid JSON (\(error.reason) at byte \(error.offset))")
     }
 
     public func optionalString(_ name: String) throws(PresenceError) -> String? {
-        switch fields[name] {
+        switch self[name] {
         case .none, .some(.null): return nil
         case .some(.string(let value)): return value
         case .some: throw .invalidArgument("\(name) must be a string")
@@ -37,7 +60,7 @@ public struct JSONObject: Sendable {
     }
 
     public func optionalBool(_ name: String) throws(PresenceError) -> Bool? {
-        switch fields[name] {
+        switch self[name] {
         case .none, .some(.null): return nil
         case .some(.bool(let value)): return value
         case .some: throw .invalidArgument("\(name) must be true or false")
@@ -45,7 +68,7 @@ public struct JSONObject: Sendable {
     }
 
     public func optionalInteger(_ name: String) throws(PresenceError) -> Int64? {
-        switch fields[name] {
+        switch self[name] {
         case .none, .some(.null): return nil
         case .some(.integer(let value)): return value
         case .some(.double(let value)) where value.rounded() == value && abs(value) < 1e15: return Int64(value)
@@ -55,7 +78,7 @@ public struct JSONObject: Sendable {
 
     /// `data` must be present (use null to clear); returns the value to store, `nil` meaning "clear".
     public func data() throws(PresenceError) -> JSONValue? {
-        guard let value = fields["data"] else {
+        guard let value = self["data"] else {
             throw .invalidArgument("data is required (send null to clear it)")
         }
         return try Validate.data(value)
@@ -148,14 +171,19 @@ public struct SocketRequest: Sendable, Hashable {
         public let error: PresenceError
     }
 
+    @inlinable
     public static func decode(_ bytes: some Collection<UInt8>) throws(DecodingError) -> SocketRequest {
+        try decode(Array(bytes))
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(DecodingError) -> SocketRequest {
         let message: JSONObject
         do {
             message = try JSONObject(parsing: bytes)
         } catch {
             throw DecodingError(id: nil, error: error)
         }
-        let id = message.fields["id"]
+        let id = message["id"]
         switch id {
         case nil, .string?, .integer?, .double?: break
         default: throw DecodingError(id: nil, error: .invalidArgument("id must be a number or a string"))

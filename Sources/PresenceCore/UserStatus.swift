@@ -64,7 +64,7 @@ public struct UserIdsRequest: Sendable, Hashable {
     public let userIds: [String]
 
     public init(json object: JSONObject) throws(PresenceError) {
-        guard case .array(let values)? = object.fields["userIds"] else {
+        guard case .array(let values)? = object["userIds"] else {
             throw .invalidArgument("userIds is required: an array of user ids")
         }
         guard values.count <= Self.maximum else {

@@ -76,4 +76,22 @@ import PresenceTestSupport
         let fine = String(repeating: "[", count: 60) + String(repeating: "]", count: 60)
         #expect(throws: Never.self) { try parse(fine) }
     }
+
+    /// Requests are read as members: the same fields as the parsed object, the last of a name
+    /// given twice, UTF-8 past ASCII kept and validated, and the same errors.
+    @Test func membersAreTheObjectsFields() throws {
+        let text = #"{"type":"heartbeat","name":"Zoë \u00e9","id":1,"id":"two","data":{"a":[1,{"b":null}]}}"#
+        let members = try #require(try JSONParser.parseMembers(array: Array(text.utf8)))
+        #expect(members.map(\.name) == ["type", "name", "id", "id", "data"])
+        guard case .object(let fields) = try parse(text) else { throw TestFailure("not an object") }
+        let object = try JSONObject(parsing: Array(text.utf8))
+        for (name, value) in fields { #expect(object[name] == value) }
+        #expect(object["id"] == .string("two"))
+        #expect(object["name"] == .string("Zoë é"))
+        #expect(object["missing"] == nil)
+        #expect(try JSONParser.parseMembers(array: Array("[1]".utf8)) == nil)
+        #expect(throws: JSONParser.SyntaxError.self) { try JSONParser.parseMembers(array: Array(#"{"a":1} x"#.utf8)) }
+        #expect(throws: JSONParser.SyntaxError.self) { try JSONParser.parseMembers(array: [0x7B, 0x22, 0xC3, 0x28, 0x22, 0x3A, 0x31, 0x7D]) }
+        #expect(throws: PresenceError.invalidArgument("expected a JSON object")) { try JSONObject(parsing: Array("[]".utf8)) }
+    }
 }

@@ -20,11 +20,29 @@ import Glibc
 func fuzzOneInput(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
     let bytes = Array(UnsafeBufferPointer(start: start, count: count))
 
-    if let value = try? JSONParser.parse(bytes) {
+    let parsed = try? JSONParser.parse(bytes)
+    if let value = parsed {
         let written = value.compactJSON
         guard let reparsed = try? JSONParser.parse(Array(written.utf8)), reparsed == value else {
             fatalError("a parsed value does not survive writing and parsing: \(written)")
         }
+    }
+    // Requests are read as members, not as a dictionary: the same document, the same fields.
+    var members: [(name: String, value: JSONValue)]?
+    var membersValid = true
+    do {
+        members = try JSONParser.parseMembers(array: bytes)
+    } catch {
+        membersValid = false
+    }
+    precondition(membersValid == (parsed != nil), "the members and the value disagree on whether the document is valid")
+    if case .object(let fields)? = parsed {
+        guard let members else { fatalError("an object was not read as members") }
+        precondition(Set(members.map(\.name)) == Set(fields.keys), "the members name other fields than the object")
+        let object = try! JSONObject(parsing: bytes)
+        for (name, value) in fields { precondition(object[name] == value, "field \(name) differs between members and object") }
+    } else {
+        precondition(members == nil, "members of a document that is not an object")
     }
 
     if let request = try? SocketRequest.decode(bytes) {
