@@ -72,7 +72,69 @@ public struct FanOut: Sendable {
         }
         await control.close()
         try await server.stop()
-        return measurements
+        let floor = try await floorFigures(context)
+        // Side by side with the floor, size by size: what presence adds to the sockets' own cost.
+        var ratios = [Figure]()
+        for (subscribers, _) in sizes {
+            let label = "\(Figure.format(Double(subscribers))) subscribers"
+            for (ours, theirs, what) in [("server CPU per delivered diff", "server CPU per delivered frame", "server CPU per diff"), ("p99", "p99", "p99")] {
+                guard let mine = measurements.first(where: { $0.name.hasPrefix(label + ",") && $0.name.hasSuffix(ours) }),
+                    let bare = floor.first(where: { $0.name.contains(" \(Figure.format(Double(subscribers))) sockets,") && $0.name.hasSuffix(theirs) })
+                // /proc counts CPU in ticks of 10 ms: a smoke run's floor may read 0.
+                else { continue }
+                guard bare.value > 0 else { continue }
+                ratios.append(Figure(scenario: Self.name, name: "\(label), \(what) ÷ bare SwiftNIO", value: mine.value / bare.value, unit: "×"))
+            }
+        }
+        return measurements + floor + ratios
+    }
+
+    /// The same frame counts through `presence-bench floor-server --nio`, which sends a diff-sized
+    /// frame to every socket the way this server sends a diff: what the kernel and SwiftNIO cost
+    /// by themselves on this machine, with no presence work at all.
+    private func floorFigures(_ context: BenchmarkContext) async throws -> [Figure] {
+        let floor = try await context.startFloorServer(nio: true)
+        let address = ServerAddress(port: floor.port)
+        let control = try await WebSocketLoadConnection.connect(to: address, group: context.group)
+        var figures = [Figure]()
+        for (subscribers, operations) in sizes {
+            let arrivals = ArrivalTracker(subscribers: subscribers)
+            context.progress("fan-out: the same to \(subscribers) sockets of a bare SwiftNIO WebSocket")
+            let sockets = try await context.openSockets(
+                subscribers, to: address,
+                onPush: { subscriber in
+                    { message, received in
+                        if Wire.isDiff(message) { arrivals.arrive(from: subscriber, at: received) }
+                    }
+                })
+            let cpuBefore = try floor.cpuSeconds()
+            var latencies = [Double]()
+            for _ in 0..<operations {
+                let wait = arrivals.expect(subscribers, on: context.group.next())
+                let started = NIODeadline.now()
+                _ = try await control.request("broadcast")
+                let lastArrival = try await arrivals.wait(wait, timeout: .seconds(60))
+                latencies.append(Double((lastArrival - started).nanoseconds) / 1e6)
+            }
+            let cpu = try floor.cpuSeconds() - cpuBefore
+            await context.closeAll(sockets)
+            guard arrivals.countsBySubscriber.allSatisfy({ $0 == operations }) else {
+                throw BenchmarkError("fan-out floor to \(subscribers): a socket did not read exactly \(operations) frames")
+            }
+            let percentiles = Percentiles(latencies)
+            let label = "bare SwiftNIO WebSocket, \(Figure.format(Double(subscribers))) sockets, \(operations) frames to all"
+            figures += [
+                Figure(scenario: Self.name, name: "\(label), p50", value: percentiles.p50, unit: "ms"),
+                Figure(scenario: Self.name, name: "\(label), p99", value: percentiles.p99, unit: "ms"),
+                Figure(
+                    scenario: Self.name, name: "\(label), server CPU per delivered frame",
+                    value: cpu / Double(operations * subscribers) * 1e6, unit: "µs"),
+            ]
+        }
+        await control.close()
+        floor.process.terminate()
+        _ = try await floor.waitForExit()
+        return figures
     }
 }
 

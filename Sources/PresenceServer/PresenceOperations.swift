@@ -61,6 +61,7 @@ struct PresenceOperations: Sendable {
     // acknowledged before it was asked for.
 
     func heartbeat(_ request: HeartbeatRequest, by caller: UserCaller) async throws(PresenceError) -> SessionTokens {
+        if let tokens = heartbeatAtOnce(request, as: caller.identity) { return tokens }
         try await authorize(caller, .join(roomId: request.roomId, userId: request.userId))
         let vouched = request.withProfile(name: caller.identity?.name, image: caller.identity?.image)
         let tokens = try await checked { try await store.heartbeat(vouched) }
@@ -68,10 +69,11 @@ struct PresenceOperations: Sendable {
         return tokens
     }
 
-    /// The same heartbeat for a socket that authenticated as `identity` (nil: none), answered
-    /// without waiting when both the authorizer and the store can (`allowsAtOnce`,
-    /// `heartbeatAtOnce`); nil sends it the full way, `heartbeat(_:by:)`, which reports any error.
-    func heartbeatAtOnce(_ request: HeartbeatRequest, socketIdentity identity: Identity?) -> SessionTokens? {
+    /// The same heartbeat for a caller who authenticated as `identity` (nil: none; a socket's
+    /// identity may have expired since), answered without waiting when both the authorizer and
+    /// the store can (`allowsAtOnce`, `heartbeatAtOnce`); nil sends it the full way,
+    /// `heartbeat(_:by:)`, which reports any error.
+    func heartbeatAtOnce(_ request: HeartbeatRequest, as identity: Identity?) -> SessionTokens? {
         let caller = Self.unexpired(identity, now: store.clock.nowMillis())
         guard authorizer.allowsAtOnce(caller, .join(roomId: request.roomId, userId: request.userId)) else { return nil }
         guard let tokens = store.heartbeatAtOnce(request.withProfile(name: caller?.name, image: caller?.image)) else { return nil }

@@ -348,7 +348,7 @@ final class SocketReader: Sendable {
             message = .undecodable(error)
         }
         if case .request(let request) = message, case .heartbeat(let heartbeat) = request.kind, let identity = identityWhenIdle(),
-            let tokens = endpoint.operations.heartbeatAtOnce(heartbeat, socketIdentity: identity)
+            let tokens = endpoint.operations.heartbeatAtOnce(heartbeat, as: identity)
         {
             outbox.send(ServerFrame.heartbeat(id: request.id, tokens: tokens))
             return
