@@ -39,9 +39,13 @@ public final class MemoryStore: PresenceStore {
         try heartbeatNow(request)
     }
 
-    /// Every heartbeat this store takes is answered at once: it never waits for anything.
+    /// Every heartbeat this store takes is answered at once: it never waits for anything. One that
+    /// only moves a live session's deadline has no events and no changes to hand on.
     public func heartbeatAtOnce(_ request: HeartbeatRequest) -> SessionTokens? {
-        try? heartbeatNow(request)
+        let now = clock.nowMillis()
+        guard let extended = state.withLock({ $0.extendLiveSession(request, now: now) }) else { return try? heartbeatNow(request) }
+        if let deadline = extended.queuedDeadline { deadlineAlarm.note(deadline: deadline) }
+        return extended.tokens
     }
 
     private func heartbeatNow(_ request: HeartbeatRequest) throws(PresenceError) -> SessionTokens {
