@@ -40,6 +40,8 @@ public struct Figure: Sendable, Codable {
         if value == value.rounded() || abs(value) >= 100 {
             return Int(value.rounded()).formatted(.number.grouping(.automatic).locale(Locale(identifier: "en_US")))
         }
+        // Three significant digits below 1: a steady state's 0.075 cores is not 0.08.
+        if abs(value) < 1 { return String(format: "%.3g", value) }
         return String(format: abs(value) >= 10 ? "%.1f" : "%.2f", value)
     }
 

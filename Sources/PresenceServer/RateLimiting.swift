@@ -58,10 +58,8 @@ final class AddressLimits: Sendable {
                 let idle = Int64(burst / max(rate, 0.001) * 1000) + 60_000
                 state.entries = state.entries.filter { $0.value.connections > 0 || now - $0.value.limiter.lastUsed < idle }
             }
-            if state.entries[address] == nil {
-                state.entries[address] = Entry(limiter: RateLimiter(rate: rate, burst: burst, now: now))
-            }
-            return state.entries[address]!.limiter.allow(now: now)
+            // One look-up, changed in place: every request and every socket message comes here.
+            return state.entries[address, default: Entry(limiter: RateLimiter(rate: rate, burst: burst, now: now))].limiter.allow(now: now)
         }
     }
 
