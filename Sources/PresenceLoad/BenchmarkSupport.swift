@@ -40,9 +40,13 @@ public struct Figure: Sendable, Codable {
         if value == value.rounded() || abs(value) >= 100 {
             return Int(value.rounded()).formatted(.number.grouping(.automatic).locale(Locale(identifier: "en_US")))
         }
-        // Three significant digits below 1: a steady state's 0.075 cores is not 0.08.
-        if abs(value) < 1 { return String(format: "%.3g", value) }
         return String(format: abs(value) >= 10 ? "%.1f" : "%.2f", value)
+    }
+
+    /// A measured value: three significant digits below 1, as a steady state's 0.075 cores is not 0.08.
+    static func formatMeasured(_ value: Double) -> String {
+        guard value.isFinite, abs(value) < 1, value != 0 else { return format(value) }
+        return String(format: "%.3g", value)
     }
 
     /// The figures as one Markdown table.
@@ -51,7 +55,7 @@ public struct Figure: Sendable, Codable {
         for measurement in measurements {
             let verdict = measurement.met.map { $0 ? "met" : "**missed**" } ?? ""
             lines.append(
-                "| \(measurement.scenario) | \(measurement.name) | \(format(measurement.value)) \(measurement.unit) | \(measurement.target.map { "\($0) \(measurement.unit)" } ?? "") | \(verdict) |")
+                "| \(measurement.scenario) | \(measurement.name) | \(formatMeasured(measurement.value)) \(measurement.unit) | \(measurement.target.map { "\($0) \(measurement.unit)" } ?? "") | \(verdict) |")
         }
         return lines.joined(separator: "\n")
     }
