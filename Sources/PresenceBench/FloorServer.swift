@@ -3,8 +3,9 @@ import Foundation
 import Hummingbird
 import HummingbirdWebSocket
 
-/// The floor for the cost figures: Hummingbird with one route and no middleware, built with the
-/// same settings as `presence-server`, answering what `GET /health` answers, and a WebSocket at
+/// The floor for the cost figures: Hummingbird with two routes and no middleware, built with the
+/// same settings as `presence-server`: `GET /health` answering what the server's answers,
+/// `POST /api/heartbeat` reading its body and answering a fixed pair of tokens; and a WebSocket at
 /// `/api/ws` that answers every text message with a fixed heartbeat reply, written the way the
 /// Hummingbird WebSocket documentation writes a handler. The heartbeat and steady-state scenarios
 /// start it as its own process and measure it the same way as the server.
@@ -26,6 +27,13 @@ struct FloorServerCommand: AsyncParsableCommand {
             Response(
                 status: .ok, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
+        }
+        router.post("/api/heartbeat") { request, _ in
+            var request = request
+            _ = try await request.collectBody(upTo: 64 * 1024)
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(string: #"{"roomToken":"floor","sessionToken":"floor"}"#)))
         }
         let webSocketRouter = Router(context: BasicWebSocketRequestContext.self)
         webSocketRouter.ws("/api/ws") { inbound, outbound, _ in

@@ -64,6 +64,10 @@ public struct HeartbeatCost: Sendable {
         var heartbeatCPU = 0.0
         var floor = RequestTally()
         var floorCPU = 0.0
+        var floorSeconds = 0.0
+        var floorPosts = RequestTally()
+        var floorPostCPU = 0.0
+        var floorPostSeconds = 0.0
         let floorServer = try await context.startFloorServer()
         let floorHTTP = try await context.connectHTTP(connections, to: ServerAddress(port: floorServer.port))
         let healthRequest = HTTPLoadRequest.get("/health")
@@ -92,9 +96,21 @@ public struct HeartbeatCost: Sendable {
             heartbeatSeconds += heartbeatElapsed
             context.progress("heartbeat cost: round \(round) of \(rounds), GET /health of a bare Hummingbird server")
             cpuBefore = try floorServer.cpuSeconds()
-            let (floorTally, _) = try await phase(floorHTTP) { _, _, _ in healthRequest }
+            let (floorTally, floorElapsed) = try await phase(floorHTTP) { _, _, _ in healthRequest }
             floorCPU += try floorServer.cpuSeconds() - cpuBefore
             floor.add(floorTally)
+            floorSeconds += floorElapsed
+            // The same bodies to a bare route that only reads them: what a POST with a body costs
+            // Hummingbird itself, next to its GET.
+            context.progress("heartbeat cost: round \(round) of \(rounds), POST /api/heartbeat of a bare Hummingbird server")
+            cpuBefore = try floorServer.cpuSeconds()
+            let (floorPostTally, floorPostElapsed) = try await phase(floorHTTP) { connection, _, index in
+                let requests = heartbeatRequests[connection]
+                return requests[index % requests.count]
+            }
+            floorPostCPU += try floorServer.cpuSeconds() - cpuBefore
+            floorPosts.add(floorPostTally)
+            floorPostSeconds += floorPostElapsed
         }
         for connection in floorHTTP { await connection.close() }
         floorServer.process.terminate()
@@ -119,6 +135,7 @@ public struct HeartbeatCost: Sendable {
 
         for (what, tally) in [
             ("HTTP heartbeats", heartbeats), ("GET /health", health), ("WebSocket heartbeats", webSocketTally), ("the bare route", floor),
+            ("the bare POST route", floorPosts),
         ]
         where tally.failures > 0 || tally.responses == 0 {
             throw BenchmarkError("\(what): \(tally.failures) of \(tally.responses) failed, first: \(tally.firstFailure ?? "none")")
@@ -139,6 +156,15 @@ public struct HeartbeatCost: Sendable {
             .atMost(
                 2, scenario: Self.name, name: "server CPU per heartbeat ÷ bare route",
                 value: heartbeatCPU / Double(heartbeats.responses) / floorCPUPerRequest, unit: "×"),
+            Figure(
+                scenario: Self.name, name: "bare Hummingbird POST route reading the same bodies, server CPU per request",
+                value: floorPostCPU / Double(floorPosts.responses) * 1e6, unit: "µs"),
+            Figure(
+                scenario: Self.name, name: "bare Hummingbird: POST ÷ GET throughput",
+                value: (Double(floorPosts.responses) / floorPostSeconds) / (Double(floor.responses) / floorSeconds), unit: "×"),
+            Figure(
+                scenario: Self.name, name: "server CPU per heartbeat ÷ bare POST route",
+                value: heartbeatCPU / Double(heartbeats.responses) / (floorPostCPU / Double(floorPosts.responses)), unit: "×"),
             Figure(
                 scenario: Self.name, name: "WebSocket heartbeats, \(connections) sockets",
                 value: Double(webSocketTally.responses) / webSocketSeconds, unit: "msg/s"),

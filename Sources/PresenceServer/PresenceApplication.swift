@@ -51,7 +51,8 @@ public enum PresenceApplication {
         let openSockets = OpenSockets()
         let sockets = WebSocketEndpoint(
             operations: operations, hub: hub, watchers: watchers, metrics: metrics, configuration: configuration,
-            addressLimits: addressLimits, openSockets: openSockets, logger: logger)
+            addressLimits: addressLimits, openSockets: openSockets,
+            keepAliveWheels: KeepAliveWheels(interval: TimeAmount(configuration.webSocketPingAfter)), logger: logger)
         let requestTimeout = TimeAmount(configuration.requestTimeout)
         let idleTimeout = TimeAmount(configuration.idleTimeout)
         return Application(

@@ -37,6 +37,7 @@ struct WebSocketEndpoint: Sendable {
     let configuration: PresenceServerConfiguration
     let addressLimits: AddressLimits
     let openSockets: OpenSockets
+    let keepAliveWheels: KeepAliveWheels
     let logger: Logger
 
     var maxMessageBytes: Int { ProtocolLimits.maxBodyBytes }
@@ -73,7 +74,9 @@ struct WebSocketEndpoint: Sendable {
     /// Sets up an upgraded channel's handlers. Runs on the channel's event loop.
     func open(_ channel: any Channel, admission: Admission) throws {
         let pipeline = channel.pipeline.syncOperations
-        try pipeline.addHandler(WebSocketKeepAlive(interval: TimeAmount(configuration.webSocketPingAfter), metrics: metrics), position: .first)
+        let keepAlive = WebSocketKeepAlive(
+            interval: TimeAmount(configuration.webSocketPingAfter), metrics: metrics, wheel: keepAliveWheels.wheel(on: channel.eventLoop))
+        try pipeline.addHandler(keepAlive, position: .first)
         try pipeline.addHandler(MaskedFramesOnly())
         try pipeline.addHandler(
             NIOWebSocketFrameAggregator(

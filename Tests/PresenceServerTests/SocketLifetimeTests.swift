@@ -24,7 +24,7 @@ import PresenceStore
             watchers: UserWatchHub(store: store, logger: logger),
             metrics: metrics, configuration: configuration,
             addressLimits: AddressLimits(rate: 1_000, burst: 1_000, maxConnections: 10),
-            openSockets: OpenSockets(), logger: logger)
+            openSockets: OpenSockets(), keepAliveWheels: KeepAliveWheels(interval: .seconds(30)), logger: logger)
         let channel = EmbeddedChannel()
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
         try endpoint.open(channel, admission: .init(address: "127.0.0.1", identity: nil))
