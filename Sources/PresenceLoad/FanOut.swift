@@ -35,11 +35,7 @@ public struct FanOut: Sendable {
             let sockets = try await context.openSockets(
                 subscribers, to: address,
                 prepare: { _, socket in _ = try await socket.request(Wire.subscribe(roomToken: roomToken, id: 1)) },
-                onPush: { subscriber in
-                    { message, received in
-                        if Wire.isDiff(message) { arrivals.arrive(from: subscriber, at: received) }
-                    }
-                })
+                onPush: arrivals.countingDiffs)
 
             context.progress("fan-out: \(operations) joins and leaves to \(subscribers) subscribers")
             let cpuBefore = try server.process.cpuSeconds()
@@ -102,19 +98,11 @@ public struct FanOut: Sendable {
             context.progress("fan-out: the same to \(subscribers) sockets of a bare SwiftNIO WebSocket")
             let sockets = try await context.openSockets(
                 subscribers, to: address,
-                onPush: { subscriber in
-                    { message, received in
-                        if Wire.isDiff(message) { arrivals.arrive(from: subscriber, at: received) }
-                    }
-                })
+                onPush: arrivals.countingDiffs)
             let cpuBefore = try floor.cpuSeconds()
             var latencies = [Double]()
             for _ in 0..<operations {
-                let wait = arrivals.expect(subscribers, on: context.group.next())
-                let started = NIODeadline.now()
-                _ = try await control.request("broadcast")
-                let lastArrival = try await arrivals.wait(wait, timeout: .seconds(60))
-                latencies.append(Double((lastArrival - started).nanoseconds) / 1e6)
+                latencies.append(try await arrivals.time(subscribers, on: context.group.next()) { _ = try await control.request("broadcast") })
             }
             let cpu = try floor.cpuSeconds() - cpuBefore
             await context.closeAll(sockets)
@@ -148,19 +136,18 @@ extension FanOut {
         var latencies = [Double]()
         var sessionToken = ""
         for operation in 0..<operations {
-            let wait = arrivals.expect(subscribers, on: context.group.next())
-            let started = NIODeadline.now()
-            if operation.isMultiple(of: 2) {
-                sessionToken = try await control.heartbeat(
-                    room: room, user: "u\(operation)", session: "\(sessionPrefix)-\(operation)", interval: 300_000
-                ).sessionToken
-            } else {
-                let response = try await control.send(
-                    HTTPLoadRequest.post("/api/disconnect", json: Wire.disconnect(sessionToken: sessionToken)))
-                guard response.status == 200 else { throw BenchmarkError("disconnect: \(response.status) \(response.text)") }
-            }
-            let lastArrival = try await arrivals.wait(wait, timeout: .seconds(60))
-            latencies.append(Double((lastArrival - started).nanoseconds) / 1e6)
+            latencies.append(
+                try await arrivals.time(subscribers, on: context.group.next()) {
+                    if operation.isMultiple(of: 2) {
+                        sessionToken = try await control.heartbeat(
+                            room: room, user: "u\(operation)", session: "\(sessionPrefix)-\(operation)", interval: 300_000
+                        ).sessionToken
+                    } else {
+                        let response = try await control.send(
+                            HTTPLoadRequest.post("/api/disconnect", json: Wire.disconnect(sessionToken: sessionToken)))
+                        guard response.status == 200 else { throw BenchmarkError("disconnect: \(response.status) \(response.text)") }
+                    }
+                })
         }
         return latencies
     }
@@ -181,7 +168,7 @@ final class ArrivalTracker: Sendable {
     }
 
     /// Starts waiting for `count` arrivals; call before the change is made.
-    func expect(_ count: Int, on eventLoop: any EventLoop) -> EventLoopFuture<NIODeadline> {
+    private func expect(_ count: Int, on eventLoop: any EventLoop) -> EventLoopFuture<NIODeadline> {
         let promise = eventLoop.makePromise(of: NIODeadline.self)
         state.withLock {
             $0.remaining = count
@@ -191,7 +178,7 @@ final class ArrivalTracker: Sendable {
         return promise.futureResult
     }
 
-    func arrive(from subscriber: Int, at time: NIODeadline) {
+    private func arrive(from subscriber: Int, at time: NIODeadline) {
         let finished: (EventLoopPromise<NIODeadline>, NIODeadline)? = state.withLock {
             $0.countsBySubscriber[subscriber] += 1
             $0.remaining -= 1
@@ -206,7 +193,23 @@ final class ArrivalTracker: Sendable {
     /// How many diffs each subscriber has read in all.
     var countsBySubscriber: [Int] { state.withLock { $0.countsBySubscriber } }
 
-    func wait(_ future: EventLoopFuture<NIODeadline>, timeout: Duration) async throws -> NIODeadline {
+    /// A socket's push handler (`openSockets`' `onPush`) that counts the diffs subscriber `index` reads.
+    func countingDiffs(_ index: Int) -> WebSocketLoadConnection.PushHandler {
+        { [self] message, received in
+            if Wire.isDiff(message) { arrive(from: index, at: received) }
+        }
+    }
+
+    /// Milliseconds from just before `change` until the last of `count` subscribers has read its diff.
+    func time(_ count: Int, on eventLoop: any EventLoop, _ change: () async throws -> Void) async throws -> Double {
+        let wait = expect(count, on: eventLoop)
+        let started = NIODeadline.now()
+        try await change()
+        let lastArrival = try await self.wait(wait, timeout: .seconds(60))
+        return Double((lastArrival - started).nanoseconds) / 1e6
+    }
+
+    private func wait(_ future: EventLoopFuture<NIODeadline>, timeout: Duration) async throws -> NIODeadline {
         let timer = future.eventLoop.scheduleTask(in: .nanoseconds(Int64(timeout.inSeconds * 1e9))) { [self] in
             let promise = state.withLock { state -> EventLoopPromise<NIODeadline>? in
                 defer { state.promise = nil }

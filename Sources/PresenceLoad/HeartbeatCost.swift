@@ -56,18 +56,10 @@ public struct HeartbeatCost: Sendable {
         try await settle(subscriberMessages)
         let joinDiffs = subscriberMessages.reset()
 
-        var health = RequestTally()
-        var heartbeats = RequestTally()
-        var healthSeconds = 0.0
-        var heartbeatSeconds = 0.0
-        var healthCPU = 0.0
-        var heartbeatCPU = 0.0
-        var floor = RequestTally()
-        var floorCPU = 0.0
-        var floorSeconds = 0.0
-        var floorPosts = RequestTally()
-        var floorPostCPU = 0.0
-        var floorPostSeconds = 0.0
+        var health = PhaseTotals()
+        var heartbeats = PhaseTotals()
+        var floor = PhaseTotals()
+        var floorPosts = PhaseTotals()
         let floorServer = try await context.startFloorServer()
         let floorHTTP = try await context.connectHTTP(connections, to: ServerAddress(port: floorServer.port))
         let healthRequest = HTTPLoadRequest.get("/health")
@@ -78,39 +70,22 @@ public struct HeartbeatCost: Sendable {
                     "/api/heartbeat", json: Wire.heartbeat(room: room, user: user, session: user, interval: Self.interval))
             }
         }
+        let heartbeatRequest: @Sendable (Int, HTTPResponse?, Int) -> HTTPLoadRequest = { connection, _, index in
+            let requests = heartbeatRequests[connection]
+            return requests[index % requests.count]
+        }
         for round in 1...rounds {
-            context.progress("heartbeat cost: round \(round) of \(rounds), GET /health")
-            var cpuBefore = try server.process.cpuSeconds()
-            let (healthTally, healthElapsed) = try await phase(http) { _, _, _ in healthRequest }
-            healthCPU += try server.process.cpuSeconds() - cpuBefore
-            health.add(healthTally)
-            healthSeconds += healthElapsed
-            context.progress("heartbeat cost: round \(round) of \(rounds), POST /api/heartbeat")
-            cpuBefore = try server.process.cpuSeconds()
-            let (heartbeatTally, heartbeatElapsed) = try await phase(http) { connection, _, index in
-                let requests = heartbeatRequests[connection]
-                return requests[index % requests.count]
-            }
-            heartbeatCPU += try server.process.cpuSeconds() - cpuBefore
-            heartbeats.add(heartbeatTally)
-            heartbeatSeconds += heartbeatElapsed
-            context.progress("heartbeat cost: round \(round) of \(rounds), GET /health of a bare Hummingbird server")
-            cpuBefore = try floorServer.cpuSeconds()
-            let (floorTally, floorElapsed) = try await phase(floorHTTP) { _, _, _ in healthRequest }
-            floorCPU += try floorServer.cpuSeconds() - cpuBefore
-            floor.add(floorTally)
-            floorSeconds += floorElapsed
+            let progress = "heartbeat cost: round \(round) of \(rounds),"
+            context.progress("\(progress) GET /health")
+            try await phase(http, of: server.process, into: &health) { _, _, _ in healthRequest }
+            context.progress("\(progress) POST /api/heartbeat")
+            try await phase(http, of: server.process, into: &heartbeats, request: heartbeatRequest)
+            context.progress("\(progress) GET /health of a bare Hummingbird server")
+            try await phase(floorHTTP, of: floorServer, into: &floor) { _, _, _ in healthRequest }
             // The same bodies to a bare route that only reads them: what a POST with a body costs
             // Hummingbird itself, next to its GET.
-            context.progress("heartbeat cost: round \(round) of \(rounds), POST /api/heartbeat of a bare Hummingbird server")
-            cpuBefore = try floorServer.cpuSeconds()
-            let (floorPostTally, floorPostElapsed) = try await phase(floorHTTP) { connection, _, index in
-                let requests = heartbeatRequests[connection]
-                return requests[index % requests.count]
-            }
-            floorPostCPU += try floorServer.cpuSeconds() - cpuBefore
-            floorPosts.add(floorPostTally)
-            floorPostSeconds += floorPostElapsed
+            context.progress("\(progress) POST /api/heartbeat of a bare Hummingbird server")
+            try await phase(floorHTTP, of: floorServer, into: &floorPosts, request: heartbeatRequest)
         }
         for connection in floorHTTP { await connection.close() }
         floorServer.process.terminate()
@@ -134,37 +109,32 @@ public struct HeartbeatCost: Sendable {
         try await server.stop()
 
         for (what, tally) in [
-            ("HTTP heartbeats", heartbeats), ("GET /health", health), ("WebSocket heartbeats", webSocketTally), ("the bare route", floor),
-            ("the bare POST route", floorPosts),
+            ("HTTP heartbeats", heartbeats.tally), ("GET /health", health.tally), ("WebSocket heartbeats", webSocketTally),
+            ("the bare route", floor.tally), ("the bare POST route", floorPosts.tally),
         ]
         where tally.failures > 0 || tally.responses == 0 {
             throw BenchmarkError("\(what): \(tally.failures) of \(tally.responses) failed, first: \(tally.firstFailure ?? "none")")
         }
         guard joinDiffs > 0 else { throw BenchmarkError("the subscriber saw no joins: it cannot have seen heartbeats either") }
 
-        let healthRate = Double(health.responses) / healthSeconds
-        let heartbeatRate = Double(heartbeats.responses) / heartbeatSeconds
-        let heartbeatCount = heartbeats.responses + webSocketTally.responses
-        let floorCPUPerRequest = floorCPU / Double(floor.responses)
+        let heartbeatCount = heartbeats.tally.responses + webSocketTally.responses
         return [
-            Figure(scenario: Self.name, name: "`GET /health`, \(connections) keep-alive connections", value: healthRate, unit: "req/s"),
-            Figure(scenario: Self.name, name: "`POST /api/heartbeat` of online users", value: heartbeatRate, unit: "req/s"),
-            .atLeast(0.8, scenario: Self.name, name: "heartbeat ÷ `/health` throughput", value: heartbeatRate / healthRate, unit: "×"),
-            Figure(scenario: Self.name, name: "server CPU per `GET /health`", value: healthCPU / Double(health.responses) * 1e6, unit: "µs"),
-            Figure(scenario: Self.name, name: "server CPU per heartbeat", value: heartbeatCPU / Double(heartbeats.responses) * 1e6, unit: "µs"),
-            Figure(scenario: Self.name, name: "bare Hummingbird route, server CPU per request", value: floorCPUPerRequest * 1e6, unit: "µs"),
+            Figure(scenario: Self.name, name: "`GET /health`, \(connections) keep-alive connections", value: health.rate, unit: "req/s"),
+            Figure(scenario: Self.name, name: "`POST /api/heartbeat` of online users", value: heartbeats.rate, unit: "req/s"),
+            .atLeast(0.8, scenario: Self.name, name: "heartbeat ÷ `/health` throughput", value: heartbeats.rate / health.rate, unit: "×"),
+            Figure(scenario: Self.name, name: "server CPU per `GET /health`", value: health.cpuPerRequest * 1e6, unit: "µs"),
+            Figure(scenario: Self.name, name: "server CPU per heartbeat", value: heartbeats.cpuPerRequest * 1e6, unit: "µs"),
+            Figure(scenario: Self.name, name: "bare Hummingbird route, server CPU per request", value: floor.cpuPerRequest * 1e6, unit: "µs"),
             .atMost(
                 2, scenario: Self.name, name: "server CPU per heartbeat ÷ bare route",
-                value: heartbeatCPU / Double(heartbeats.responses) / floorCPUPerRequest, unit: "×"),
+                value: heartbeats.cpuPerRequest / floor.cpuPerRequest, unit: "×"),
             Figure(
                 scenario: Self.name, name: "bare Hummingbird POST route reading the same bodies, server CPU per request",
-                value: floorPostCPU / Double(floorPosts.responses) * 1e6, unit: "µs"),
-            Figure(
-                scenario: Self.name, name: "bare Hummingbird: POST ÷ GET throughput",
-                value: (Double(floorPosts.responses) / floorPostSeconds) / (Double(floor.responses) / floorSeconds), unit: "×"),
+                value: floorPosts.cpuPerRequest * 1e6, unit: "µs"),
+            Figure(scenario: Self.name, name: "bare Hummingbird: POST ÷ GET throughput", value: floorPosts.rate / floor.rate, unit: "×"),
             Figure(
                 scenario: Self.name, name: "server CPU per heartbeat ÷ bare POST route",
-                value: heartbeatCPU / Double(heartbeats.responses) / (floorPostCPU / Double(floorPosts.responses)), unit: "×"),
+                value: heartbeats.cpuPerRequest / floorPosts.cpuPerRequest, unit: "×"),
             Figure(
                 scenario: Self.name, name: "WebSocket heartbeats, \(connections) sockets",
                 value: Double(webSocketTally.responses) / webSocketSeconds, unit: "msg/s"),
@@ -185,16 +155,30 @@ public struct HeartbeatCost: Sendable {
         return Wire.heartbeat(room: room, user: user, session: user, interval: interval, id: id)
     }
 
-    /// Every connection sends back to back for one phase.
+    /// What the phases of one kind counted over all rounds: responses, time, and the server's CPU.
+    struct PhaseTotals {
+        var tally = RequestTally()
+        var seconds = 0.0
+        var cpu = 0.0
+
+        var rate: Double { Double(tally.responses) / seconds }
+        var cpuPerRequest: Double { cpu / Double(tally.responses) }
+    }
+
+    /// Every connection sends back to back for one phase, counted into `totals` with `server`'s CPU.
     private func phase(
-        _ connections: [HTTPLoadConnection], request: @escaping @Sendable (_ connection: Int, HTTPResponse?, _ index: Int) -> HTTPLoadRequest
-    ) async throws -> (RequestTally, Double) {
+        _ connections: [HTTPLoadConnection], of server: ServerProcess, into totals: inout PhaseTotals,
+        request: @escaping @Sendable (_ connection: Int, HTTPResponse?, _ index: Int) -> HTTPLoadRequest
+    ) async throws {
+        let cpuBefore = try server.cpuSeconds()
         let deadline = NIODeadline.after(seconds: phaseSeconds)
         let started = ContinuousClock.now
         let tally = try await RequestTally.concurrently(connections) { index, connection in
             try await connection.loop(until: deadline) { request(index, $0, $1) }
         }
-        return (tally, (ContinuousClock.now - started).inSeconds)
+        totals.seconds += (ContinuousClock.now - started).inSeconds
+        totals.cpu += try server.cpuSeconds() - cpuBefore
+        totals.tally.add(tally)
     }
 }
 

@@ -96,11 +96,7 @@ public struct MultiNode: Sendable {
             sockets += try await context.openSockets(
                 share, to: server.address,
                 prepare: { _, socket in _ = try await socket.request(Wire.subscribe(roomToken: roomToken, id: 1)) },
-                onPush: { subscriber in
-                    { message, received in
-                        if Wire.isDiff(message) { arrivals.arrive(from: base + subscriber, at: received) }
-                    }
-                })
+                onPush: { arrivals.countingDiffs(base + $0) })
             offset += share
         }
         let latencies = try await FanOut.timeJoinsAndLeaves(
