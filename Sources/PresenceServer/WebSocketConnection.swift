@@ -74,9 +74,7 @@ struct WebSocketEndpoint: Sendable {
     /// Sets up an upgraded channel's handlers. Runs on the channel's event loop.
     func open(_ channel: any Channel, admission: Admission) throws {
         let pipeline = channel.pipeline.syncOperations
-        let keepAlive = WebSocketKeepAlive(
-            interval: TimeAmount(configuration.webSocketPingAfter), metrics: metrics, wheel: keepAliveWheels.wheel(on: channel.eventLoop))
-        try pipeline.addHandler(keepAlive, position: .first)
+        try pipeline.addHandler(WebSocketKeepAlive(metrics: metrics, wheel: keepAliveWheels.wheel(on: channel.eventLoop)), position: .first)
         try pipeline.addHandler(MaskedFramesOnly())
         try pipeline.addHandler(
             NIOWebSocketFrameAggregator(

@@ -18,9 +18,9 @@ final class WebSocketKeepAlive: ChannelInboundHandler, RemovableChannelHandler {
     /// FIN + ping, no payload: the peer answers with an empty pong.
     private static let pingFrame = ByteBuffer(bytes: [0x89, 0x00])
 
-    private let interval: TimeAmount
     private let metrics: PresenceMetrics
     private let wheel: KeepAliveWheel
+    private var interval: TimeAmount { wheel.interval }
     private var context: ChannelHandlerContext?
     private var lastHeard = NIODeadline.uptimeNanoseconds(0)
     private var pingedAt: NIODeadline?
@@ -28,8 +28,8 @@ final class WebSocketKeepAlive: ChannelInboundHandler, RemovableChannelHandler {
     /// The wheel holds a handler until that step comes, and calls it only if this still matches.
     fileprivate var awaitedStep: Int64?
 
-    init(interval: TimeAmount, metrics: PresenceMetrics, wheel: KeepAliveWheel) {
-        self.interval = interval
+    /// Pings after the wheel's interval of silence.
+    init(metrics: PresenceMetrics, wheel: KeepAliveWheel) {
         self.metrics = metrics
         self.wheel = wheel
     }
@@ -93,6 +93,8 @@ final class KeepAliveWheel {
         let step: Int64
     }
 
+    /// How long a peer may stay silent before it is pinged, and after the ping before it is cut.
+    let interval: TimeAmount
     /// Nanoseconds per step.
     let step: Int64
     private let eventLoop: any EventLoop
@@ -105,6 +107,7 @@ final class KeepAliveWheel {
     /// Steps of an eighth of `interval`, at most a second.
     init(eventLoop: any EventLoop, interval: TimeAmount) {
         self.eventLoop = eventLoop
+        self.interval = interval
         step = max(1, min(interval.nanoseconds / 8, 1_000_000_000))
         // A deadline is at most `interval` (8 steps) ahead, plus the step it rounds up to: one
         // lap of the wheel holds every deadline, so a slot's entries are nearly always due.
@@ -138,7 +141,7 @@ final class KeepAliveWheel {
         let last = Int64(now.uptimeNanoseconds) / step
         // After a long sleep a lap covers everything: each slot holds all steps that map to it.
         var due: [WebSocketKeepAlive] = []
-        for current in max(cursor, last - Int64(slots.count) + 1)...max(cursor, last) where current <= last {
+        for current in stride(from: max(cursor, last - Int64(slots.count) + 1), through: last, by: 1) {
             let index = slot(of: current)
             guard !slots[index].isEmpty else { continue }
             var later: [Entry] = []

@@ -15,7 +15,7 @@ import Testing
         let channel = EmbeddedChannel(loop: loop)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
         try channel.pipeline.syncOperations.addHandler(
-            WebSocketKeepAlive(interval: interval, metrics: PresenceMetrics(), wheel: wheels.wheel(on: loop)))
+            WebSocketKeepAlive(metrics: PresenceMetrics(), wheel: wheels.wheel(on: loop)))
         return channel
     }
 
