@@ -146,6 +146,10 @@ final class FanoutHub: Service, Sendable {
         var users: [UserRecord]
         var counts: ServerFrame.Counts
         var subscribers: [Int: Outbox] = [:]
+
+        /// What the view shows, without its subscribers: a value to hold while the room's own view
+        /// changes in place (one holding the subscribers would share them, and the change copy them all).
+        var shown: View { View(version: version, users: users, counts: counts) }
     }
 
     struct Waiting {
@@ -176,6 +180,22 @@ final class FanoutHub: Service, Sendable {
         var endedReason: String?
 
         var isUnused: Bool { views.isEmpty && waiting.isEmpty && !readInFlight && !queuedForRead }
+
+        // Called through `rooms[token]?.…`, so the room changes in place: through a copy of it, each
+        // change copied every subscriber of the view, n² for a room's n subscriptions.
+
+        /// Makes `outbox` a member of the view of `limit`; a view starts as what its first member was shown.
+        mutating func add(_ outbox: Outbox, limit: Int, shown: View) {
+            views[limit, default: shown].subscribers[outbox.id] = outbox
+            computedVersion = max(computedVersion, shown.version)
+        }
+
+        /// Drops a subscriber from its view (and the view once empty) and from the waiting.
+        mutating func remove(_ subscriberId: Int, limit: Int) {
+            views[limit]?.subscribers.removeValue(forKey: subscriberId)
+            if views[limit]?.subscribers.isEmpty == true { views.removeValue(forKey: limit) }
+            waiting.removeAll { $0.outbox.id == subscriberId }
+        }
         var subscriberCount: Int { views.values.reduce(0) { $0 + $1.subscribers.count } }
         var largestLimit: Int { max(views.keys.max() ?? 0, waiting.map(\.limit).max() ?? 0) }
     }
@@ -267,10 +287,7 @@ final class FanoutHub: Service, Sendable {
             if subscriptions[subscriberId]?.isEmpty == true { subscriptions.removeValue(forKey: subscriberId) }
             subscriptionCount -= 1
             guard rooms[roomToken] != nil else { return }
-            // In place, as in `subscribe`: through a copy of the room, each leave copied every subscriber.
-            rooms[roomToken]!.views[limit]?.subscribers.removeValue(forKey: subscriberId)
-            if rooms[roomToken]!.views[limit]?.subscribers.isEmpty == true { rooms[roomToken]!.views.removeValue(forKey: limit) }
-            rooms[roomToken]!.waiting.removeAll { $0.outbox.id == subscriberId }
+            rooms[roomToken]?.remove(subscriberId, limit: limit)
             forgetIfUnused(roomToken)
         }
 
@@ -323,9 +340,7 @@ final class FanoutHub: Service, Sendable {
         // The room's collections are changed in place, never through a copy of the room or the view:
         // a copy would share the subscribers' storage, and adding to it would copy all of them, which
         // made a room's n subscriptions cost n² (0.4 s of the hub's time for 10,000 subscribers).
-        let current = state.rooms[roomToken].flatMap { room in
-            room.endedReason == nil ? room.views[limit].map { (version: $0.version, users: $0.users, counts: $0.counts) } : nil
-        }
+        let current = state.rooms[roomToken].flatMap { $0.endedReason == nil ? $0.views[limit]?.shown : nil }
         if let current {
             // The view's snapshot and the diffs it will get form one unbroken chain, even while a read runs.
             let snapshot = ServerFrame.snapshot(
@@ -410,10 +425,8 @@ final class FanoutHub: Service, Sendable {
     /// Sends a waiting subscriber its snapshot and makes it a member of its view.
     private func serve(_ waiting: Waiting, roomToken: String, snapshot: RoomSnapshot, state: inout State) {
         // Read what is needed into plain values first: the room is then changed in place, as in `subscribe`.
-        guard let (existing, endedReason) = state.rooms[roomToken].map({ room in
-            (room.views[waiting.limit].map { (version: $0.version, users: $0.users, counts: $0.counts) }, room.endedReason)
-        }) else { return }
-        let shown = existing ?? (
+        guard let (existing, endedReason) = state.rooms[roomToken].map({ ($0.views[waiting.limit]?.shown, $0.endedReason) }) else { return }
+        let shown = existing ?? View(
             version: snapshot.roomVersion, users: Array(snapshot.users.prefix(waiting.limit)),
             counts: ServerFrame.Counts(online: snapshot.onlineCount, users: snapshot.userCount))
         let frame = ServerFrame.snapshot(
@@ -429,11 +442,7 @@ final class FanoutHub: Service, Sendable {
             state.detach(waiting.outbox.id, from: roomToken)
             return
         }
-        if state.rooms[roomToken]!.views[waiting.limit] == nil {
-            state.rooms[roomToken]!.views[waiting.limit] = View(version: shown.version, users: shown.users, counts: shown.counts)
-        }
-        state.rooms[roomToken]!.views[waiting.limit]!.subscribers[waiting.outbox.id] = waiting.outbox
-        state.rooms[roomToken]!.computedVersion = max(state.rooms[roomToken]!.computedVersion, shown.version)
+        state.rooms[roomToken]?.add(waiting.outbox, limit: waiting.limit, shown: shown)
     }
 
     /// Sends each view of the token the diff from what it last sent to `snapshot` (read at the largest limit).
