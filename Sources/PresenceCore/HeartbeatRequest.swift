@@ -70,6 +70,13 @@ public struct SessionTokens: Sendable, Hashable, Codable {
         object.field("roomToken", roomToken)
         object.field("sessionToken", sessionToken)
     }
+
+    /// The answer of `POST /api/heartbeat`.
+    public var jsonObject: String {
+        var writer = JSONWriter()
+        writer.object { writeFields(into: &$0) }
+        return writer.output
+    }
 }
 
 /// A room whose records changed (or that was removed), published after the change is stored.

@@ -76,10 +76,24 @@ public protocol PresenceAuthorizer: Sendable {
     /// up returns false (the default). The server answers a WebSocket heartbeat on its event loop,
     /// with no task, when this and the store allow it.
     func allowsAtOnce(_ identity: Identity?, _ action: PresenceAction) -> Bool
+    /// What `authenticate(token:)` would return, when that is known without waiting; `.mustWait`
+    /// (the default) leaves it to `authenticate`, which also reports a bad token. With
+    /// `allowsAtOnce`, this lets the server answer an HTTP heartbeat of a live session on its
+    /// event loop.
+    func authenticateAtOnce(token: String?) -> AuthenticationAtOnce
+}
+
+/// The answer of `PresenceAuthorizer.authenticateAtOnce(token:)`.
+public enum AuthenticationAtOnce: Sendable, Hashable {
+    /// `authenticate(token:)` would return this identity (nil: the mode needs none).
+    case identity(Identity?)
+    /// Only `authenticate(token:)` can tell.
+    case mustWait
 }
 
 extension PresenceAuthorizer {
     public func allowsAtOnce(_ identity: Identity?, _ action: PresenceAction) -> Bool { false }
+    public func authenticateAtOnce(token: String?) -> AuthenticationAtOnce { .mustWait }
 }
 
 /// No user authentication: for demos and trusted networks.
@@ -88,6 +102,7 @@ public struct OpenAuthorizer: PresenceAuthorizer {
     public func authenticate(token: String?) async throws -> Identity? { nil }
     public func authorize(_ identity: Identity?, _ action: PresenceAction) async throws {}
     public func allowsAtOnce(_ identity: Identity?, _ action: PresenceAction) -> Bool { true }
+    public func authenticateAtOnce(token: String?) -> AuthenticationAtOnce { .identity(nil) }
 }
 
 /// JSON Web Tokens: `heartbeat` and `update` act only for the token's subject; `list` and

@@ -5,10 +5,7 @@ import PresenceStore
 
 extension Request {
     /// The credential of `Authorization: Bearer …` (a user token or the admin key), if any.
-    var bearerToken: String? {
-        guard let header = headers[.authorization], header.hasPrefix("Bearer ") else { return nil }
-        return String(header.dropFirst("Bearer ".count))
-    }
+    var bearerToken: String? { headers.bearerToken }
 }
 
 /// The HTTP API of PROTOCOL.md: a codec from requests to `PresenceOperations` and back.
@@ -28,13 +25,10 @@ struct HTTPRoutes<Context: RequestContext> {
         }
         let operations = operations
 
-        route("/api/heartbeat", .post) { request, _ in
+        route(RouterPath(HTTPHeartbeatAtOnce.path), .post) { request, _ in
             let caller = try await operations.authenticateUser(token: request.bearerToken)
             let heartbeat = try HeartbeatRequest(json: JSONObject(parsing: try await Self.body(of: request).readableBytesView))
-            let tokens = try await operations.heartbeat(heartbeat, by: caller)
-            var writer = JSONWriter()
-            writer.object { tokens.writeFields(into: &$0) }
-            return .json(writer.output)
+            return .json(try await operations.heartbeat(heartbeat, by: caller).jsonObject)
         }
 
         route("/api/list", .get) { request, _ in

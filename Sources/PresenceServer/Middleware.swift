@@ -5,10 +5,12 @@ import NIOCore
 import PresenceCore
 
 extension Response {
+    static let jsonContentType = "application/json; charset=utf-8"
+
     static func json(_ body: String, status: HTTPResponse.Status = .ok) -> Response {
         Response(
             status: status,
-            headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
+            headers: [.contentType: jsonContentType, .cacheControl: "no-store"],
             body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 
@@ -50,16 +52,30 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// CORS for the configured origins (or `*` for any). Preflight requests are answered here.
-struct CORSOriginsMiddleware<Context: RequestContext>: RouterMiddleware {
-    let allowedOrigins: [String]
+/// The configured CORS origins (or `*` for any), for the middleware and for the heartbeats
+/// answered before it.
+struct CORSOrigins: Sendable {
+    let allowed: [String]
 
-    func allows(_ origin: String) -> Bool {
-        allowedOrigins.contains("*") || allowedOrigins.contains(origin)
+    /// The request's `Origin` when CORS lets it read the answer; nil otherwise.
+    func allowedOrigin(in headers: HTTPFields) -> String? {
+        guard !allowed.isEmpty, let origin = headers[.origin], allowed.contains("*") || allowed.contains(origin) else { return nil }
+        return origin
     }
 
+    /// Lets `origin` read an answer.
+    static func grant(_ origin: String, in headers: inout HTTPFields) {
+        headers[.accessControlAllowOrigin] = origin
+        headers[.vary] = "Origin"
+    }
+}
+
+/// CORS for the configured origins. Preflight requests are answered here.
+struct CORSOriginsMiddleware<Context: RequestContext>: RouterMiddleware {
+    let origins: CORSOrigins
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard let origin = request.headers[.origin], allows(origin) else {
+        guard let origin = origins.allowedOrigin(in: request.headers) else {
             return try await next(request, context)
         }
         if request.method == .options {
@@ -74,8 +90,7 @@ struct CORSOriginsMiddleware<Context: RequestContext>: RouterMiddleware {
                 ])
         }
         var response = try await next(request, context)
-        response.headers[.accessControlAllowOrigin] = origin
-        response.headers[.vary] = "Origin"
+        CORSOrigins.grant(origin, in: &response.headers)
         return response
     }
 }

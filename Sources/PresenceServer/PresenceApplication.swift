@@ -15,6 +15,9 @@ import Synchronization
 /// try await app.runService()
 /// ```
 public enum PresenceApplication {
+    /// The `Server` header of every answer.
+    static let serverName = "presence-server"
+
     public static func make(
         configuration: PresenceServerConfiguration,
         store: any PresenceStore,
@@ -38,8 +41,9 @@ public enum PresenceApplication {
         router.middlewares.add(ErrorMiddleware(logger: logger, metrics: metrics))
         router.middlewares.add(AddressRateLimitMiddleware(
             limits: addressLimits, trustedProxies: configuration.trustedProxies, clock: store.clock, metrics: metrics))
+        let origins = CORSOrigins(allowed: configuration.allowedOrigins)
         if !configuration.allowedOrigins.isEmpty {
-            router.middlewares.add(CORSOriginsMiddleware(allowedOrigins: configuration.allowedOrigins))
+            router.middlewares.add(CORSOriginsMiddleware(origins: origins))
         }
         let webhooks = WebhookRegistry(endpoints: configuration.webhooks)
         let operations = PresenceOperations(
@@ -66,12 +70,15 @@ public enum PresenceApplication {
                                 RequestTimeoutHandler(requestTimeout: requestTimeout, idleTimeout: idleTimeout, metrics: metrics)
                             ],
                             idleTimeout: idleTimeout),
-                        sockets: sockets),
+                        sockets: sockets,
+                        heartbeatsAtOnce: HTTPHeartbeatAtOnce(
+                            operations: operations, addressLimits: addressLimits, trustedProxies: configuration.trustedProxies,
+                            origins: origins, serverName: serverName)),
                     timeout: requestTimeout, metrics: metrics)
             },
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port),
-                serverName: "presence-server",
+                serverName: serverName,
                 backlog: configuration.backlog),
             services: [
                 StoreService(store: store), hub, watchers, expiry, OutageService(store: store, sockets: openSockets, logger: logger),

@@ -31,11 +31,16 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
     let responder: HTTPChannelHandler.Responder
     let http1: HTTP1Channel.Configuration
     let sockets: WebSocketEndpoint
+    let heartbeatsAtOnce: HTTPHeartbeatAtOnce
 
-    init(responder: @escaping HTTPChannelHandler.Responder, http1: HTTP1Channel.Configuration, sockets: WebSocketEndpoint) {
+    init(
+        responder: @escaping HTTPChannelHandler.Responder, http1: HTTP1Channel.Configuration, sockets: WebSocketEndpoint,
+        heartbeatsAtOnce: HTTPHeartbeatAtOnce
+    ) {
         self.responder = Self.redirectingLateUpgrades(responder)
         self.http1 = http1
         self.sockets = sockets
+        self.heartbeatsAtOnce = heartbeatsAtOnce
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
@@ -70,6 +75,8 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
                         try channel.pipeline.syncOperations.addHandlers(http1.additionalChannelHandlers())
                         try channel.pipeline.syncOperations.addHandler(
                             HTTPConnectionStateHandler(idleTimeout: http1.idleTimeout.map { .init($0) }, logger: logger))
+                        // After the timeouts and the connection's state, which must see every request and answer.
+                        try channel.pipeline.syncOperations.addHandler(heartbeatsAtOnce.makeHandler())
                         let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
                         if case .failure(let refusal) = admission.value { return .refusedUpgrade(asyncChannel, refusal) }
@@ -115,7 +122,7 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
                 let head = HTTPResponse(
                     status: .init(code: refusal.status),
                     headerFields: [
-                        .contentType: "application/json; charset=utf-8", .contentLength: "\(body.readableBytes)", .connection: "close",
+                        .contentType: Response.jsonContentType, .contentLength: "\(body.readableBytes)", .connection: "close",
                     ])
                 try await outbound.write(contentsOf: [.head(head), .body(body.readSlice(length: body.readableBytes)!), .end(nil)])
             }

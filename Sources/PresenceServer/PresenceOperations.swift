@@ -81,6 +81,14 @@ struct PresenceOperations: Sendable {
         return tokens
     }
 
+    /// An HTTP heartbeat with its bearer token (nil: none), answered without waiting when the
+    /// authorizer knows the caller at once and `heartbeatAtOnce(_:as:)` can answer; nil sends it
+    /// the full way.
+    func heartbeatAtOnce(_ request: HeartbeatRequest, token: String?) -> SessionTokens? {
+        guard case .identity(let identity) = authorizer.authenticateAtOnce(token: token) else { return nil }
+        return heartbeatAtOnce(request, as: identity)
+    }
+
     func list(_ request: ListRequest, by caller: UserCaller) async throws(PresenceError) -> RoomSnapshot {
         // An unknown token reads as an empty room, so the answer never tells whether a room exists.
         guard try await authorizeRead(roomToken: request.roomToken, by: caller) else { return .empty }

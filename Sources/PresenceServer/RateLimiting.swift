@@ -23,6 +23,11 @@ struct RateLimiter: Sendable {
         return true
     }
 
+    /// Gives back a token `allow` took.
+    mutating func refund() {
+        tokens = min(burst, tokens + 1)
+    }
+
     var lastUsed: Int64 { last }
 }
 
@@ -61,6 +66,11 @@ final class AddressLimits: Sendable {
             // One look-up, changed in place: every request and every socket message comes here.
             return state.entries[address, default: Entry(limiter: RateLimiter(rate: rate, burst: burst, now: now))].limiter.allow(now: now)
         }
+    }
+
+    /// Gives back what `allow` took, for a request that will be counted again on another path.
+    func refund(_ address: String) {
+        state.withLock { $0.entries[address]?.limiter.refund() }
     }
 
     /// Counts a new connection; false (and not counted) when the address already has the maximum.

@@ -10,6 +10,7 @@ import Testing
 final class GatedAuthorizer: PresenceAuthorizer {
     private struct State {
         var joinsAuthorized = 0
+        var authentications = 0
         var gateOpen = false
         var waiting: [CheckedContinuation<Void, Never>] = []
     }
@@ -17,8 +18,14 @@ final class GatedAuthorizer: PresenceAuthorizer {
     private let state = Mutex(State())
 
     var joinsAuthorized: Int { state.withLock { $0.joinsAuthorized } }
+    var authentications: Int { state.withLock { $0.authentications } }
 
-    func authenticate(token: String?) async throws -> Identity? { nil }
+    func authenticate(token: String?) async throws -> Identity? {
+        state.withLock { $0.authentications += 1 }
+        return nil
+    }
+
+    func authenticateAtOnce(token: String?) -> AuthenticationAtOnce { .identity(nil) }
 
     func authorize(_ identity: Identity?, _ action: PresenceAction) async throws {
         switch action {
