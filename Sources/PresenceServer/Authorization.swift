@@ -1,6 +1,7 @@
 import Foundation
 import JWTKit
 import PresenceCore
+import Synchronization
 
 /// Who is calling, once their credentials checked out.
 public struct Identity: Sendable, Hashable {
@@ -171,6 +172,9 @@ public struct JWTAuthorizer: PresenceAuthorizer {
     var acceptedAlgorithms: Set<String> { Set(keysByAlgorithm.keys) }
     let configuration: Configuration
     let clock: any WallClock
+    /// Tokens that passed, with what they gave: a client sends the same token with every
+    /// request, and checking its signature is the dearest part of most requests.
+    private let verified = VerifiedTokens(capacity: 10_000)
 
     public init(configuration: Configuration, clock: any WallClock = SystemWallClock()) async throws {
         var collections: [String: JWTKeyCollection] = [:]
@@ -225,6 +229,18 @@ public struct JWTAuthorizer: PresenceAuthorizer {
 
     public func authenticate(token: String?) async throws -> Identity? {
         guard let token, !token.isEmpty else { throw PresenceError.unauthenticated("a user token is required") }
+        if let identity = verified.identity(for: token, now: clock.nowMillis()) { return identity }
+        let identity = try await verify(token)
+        verified.insert(identity, for: token, now: clock.nowMillis())
+        return identity
+    }
+
+    public func authenticateAtOnce(token: String?) -> AuthenticationAtOnce {
+        guard let token, let identity = verified.identity(for: token, now: clock.nowMillis()) else { return .mustWait }
+        return .identity(identity)
+    }
+
+    private func verify(_ token: String) async throws -> Identity {
         let algorithm = try Self.headerAlgorithm(of: token)
         guard let keys = keysByAlgorithm[algorithm] else {
             throw PresenceError.unauthenticated("tokens signed with \(algorithm) are not accepted")
@@ -285,6 +301,35 @@ public struct JWTAuthorizer: PresenceAuthorizer {
                 throw .permissionDenied("the user token for \(identity.userId) may not watch \(other) (see its presence_watch claim)")
             }
         }
+    }
+
+    /// Tokens whose signature and claims checked out, until they expire. The keys never change,
+    /// so a token that passed once passes again until its `exp` (with the leeway), which the
+    /// identity carries; `nbf` is past once it passed. Only signed tokens get in, so the
+    /// capacity bounds memory, not an attacker's guesses.
+    final class VerifiedTokens: Sendable {
+        private let identities = Mutex<[String: Identity]>([:])
+        let capacity: Int
+
+        init(capacity: Int) { self.capacity = capacity }
+
+        func identity(for token: String, now: Int64) -> Identity? {
+            guard let identity = identities.withLock({ $0[token] }), now < identity.expiresAt ?? .max else { return nil }
+            return identity
+        }
+
+        func insert(_ identity: Identity, for token: String, now: Int64) {
+            identities.withLock { identities in
+                if identities.count >= capacity {
+                    identities = identities.filter { now < $0.value.expiresAt ?? .max }
+                    // Still full of live tokens: start over rather than track their use.
+                    if identities.count >= capacity { identities.removeAll(keepingCapacity: true) }
+                }
+                identities[token] = identity
+            }
+        }
+
+        var count: Int { identities.withLock { $0.count } }
     }
 
     static func validName(_ name: String?) throws -> String? {

@@ -128,6 +128,32 @@ import Glibc
         }
     }
 
+    /// In the JWT mode a token that passed is known at once: its subject's heartbeats are
+    /// answered at once, and the same token heartbeating for another user is refused in full.
+    @Test func theJWTModeAnswersItsSubjectsHeartbeatsAtOnce() async throws {
+        let jwt = try await AuthTests.jwtAuthorizer()
+        let store = try SQLiteStore(directory: temporaryDirectory())
+        try await withServer(store: store, configure: { $0.authorizer = jwt }) { http in
+            let token = try await TestKeys.token("alice")
+            let bearer: HTTPFields = [.authorization: "Bearer \(token)"]
+            let alice = #"{"roomId":"room","userId":"alice","sessionId":"a","interval":10000}"#
+            #expect(jwt.authenticateAtOnce(token: token) == .mustWait)
+            let joined = try await http.call(.post, "/api/heartbeat", body: alice, headers: bearer)
+            #expect(joined.status == 200)
+            #expect(jwt.authenticateAtOnce(token: token) != .mustWait)
+            try await store.synchronize()
+            for _ in 0..<5 {
+                let again = try await http.call(.post, "/api/heartbeat", body: alice, headers: bearer)
+                #expect(again.status == 200 && again.body == joined.body)
+            }
+            let asBob = try await http.call(
+                .post, "/api/heartbeat", body: #"{"roomId":"room","userId":"bob","sessionId":"b","interval":10000}"#, headers: bearer)
+            #expect(asBob.status == 403 && asBob.errorCode == "permission_denied", "\(asBob.body)")
+            #expect(try await http.listRoom("room").users.map(\.userId) == ["alice"])
+            #expect(try await http.metric("presence_heartbeats_total") == 6)
+        }
+    }
+
     @Test func datesAreIMFFixdates() {
         #expect(HTTPDate.format(epochSeconds: 0) == "Thu, 01 Jan 1970 00:00:00 GMT")
         #expect(HTTPDate.format(epochSeconds: 784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")  // RFC 9110's example

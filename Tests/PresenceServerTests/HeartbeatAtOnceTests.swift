@@ -1,5 +1,5 @@
 import Foundation
-import PresenceServer
+@testable import PresenceServer
 import PresenceSQLite
 import PresenceStore
 import Synchronization
@@ -126,5 +126,39 @@ final class GatedAuthorizer: PresenceAuthorizer {
         // An app's authorizer that does not say otherwise is always asked in full.
         #expect(!MembersOnly(jwt: jwt, members: ["room": ["alice"]]).allowsAtOnce(alice, .join(roomId: "room", userId: "alice")))
         #expect(OpenAuthorizer().allowsAtOnce(nil, .join(roomId: "room", userId: "alice")))
+    }
+
+    /// A JWT is known at once after it passed in full, until it expires; a bad one never is.
+    @Test func theJWTModeKnowsAVerifiedTokenAtOnceUntilItExpires() async throws {
+        let clock = ManualWallClock(nowMillis: Int64(Date().timeIntervalSince1970 * 1000))
+        let jwt = try await AuthTests.jwtAuthorizer(clock: clock)
+        let token = try await TestKeys.token("alice", lifetime: 60)
+        #expect(jwt.authenticateAtOnce(token: token) == .mustWait)
+        let identity = try await jwt.authenticate(token: token)
+        #expect(identity?.userId == "alice")
+        #expect(jwt.authenticateAtOnce(token: token) == .identity(identity))
+        #expect(try await jwt.authenticate(token: token) == identity)
+        #expect(await (try? jwt.authenticate(token: token + "x")) == nil)
+        #expect(jwt.authenticateAtOnce(token: token + "x") == .mustWait)
+        #expect(jwt.authenticateAtOnce(token: nil) == .mustWait)
+        clock.advance(by: 61_000)
+        #expect(jwt.authenticateAtOnce(token: token) == .mustWait)
+        await #expect(throws: PresenceError.self) { try await jwt.authenticate(token: token) }
+    }
+
+    /// The verified tokens stay within their capacity, and expired ones go first.
+    @Test func verifiedTokensStayWithinTheirCapacity() {
+        let tokens = JWTAuthorizer.VerifiedTokens(capacity: 3)
+        tokens.insert(Identity(userId: "old", expiresAt: 100), for: "old", now: 0)
+        tokens.insert(Identity(userId: "a", expiresAt: 1_000), for: "a", now: 0)
+        tokens.insert(Identity(userId: "b", expiresAt: 1_000), for: "b", now: 0)
+        tokens.insert(Identity(userId: "c", expiresAt: 1_000), for: "c", now: 200)
+        #expect(tokens.count == 3)
+        #expect(tokens.identity(for: "old", now: 50) == nil)
+        #expect(tokens.identity(for: "a", now: 200)?.userId == "a")
+        #expect(tokens.identity(for: "c", now: 200)?.userId == "c")
+        tokens.insert(Identity(userId: "d", expiresAt: 1_000), for: "d", now: 200)
+        #expect(tokens.count <= 3)
+        #expect(tokens.identity(for: "d", now: 200)?.userId == "d")
     }
 }
