@@ -88,6 +88,14 @@ import Glibc
             let more = try await offThePool { try Self.readResponses(socket, count: 5) }
             #expect(more.map(\.status) == Array(repeating: 200, count: 5))
             #expect(Set(more.map(\.body)) == [tokens.jsonObject])
+            // A chunked body comes in parts, here in two writes.
+            let (first, second) = (String(heartbeat.prefix(20)), String(heartbeat.dropFirst(20)))
+            try socket.write(Array(
+                "POST /api/heartbeat HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n\(String(first.utf8.count, radix: 16))\r\n\(first)\r\n".utf8))
+            try await Task.sleep(for: .milliseconds(20))
+            try socket.write(Array("\(String(second.utf8.count, radix: 16))\r\n\(second)\r\n0\r\n\r\n".utf8))
+            let chunked = try await offThePool { try Self.readResponses(socket, count: 1) }
+            #expect(chunked.first?.status == 200 && chunked.first?.body == tokens.jsonObject)
         }
     }
 
