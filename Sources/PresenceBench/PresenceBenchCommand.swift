@@ -41,6 +41,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Also write the measurements as JSON to this file.")
     var json: String?
 
+    @Option(help: "A Centrifuge server to run fanout's joins and leaves through too, side by side (scripts/bench/centrifuge.sh builds it) [PRESENCE_BENCH_CENTRIFUGE].")
+    var centrifuge: String?
+
     @Option(help: "A PostgreSQL server for the multinode scenario; each run makes databases of its own there [PRESENCE_BENCH_POSTGRES_URL].")
     var postgresUrl: String?
 
@@ -64,7 +67,9 @@ struct Run: AsyncParsableCommand {
             case .heartbeat:
                 measurements += try await (smoke ? HeartbeatCost.smoke : HeartbeatCost()).run(context)
             case .fanout:
-                measurements += try await (smoke ? FanOut.smoke : FanOut()).run(context)
+                var fanout = smoke ? FanOut.smoke : FanOut()
+                fanout.centrifuge = (centrifuge ?? ProcessInfo.processInfo.environment["PRESENCE_BENCH_CENTRIFUGE"]).map { URL(fileURLWithPath: $0) }
+                measurements += try await fanout.run(context)
             case .bigroom:
                 measurements += try await (smoke ? BigRoom.smoke : BigRoom()).run(context)
             case .friends:

@@ -191,7 +191,7 @@ extension BenchmarkContext {
     /// burst of thousands of connects would be refused), running `prepare` on each
     /// as soon as it is open.
     func openSockets(
-        _ count: Int, to address: ServerAddress, perSecond: Double = 2_000, inFlight: Int = 128,
+        _ count: Int, to address: ServerAddress, dialect: WebSocketDialect = .presence, perSecond: Double = 2_000, inFlight: Int = 128,
         prepare: @escaping @Sendable (Int, WebSocketLoadConnection) async throws -> Void = { _, _ in },
         onPush: @escaping @Sendable (Int) -> WebSocketLoadConnection.PushHandler = { _ in { _, _ in } }
     ) async throws -> [WebSocketLoadConnection] {
@@ -205,7 +205,8 @@ extension BenchmarkContext {
                 let due = started + .seconds(Double(index) / perSecond)
                 if due > .now { try await Task.sleep(until: due) }
                 tasks.addTask {
-                    let socket = try await WebSocketLoadConnection.connect(to: address, group: group, onPush: onPush(index))
+                    let socket = try await WebSocketLoadConnection.connect(
+                        to: address, dialect: dialect, group: group, onPush: onPush(index))
                     try await prepare(index, socket)
                     return (index, socket)
                 }

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import PresenceCore
 import Synchronization
@@ -10,6 +11,8 @@ public struct FanOut: Sendable {
     public var sizes: [(subscribers: Int, operations: Int)]
     /// p99 targets by subscriber count, in milliseconds.
     public var targets: [Int: Double]
+    /// A Centrifuge server to run the same joins and leaves through, side by side (see `Centrifuge`).
+    public var centrifuge: URL?
 
     public init(sizes: [(subscribers: Int, operations: Int)] = [(100, 400), (1_000, 200), (10_000, 60)], targets: [Int: Double] = [1_000: 50, 10_000: 500]) {
         self.sizes = sizes
@@ -69,20 +72,85 @@ public struct FanOut: Sendable {
         await control.close()
         try await server.stop()
         let floor = try await floorFigures(context)
-        // Side by side with the floor, size by size: what presence adds to the sockets' own cost.
+        var other = [Figure]()
+        if let centrifuge { other = try await centrifugeFigures(context, executable: centrifuge) }
+        // Side by side, size by size: what presence adds to the sockets' own cost, and how it compares.
         var ratios = [Figure]()
+        let measures = [
+            (ours: "server CPU per delivered diff", theirs: ["server CPU per delivered frame", "server CPU per delivered message"], what: "server CPU per diff"),
+            (ours: "p50", theirs: ["p50"], what: "p50"), (ours: "p99", theirs: ["p99"], what: "p99"),
+        ]
         for (subscribers, _) in sizes {
-            let label = "\(Figure.format(Double(subscribers))) subscribers"
-            for (ours, theirs, what) in [("server CPU per delivered diff", "server CPU per delivered frame", "server CPU per diff"), ("p99", "p99", "p99")] {
-                guard let mine = measurements.first(where: { $0.name.hasPrefix(label + ",") && $0.name.hasSuffix(ours) }),
-                    let bare = floor.first(where: { $0.name.contains(" \(Figure.format(Double(subscribers))) sockets,") && $0.name.hasSuffix(theirs) })
-                // /proc counts CPU in ticks of 10 ms: a smoke run's floor may read 0.
-                else { continue }
-                guard bare.value > 0 else { continue }
-                ratios.append(Figure(scenario: Self.name, name: "\(label), \(what) ÷ bare SwiftNIO", value: mine.value / bare.value, unit: "×"))
+            let count = Figure.format(Double(subscribers))
+            let label = "\(count) subscribers"
+            for (theirs, of) in [(floor, "bare SwiftNIO"), (other, "Centrifuge")] {
+                for measure in measures {
+                    guard let mine = measurements.first(where: { $0.name.hasPrefix(label + ",") && $0.name.hasSuffix(measure.ours) }),
+                        let other = theirs.first(where: { figure in
+                            (figure.name.contains(" \(count) sockets,") || figure.name.contains(" \(count) subscribers,"))
+                                && measure.theirs.contains(where: figure.name.hasSuffix)
+                        })
+                    else { continue }
+                    // /proc counts CPU in ticks of 10 ms: a smoke run's floor may read 0.
+                    guard other.value > 0 else { continue }
+                    ratios.append(Figure(scenario: Self.name, name: "\(label), \(measure.what) ÷ \(of)", value: mine.value / other.value, unit: "×"))
+                }
             }
         }
-        return measurements + floor + ratios
+        return measurements + floor + other + ratios
+    }
+
+    /// The same joins and leaves through Centrifuge: `subscribers` clients follow a channel, and
+    /// one client subscribes and unsubscribes, which sends each of them a join or a leave message.
+    private func centrifugeFigures(_ context: BenchmarkContext, executable: URL) async throws -> [Figure] {
+        let server = try ServerProcess(executable: executable, arguments: [], showErrors: true)
+        try await server.waitUntilListening()
+        let address = ServerAddress(port: server.port)
+        let joiner = try await WebSocketLoadConnection.connect(to: address, dialect: Centrifuge.dialect, group: context.group)
+        try await Centrifuge.connect(joiner, name: "joiner")
+        var figures = [Figure]()
+        for (subscribers, operations) in sizes {
+            let channel = "fan-\(subscribers)"
+            let arrivals = ArrivalTracker(subscribers: subscribers)
+            context.progress("fan-out: the same to \(subscribers) subscribers of Centrifuge")
+            let sockets = try await context.openSockets(
+                subscribers, to: address, dialect: Centrifuge.dialect,
+                prepare: { _, socket in
+                    try await Centrifuge.connect(socket)
+                    try await Centrifuge.subscribe(socket, to: channel, id: 2)
+                },
+                onPush: { arrivals.counting($0, messages: Centrifuge.joinsAndLeaves) })
+            let cpuBefore = try server.cpuSeconds()
+            var latencies = [Double]()
+            for operation in 0..<operations {
+                latencies.append(
+                    try await arrivals.time(subscribers, on: context.group.next()) {
+                        if operation.isMultiple(of: 2) {
+                            try await Centrifuge.subscribe(joiner, to: channel, id: operation + 10)
+                        } else {
+                            try await Centrifuge.unsubscribe(joiner, from: channel, id: operation + 10)
+                        }
+                    })
+            }
+            let cpu = try server.cpuSeconds() - cpuBefore
+            await context.closeAll(sockets)
+            guard arrivals.countsBySubscriber.allSatisfy({ $0 == operations }) else {
+                throw BenchmarkError("Centrifuge fan-out to \(subscribers): a subscriber did not read exactly \(operations) joins and leaves")
+            }
+            let percentiles = Percentiles(latencies)
+            let label = "Centrifuge, \(Figure.format(Double(subscribers))) subscribers, \(operations) joins and leaves"
+            figures += [
+                Figure(scenario: Self.name, name: "\(label), p50", value: percentiles.p50, unit: "ms"),
+                Figure(scenario: Self.name, name: "\(label), p99", value: percentiles.p99, unit: "ms"),
+                Figure(
+                    scenario: Self.name, name: "\(label), server CPU per delivered message",
+                    value: cpu / Double(operations * subscribers) * 1e6, unit: "µs"),
+            ]
+        }
+        await joiner.close()
+        server.process.terminate()
+        _ = try await server.waitForExit()
+        return figures
     }
 
     /// The same frame counts through `presence-bench floor-server --nio`, which sends a diff-sized
@@ -178,10 +246,10 @@ final class ArrivalTracker: Sendable {
         return promise.futureResult
     }
 
-    private func arrive(from subscriber: Int, at time: NIODeadline) {
+    private func arrive(_ count: Int, from subscriber: Int, at time: NIODeadline) {
         let finished: (EventLoopPromise<NIODeadline>, NIODeadline)? = state.withLock {
-            $0.countsBySubscriber[subscriber] += 1
-            $0.remaining -= 1
+            $0.countsBySubscriber[subscriber] += count
+            $0.remaining -= count
             $0.last = max($0.last, time)
             guard $0.remaining == 0, let promise = $0.promise else { return nil }
             $0.promise = nil
@@ -195,8 +263,14 @@ final class ArrivalTracker: Sendable {
 
     /// A socket's push handler (`openSockets`' `onPush`) that counts the diffs subscriber `index` reads.
     func countingDiffs(_ index: Int) -> WebSocketLoadConnection.PushHandler {
-        { [self] message, received in
-            if Wire.isDiff(message) { arrive(from: index, at: received) }
+        counting(index) { Wire.isDiff($0) ? 1 : 0 }
+    }
+
+    /// A push handler that counts, for subscriber `index`, the messages `messages` says count.
+    func counting(_ index: Int, messages: @escaping @Sendable (ByteBuffer) -> Int) -> WebSocketLoadConnection.PushHandler {
+        { [self] frame, received in
+            let count = messages(frame)
+            if count > 0 { arrive(count, from: index, at: received) }
         }
     }
 

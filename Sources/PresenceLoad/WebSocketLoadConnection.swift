@@ -3,9 +3,9 @@ import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
 
-/// One WebSocket to `/api/ws`. Replies come back in the order requests were sent
-/// (every request carries an `id`); diffs and other pushes go to `onPush` on the
-/// socket's event loop with the time they were read, so the receiving side of a
+/// One WebSocket to `/api/ws` (or another server's `path`). Replies come back in the order
+/// requests were sent (every request carries an `id`); diffs and other pushes (`isPush`) go to
+/// `onPush` on the socket's event loop with the time they were read, so the receiving side of a
 /// latency measurement costs no thread hop.
 public final class WebSocketLoadConnection: Sendable {
     public typealias PushHandler = @Sendable (_ message: ByteBuffer, _ received: NIODeadline) -> Void
@@ -21,7 +21,8 @@ public final class WebSocketLoadConnection: Sendable {
     /// Connects and upgrades with SwiftNIO's own client upgrader, which also checks the server's
     /// `Sec-WebSocket-Accept`.
     public static func connect(
-        to address: ServerAddress, group: any EventLoopGroup, onPush: @escaping PushHandler = { _, _ in }
+        to address: ServerAddress, dialect: WebSocketDialect = .presence, group: any EventLoopGroup,
+        onPush: @escaping PushHandler = { _, _ in }
     ) async throws -> WebSocketLoadConnection {
         let eventLoop = group.next()
         let upgrade = try await ClientBootstrap(group: eventLoop)
@@ -35,12 +36,12 @@ public final class WebSocketLoadConnection: Sendable {
                                 try channel.pipeline.syncOperations.addHandlers([
                                     NIOWebSocketFrameAggregator(
                                         minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: 1 << 24),
-                                    WebSocketExchangeHandler(onPush: onPush),
+                                    WebSocketExchangeHandler(dialect: dialect, onPush: onPush),
                                 ])
                                 return channel
                             }
                         })
-                    var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/api/ws")
+                    var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: dialect.path)
                     head.headers.add(name: "Host", value: address.host)
                     var configuration = NIOUpgradableHTTPClientPipelineConfiguration(
                         upgradeConfiguration: NIOTypedHTTPClientUpgradeConfiguration(
@@ -85,21 +86,42 @@ public final class WebSocketLoadConnection: Sendable {
     }
 }
 
+/// Where a server takes its WebSocket, how it packs messages into frames, and how its pushes
+/// differ from its replies.
+public struct WebSocketDialect: Sendable {
+    public let path: String
+    public let messages: @Sendable (ByteBuffer) -> [ByteBuffer]
+    public let isPush: @Sendable (ByteBuffer) -> Bool
+
+    public init(
+        path: String, messages: @escaping @Sendable (ByteBuffer) -> [ByteBuffer] = { [$0] },
+        isPush: @escaping @Sendable (ByteBuffer) -> Bool
+    ) {
+        self.path = path
+        self.messages = messages
+        self.isPush = isPush
+    }
+
+    public static let presence = WebSocketDialect(path: "/api/ws", isPush: WebSocketExchangeHandler.isPush)
+}
+
 /// Sends text frames (masked, as a client must) and sorts what comes back into
 /// replies and pushes.
-final class WebSocketExchangeHandler: ChannelInboundHandler {
-    typealias InboundIn = WebSocketFrame
-    typealias OutboundOut = WebSocketFrame
+public final class WebSocketExchangeHandler: ChannelInboundHandler {
+    public typealias InboundIn = WebSocketFrame
+    public typealias OutboundOut = WebSocketFrame
 
+    private let dialect: WebSocketDialect
     private let onPush: WebSocketLoadConnection.PushHandler
     private var replies = CircularBuffer<EventLoopPromise<ByteBuffer>>()
     private var context: ChannelHandlerContext?
 
-    init(onPush: @escaping WebSocketLoadConnection.PushHandler) {
+    init(dialect: WebSocketDialect, onPush: @escaping WebSocketLoadConnection.PushHandler) {
+        self.dialect = dialect
         self.onPush = onPush
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
 
@@ -115,18 +137,19 @@ final class WebSocketExchangeHandler: ChannelInboundHandler {
         return promise.futureResult
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
         case .text:
             let received = NIODeadline.now()
-            let message = frame.unmaskedData
-            if Self.isPush(message) {
-                onPush(message, received)
-            } else if let promise = replies.popFirst() {
-                promise.succeed(message)
-            } else {
-                onPush(message, received)
+            for message in dialect.messages(frame.unmaskedData) {
+                if dialect.isPush(message) {
+                    onPush(message, received)
+                } else if let promise = replies.popFirst() {
+                    promise.succeed(message)
+                } else {
+                    onPush(message, received)
+                }
             }
         case .ping:
             let pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData)
@@ -144,18 +167,18 @@ final class WebSocketExchangeHandler: ChannelInboundHandler {
     /// The server pushes diffs and the `unsubscribed` that ends a subscription
     /// (without an `id`); everything else answers a request, and requests here
     /// always carry an `id`.
-    static func isPush(_ message: ByteBuffer) -> Bool {
+    public static func isPush(_ message: ByteBuffer) -> Bool {
         let view = message.readableBytesView
         return view.starts(with: #"{"type":"diff""#.utf8)
             || (view.starts(with: #"{"type":"unsubscribed","roomToken""#.utf8))
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    public func channelInactive(context: ChannelHandlerContext) {
         failAll(BenchmarkError("the socket closed"))
         context.fireChannelInactive()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
         failAll(error)
         context.close(promise: nil)
     }
