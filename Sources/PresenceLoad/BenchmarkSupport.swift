@@ -177,9 +177,11 @@ enum Wire {
 
 extension HTTPLoadConnection {
     /// Joins (or heartbeats) a session over HTTP and returns its tokens.
-    func heartbeat(room: String, user: String, session: String, interval: Int) async throws -> (roomToken: String, sessionToken: String) {
+    func heartbeat(
+        room: String, user: String, session: String, interval: Int, bearer: String? = nil
+    ) async throws -> (roomToken: String, sessionToken: String) {
         let response = try await send(
-            HTTPLoadRequest.post("/api/heartbeat", json: Wire.heartbeat(room: room, user: user, session: session, interval: interval)))
+            HTTPLoadRequest.post("/api/heartbeat", json: Wire.heartbeat(room: room, user: user, session: session, interval: interval), bearer: bearer))
         guard response.status == 200 else { throw BenchmarkError("heartbeat: \(response.status) \(response.text)") }
         let tokens = try Wire.strings(["roomToken", "sessionToken"], of: response.body)
         return (tokens[0], tokens[1])

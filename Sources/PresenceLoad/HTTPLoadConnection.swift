@@ -96,10 +96,11 @@ public struct HTTPLoadRequest: Sendable {
         return HTTPLoadRequest(head: head, body: nil)
     }
 
-    public static func post(_ path: String, json: String, host: String = "127.0.0.1") -> HTTPLoadRequest {
+    public static func post(_ path: String, json: String, bearer: String? = nil, host: String = "127.0.0.1") -> HTTPLoadRequest {
         let body = ByteBuffer(string: json)
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
         head.headers.add(name: "Host", value: host)
+        if let bearer { head.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
         head.headers.add(name: "Content-Type", value: "application/json")
         head.headers.add(name: "Content-Length", value: String(body.readableBytes))
         return HTTPLoadRequest(head: head, body: body)

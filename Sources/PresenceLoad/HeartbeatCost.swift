@@ -107,10 +107,12 @@ public struct HeartbeatCost: Sendable {
         await context.closeAll(sockets + [watcher])
         for connection in http { await connection.close() }
         try await server.stop()
+        let (knownTokens, newTokens) = try await jwtHeartbeats(context)
 
         for (what, tally) in [
             ("HTTP heartbeats", heartbeats.tally), ("GET /health", health.tally), ("WebSocket heartbeats", webSocketTally),
             ("the bare route", floor.tally), ("the bare POST route", floorPosts.tally),
+            ("JWT heartbeats with known tokens", knownTokens.tally), ("JWT heartbeats with new tokens", newTokens.tally),
         ]
         where tally.failures > 0 || tally.responses == 0 {
             throw BenchmarkError("\(what): \(tally.failures) of \(tally.responses) failed, first: \(tally.firstFailure ?? "none")")
@@ -136,12 +138,60 @@ public struct HeartbeatCost: Sendable {
                 scenario: Self.name, name: "server CPU per heartbeat ÷ bare POST route",
                 value: heartbeats.cpuPerRequest / floorPosts.cpuPerRequest, unit: "×"),
             Figure(
+                scenario: Self.name, name: "JWT mode: server CPU per heartbeat, the client's token again",
+                value: knownTokens.cpuPerRequest * 1e6, unit: "µs"),
+            Figure(
+                scenario: Self.name, name: "JWT mode: server CPU per heartbeat, a new token every time",
+                value: newTokens.cpuPerRequest * 1e6, unit: "µs"),
+            Figure(
+                scenario: Self.name, name: "JWT mode, the client's token again: server CPU per heartbeat ÷ open mode",
+                value: knownTokens.cpuPerRequest / heartbeats.cpuPerRequest, unit: "×"),
+            Figure(
                 scenario: Self.name, name: "WebSocket heartbeats, \(connections) sockets",
                 value: Double(webSocketTally.responses) / webSocketSeconds, unit: "msg/s"),
             .atMost(
                 0, scenario: Self.name, name: "messages to subscribers during \(Figure.format(Double(heartbeatCount))) heartbeats",
                 value: Double(messagesDuringHeartbeats), unit: "msg"),
         ]
+    }
+
+    /// HTTP heartbeats of online users on a server in the JWT mode, in alternating phases: with
+    /// each client's own token every time, as clients send them (the server checks a token once,
+    /// then knows it), and with a new token every time (a signature check for each; the tokens
+    /// go round a ring larger than the server remembers).
+    private func jwtHeartbeats(_ context: BenchmarkContext) async throws -> (knownTokens: PhaseTotals, newTokens: PhaseTotals) {
+        let server = try await context.startServer(extraArguments: BenchmarkTokens.serverArguments)
+        let http = try await context.connectHTTP(connections, to: server.address)
+        let (rooms, sessionsPerConnection) = (self.rooms, self.sessionsPerConnection)
+        let tokensPerUser = max(2, 20_000 / (connections * sessionsPerConnection) + 1)
+        context.progress("heartbeat cost: joining \(connections * sessionsPerConnection) sessions in the JWT mode")
+        var requests: [[[HTTPLoadRequest]]] = []  // by connection, session, then token
+        for (index, connection) in http.enumerated() {
+            var ofConnection: [[HTTPLoadRequest]] = []
+            for session in 0..<sessionsPerConnection {
+                let (room, user) = Self.member("j", connection: index, session: session, rooms: rooms)
+                let body = Wire.heartbeat(room: room, user: user, session: user, interval: Self.interval)
+                let tokens = (0..<tokensPerUser).map { BenchmarkTokens.token(subject: user, serial: $0) }
+                _ = try await connection.heartbeat(room: room, user: user, session: user, interval: Self.interval, bearer: tokens[0])
+                ofConnection.append(tokens.map { HTTPLoadRequest.post("/api/heartbeat", json: body, bearer: $0) })
+            }
+            requests.append(ofConnection)
+        }
+        let prepared = requests
+        var knownTokens = PhaseTotals()
+        var newTokens = PhaseTotals()
+        for round in 1...rounds {
+            context.progress("heartbeat cost: round \(round) of \(rounds), JWT heartbeats with the client's token, then new tokens")
+            try await phase(http, of: server.process, into: &knownTokens) { connection, _, index in
+                prepared[connection][index % sessionsPerConnection][0]
+            }
+            try await phase(http, of: server.process, into: &newTokens) { connection, _, index in
+                prepared[connection][index % sessionsPerConnection][index / sessionsPerConnection % tokensPerUser]
+            }
+        }
+        for connection in http { await connection.close() }
+        try await server.stop()
+        return (knownTokens, newTokens)
     }
 
     /// The room and user (also the session id) of a connection's session: HTTP sessions are

@@ -94,14 +94,17 @@ import PresenceTestSupport
     }
 
     /// The steady-state scenario reports the server's CPU share and RSS per session; the heartbeat
-    /// scenario reports the bare Hummingbird floor next to the heartbeat.
+    /// scenario reports the bare Hummingbird floor next to the heartbeat, and the JWT mode's cost.
     @Test(arguments: [
         ("steady", [
             "server CPU, 100 sockets each heartbeating every 0.50 s", "RSS per connected, subscribed, heartbeating session",
             "server CPU ÷ bare Hummingbird WebSocket", "bare Hummingbird WebSocket, RSS per open socket",
             "server CPU ÷ bare SwiftNIO WebSocket", "bare SwiftNIO WebSocket, RSS per open socket",
         ]),
-        ("heartbeat", ["bare Hummingbird route, server CPU per request", "server CPU per heartbeat ÷ bare route"]),
+        ("heartbeat", [
+            "bare Hummingbird route, server CPU per request", "server CPU per heartbeat ÷ bare route",
+            "JWT mode: server CPU per heartbeat, the client's token again", "JWT mode: server CPU per heartbeat, a new token every time",
+        ]),
     ])
     func costScenarioReportsItsFigures(scenario: String, expectedFigures: [String]) async throws {
         let (table, figures) = try await Self.smokeRun(scenario)
