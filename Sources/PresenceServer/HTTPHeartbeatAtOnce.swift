@@ -106,7 +106,6 @@ final class HTTPHeartbeatAtOnceHandler: ChannelDuplexHandler, RemovableChannelHa
                 reading = .holding(head, body: body)
             }
         case (.holding(let head, let body), .end):
-            reading = .betweenRequests
             if let (response, reply) = shared.answer(head, body: body, peer: context.channel.remoteAddress) {
                 context.write(wrapOutboundOut(.head(response)), promise: nil)
                 context.write(wrapOutboundOut(.body(reply)), promise: nil)
@@ -114,12 +113,13 @@ final class HTTPHeartbeatAtOnceHandler: ChannelDuplexHandler, RemovableChannelHa
                 needsFlush = true
             } else {
                 passHeld(head, body: body, context: context)
-                context.fireChannelRead(wrapInboundOut(.end(nil)))
-                reading = .betweenRequests
+                context.fireChannelRead(data)
             }
-        case (.holding, .head(let head)):
-            // The decoder never sends a head inside a request; pass it on for Hummingbird to refuse.
-            pass(.head(head), context: context)
+            reading = .betweenRequests
+        case (.holding(let held, let body), .head):
+            // The decoder never sends a head inside a request; pass both on for Hummingbird to refuse.
+            passHeld(held, body: body, context: context)
+            context.fireChannelRead(data)
         case (.passing, let part):
             if case .end = part { reading = .betweenRequests }
             context.fireChannelRead(data)
