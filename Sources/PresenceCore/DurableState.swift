@@ -282,15 +282,19 @@ extension PresenceState {
     /// A heartbeat that only moves the deadline of a live, stored session: nil when the
     /// heartbeat would change anything durable (new session, interval, profile) and must
     /// go through the store's write path instead.
+    /// One look-up of the session, its room and its user each: what `heartbeat` does for such a
+    /// session, without the checks and copies a heartbeat that changes something needs.
     public mutating func extendLiveSession(_ request: HeartbeatRequest, now: Int64) -> HeartbeatOutcome? {
-        guard let session = sessions[request.sessionId], session.roomId == request.roomId,
-            session.userId == request.userId, session.interval == request.interval,
+        guard let index = sessions.index(forKey: request.sessionId) else { return nil }
+        let session = sessions.values[index]
+        guard session.roomId == request.roomId, session.userId == request.userId, session.interval == request.interval,
             request.away == nil || request.away == session.away,
             touched?.sessions.contains(request.sessionId) != true,
-            let record = rooms[request.roomId]?.users[request.userId]?.record,
+            let room = rooms[request.roomId], let record = room.users[request.userId]?.record,
             request.name == nil || request.name == record.name,
             request.image == nil || request.image == record.image
         else { return nil }
-        return try? heartbeat(request, now: now)
+        let queued = hear(sessionAt: index, deadline: ProtocolLimits.deadline(now: now, interval: request.interval))
+        return HeartbeatOutcome(tokens: SessionTokens(roomToken: room.token, sessionToken: session.token), queuedDeadline: queued, changes: [])
     }
 }

@@ -134,28 +134,20 @@ public struct PresenceState: Sendable {
 
     public mutating func heartbeat(_ request: HeartbeatRequest, now: Int64) throws(PresenceError) -> HeartbeatOutcome {
         let deadline = ProtocolLimits.deadline(now: now, interval: request.interval)
-        if var session = sessions[request.sessionId] {
+        if let index = sessions.index(forKey: request.sessionId) {
+            let session = sessions.values[index]
             guard session.roomId == request.roomId, session.userId == request.userId else {
                 throw .sessionConflict("sessionId \(request.sessionId) belongs to another room or user")
             }
             if session.interval != request.interval { touchSession(session.sessionId) }
-            session.interval = request.interval
-            session.deadline = deadline
-            session.restored = false
-            session.serverLost = false
+            sessions.values[index].interval = request.interval
             var sessionAwayChanged = false
             if let away = request.away, away != session.away {
-                session.away = away
+                sessions.values[index].away = away
                 sessionAwayChanged = true
                 touchSession(session.sessionId)
             }
-            var queued: Int64?
-            if deadline < session.queuedDeadline {
-                session.queuedDeadline = deadline
-                deadlines.insert(DeadlineEntry(deadline: deadline, sessionId: session.sessionId))
-                queued = deadline
-            }
-            sessions[session.sessionId] = session
+            let queued = hear(sessionAt: index, deadline: deadline)
             var changes: [RoomChange] = []
             // Copying the record costs the hot path; only a heartbeat that may change it needs it.
             let recordBefore = recordsEvents && (request.name != nil || request.image != nil || sessionAwayChanged)
@@ -246,6 +238,19 @@ public struct PresenceState: Sendable {
     }
 
     /// Applies a heartbeat's `name` and `image` when they differ from what is stored.
+    /// A live session was heard from: its deadline moves, and is queued when it moved earlier (the
+    /// deadline returned; nil when the queue's entry still covers it). Changed in place: this is
+    /// every live session's heartbeat.
+    mutating func hear(sessionAt index: [String: Session].Index, deadline: Int64) -> Int64? {
+        sessions.values[index].deadline = deadline
+        sessions.values[index].restored = false
+        sessions.values[index].serverLost = false
+        guard deadline < sessions.values[index].queuedDeadline else { return nil }
+        sessions.values[index].queuedDeadline = deadline
+        deadlines.insert(DeadlineEntry(deadline: deadline, sessionId: sessions.values[index].sessionId))
+        return deadline
+    }
+
     private mutating func applyProfile(_ request: HeartbeatRequest, roomId: String) -> Bool {
         guard request.name != nil || request.image != nil else { return false }
         var changed = false
