@@ -41,6 +41,9 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Also write the measurements as JSON to this file.")
     var json: String?
 
+    @Option(help: "fanout's sizes instead of its own, each SUBSCRIBERS:OPERATIONS (repeatable), e.g. --fanout-size 500:300.")
+    var fanoutSize: [String] = []
+
     @Option(help: "A Centrifuge server to run fanout's joins and leaves through too, side by side (scripts/bench/centrifuge.sh builds it) [PRESENCE_BENCH_CENTRIFUGE].")
     var centrifuge: String?
 
@@ -68,6 +71,7 @@ struct Run: AsyncParsableCommand {
                 measurements += try await (smoke ? HeartbeatCost.smoke : HeartbeatCost()).run(context)
             case .fanout:
                 var fanout = smoke ? FanOut.smoke : FanOut()
+                if !fanoutSize.isEmpty { fanout.sizes = try fanoutSize.map(Self.fanoutSize) }
                 fanout.centrifuge = (centrifuge ?? ProcessInfo.processInfo.environment["PRESENCE_BENCH_CENTRIFUGE"]).map { URL(fileURLWithPath: $0) }
                 measurements += try await fanout.run(context)
             case .bigroom:
@@ -116,6 +120,16 @@ struct Run: AsyncParsableCommand {
         if !missed.isEmpty {
             print("\nmissed targets: \(missed.count)")
         }
+    }
+}
+
+extension Run {
+    static func fanoutSize(_ text: String) throws -> (subscribers: Int, operations: Int) {
+        let parts = text.split(separator: ":").compactMap { Int($0) }
+        guard parts.count == 2, parts.allSatisfy({ $0 > 0 }) else {
+            throw ValidationError("--fanout-size takes SUBSCRIBERS:OPERATIONS, both positive, not \(text)")
+        }
+        return (parts[0], parts[1])
     }
 }
 
