@@ -581,34 +581,41 @@ public struct PresenceState: Sendable {
 
     public func roomUsers(roomId: String, onlineOnly: Bool, limit: Int) -> RoomSnapshot {
         guard let room = rooms[roomId] else { return .empty }
-        var records: [UserRecord] = []
-        records.reserveCapacity(room.users.count)
+        // One pass that keeps only the candidates: a room's offline users stay for their last
+        // seen, and every change of a room that has many of them is read here for its subscribers.
+        var first = FirstRecords(limit: limit)
         var onlineCount = 0
         for user in room.users.values {
             if user.record.online { onlineCount += 1 }
-            if !onlineOnly || user.record.online { records.append(user.record) }
+            if !onlineOnly || user.record.online { first.offer(user.record) }
         }
-        return RoomSnapshot(
-            roomVersion: room.version, users: Self.first(limit, of: records), onlineCount: onlineCount,
-            userCount: room.users.count)
+        return RoomSnapshot(roomVersion: room.version, users: first.sorted, onlineCount: onlineCount, userCount: room.users.count)
     }
 
-    /// The first `limit` records in protocol order, without sorting all of a large room.
-    static func first(_ limit: Int, of records: [UserRecord]) -> [UserRecord] {
-        guard records.count > limit else { return records.sorted(by: UserRecord.precedes) }
-        if limit * 8 >= records.count {
-            return Array(records.sorted(by: UserRecord.precedes).prefix(limit))
-        }
-        // Keep the best `limit` in a max-heap (by protocol order): O(n log limit).
-        var heap = Heap<ReversedOrder>()
-        for record in records {
+    /// The first `limit` records in protocol order.
+    static func first(_ limit: Int, of records: some Sequence<UserRecord>) -> [UserRecord] {
+        var first = FirstRecords(limit: limit)
+        for record in records { first.offer(record) }
+        return first.sorted
+    }
+
+    /// The first `limit` of the records offered one by one, in protocol order: a max-heap of the
+    /// best so far, O(n log limit), and only those records are kept; the rest are never copied.
+    struct FirstRecords {
+        let limit: Int
+        private var heap = Heap<ReversedOrder>()
+
+        init(limit: Int) { self.limit = limit }
+
+        mutating func offer(_ record: UserRecord) {
             if heap.count < limit {
                 heap.insert(ReversedOrder(record: record))
-            } else if UserRecord.precedes(record, heap.max!.record) {
+            } else if let worst = heap.max, UserRecord.precedes(record, worst.record) {
                 heap.replaceMax(with: ReversedOrder(record: record))
             }
         }
-        return heap.unordered.map(\.record).sorted(by: UserRecord.precedes)
+
+        var sorted: [UserRecord] { heap.unordered.map(\.record).sorted(by: UserRecord.precedes) }
     }
 
     struct ReversedOrder: Comparable {
