@@ -282,6 +282,7 @@ extension PresenceState {
     /// A heartbeat that only moves the deadline of a live, stored session: nil when the
     /// heartbeat would change anything durable (new session, interval, profile) and must
     /// go through the store's write path instead.
+    ///
     /// One look-up of the session, its room and its user each: what `heartbeat` does for such a
     /// session, without the checks and copies a heartbeat that changes something needs.
     public mutating func extendLiveSession(_ request: HeartbeatRequest, now: Int64) -> HeartbeatOutcome? {

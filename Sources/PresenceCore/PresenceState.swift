@@ -237,7 +237,6 @@ public struct PresenceState: Sendable {
         sessionCountByUser[session.userId] = remaining > 0 ? remaining : nil
     }
 
-    /// Applies a heartbeat's `name` and `image` when they differ from what is stored.
     /// A live session was heard from: its deadline moves, and is queued when it moved earlier (the
     /// deadline returned; nil when the queue's entry still covers it). Changed in place: this is
     /// every live session's heartbeat.
@@ -251,6 +250,7 @@ public struct PresenceState: Sendable {
         return deadline
     }
 
+    /// Applies a heartbeat's `name` and `image` when they differ from what is stored.
     private mutating func applyProfile(_ request: HeartbeatRequest, roomId: String) -> Bool {
         guard request.name != nil || request.image != nil else { return false }
         var changed = false
@@ -590,13 +590,6 @@ public struct PresenceState: Sendable {
             if !onlineOnly || user.record.online { first.offer(user.record) }
         }
         return RoomSnapshot(roomVersion: room.version, users: first.sorted, onlineCount: onlineCount, userCount: room.users.count)
-    }
-
-    /// The first `limit` records in protocol order.
-    static func first(_ limit: Int, of records: some Sequence<UserRecord>) -> [UserRecord] {
-        var first = FirstRecords(limit: limit)
-        for record in records { first.offer(record) }
-        return first.sorted
     }
 
     /// The first `limit` of the records offered one by one, in protocol order: a max-heap of the

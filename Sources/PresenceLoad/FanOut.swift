@@ -120,32 +120,16 @@ public struct FanOut: Sendable {
                     try await Centrifuge.subscribe(socket, to: channel, id: 2)
                 },
                 onPush: { arrivals.counting($0, messages: Centrifuge.joinsAndLeaves) })
-            let cpuBefore = try server.cpuSeconds()
-            var latencies = [Double]()
-            for operation in 0..<operations {
-                latencies.append(
-                    try await arrivals.time(subscribers, on: context.group.next()) {
-                        if operation.isMultiple(of: 2) {
-                            try await Centrifuge.subscribe(joiner, to: channel, id: operation + 10)
-                        } else {
-                            try await Centrifuge.unsubscribe(joiner, from: channel, id: operation + 10)
-                        }
-                    })
+            figures += try await timeOthers(
+                context, server: server, sockets: sockets, arrivals: arrivals, operations: operations,
+                label: "Centrifuge, \(Figure.format(Double(subscribers))) subscribers, \(operations) joins and leaves", delivered: "message"
+            ) { operation in
+                if operation.isMultiple(of: 2) {
+                    try await Centrifuge.subscribe(joiner, to: channel, id: operation + 10)
+                } else {
+                    try await Centrifuge.unsubscribe(joiner, from: channel, id: operation + 10)
+                }
             }
-            let cpu = try server.cpuSeconds() - cpuBefore
-            await context.closeAll(sockets)
-            guard arrivals.countsBySubscriber.allSatisfy({ $0 == operations }) else {
-                throw BenchmarkError("Centrifuge fan-out to \(subscribers): a subscriber did not read exactly \(operations) joins and leaves")
-            }
-            let percentiles = Percentiles(latencies)
-            let label = "Centrifuge, \(Figure.format(Double(subscribers))) subscribers, \(operations) joins and leaves"
-            figures += [
-                Figure(scenario: Self.name, name: "\(label), p50", value: percentiles.p50, unit: "ms"),
-                Figure(scenario: Self.name, name: "\(label), p99", value: percentiles.p99, unit: "ms"),
-                Figure(
-                    scenario: Self.name, name: "\(label), server CPU per delivered message",
-                    value: cpu / Double(operations * subscribers) * 1e6, unit: "µs"),
-            ]
         }
         await joiner.close()
         server.process.terminate()
@@ -167,30 +151,42 @@ public struct FanOut: Sendable {
             let sockets = try await context.openSockets(
                 subscribers, to: address,
                 onPush: arrivals.countingDiffs)
-            let cpuBefore = try floor.cpuSeconds()
-            var latencies = [Double]()
-            for _ in 0..<operations {
-                latencies.append(try await arrivals.time(subscribers, on: context.group.next()) { _ = try await control.request("broadcast") })
-            }
-            let cpu = try floor.cpuSeconds() - cpuBefore
-            await context.closeAll(sockets)
-            guard arrivals.countsBySubscriber.allSatisfy({ $0 == operations }) else {
-                throw BenchmarkError("fan-out floor to \(subscribers): a socket did not read exactly \(operations) frames")
-            }
-            let percentiles = Percentiles(latencies)
-            let label = "bare SwiftNIO WebSocket, \(Figure.format(Double(subscribers))) sockets, \(operations) frames to all"
-            figures += [
-                Figure(scenario: Self.name, name: "\(label), p50", value: percentiles.p50, unit: "ms"),
-                Figure(scenario: Self.name, name: "\(label), p99", value: percentiles.p99, unit: "ms"),
-                Figure(
-                    scenario: Self.name, name: "\(label), server CPU per delivered frame",
-                    value: cpu / Double(operations * subscribers) * 1e6, unit: "µs"),
-            ]
+            figures += try await timeOthers(
+                context, server: floor, sockets: sockets, arrivals: arrivals, operations: operations,
+                label: "bare SwiftNIO WebSocket, \(Figure.format(Double(subscribers))) sockets, \(operations) frames to all", delivered: "frame"
+            ) { _ in _ = try await control.request("broadcast") }
         }
         await control.close()
         floor.process.terminate()
         _ = try await floor.waitForExit()
         return figures
+    }
+
+    /// Times `operations` changes made on another server by `change` (given each one's index),
+    /// each until every socket has read its message: p50, p99 and the server's CPU per delivered
+    /// message, named after `label` and what is `delivered`, as the ratios look them up.
+    private func timeOthers(
+        _ context: BenchmarkContext, server: ServerProcess, sockets: [WebSocketLoadConnection], arrivals: ArrivalTracker,
+        operations: Int, label: String, delivered: String, change: (Int) async throws -> Void
+    ) async throws -> [Figure] {
+        let cpuBefore = try server.cpuSeconds()
+        var latencies = [Double]()
+        for operation in 0..<operations {
+            latencies.append(try await arrivals.time(sockets.count, on: context.group.next()) { try await change(operation) })
+        }
+        let cpu = try server.cpuSeconds() - cpuBefore
+        await context.closeAll(sockets)
+        guard arrivals.countsBySubscriber.allSatisfy({ $0 == operations }) else {
+            throw BenchmarkError("\(label): a socket did not read exactly \(operations) \(delivered)s")
+        }
+        let percentiles = Percentiles(latencies)
+        return [
+            Figure(scenario: Self.name, name: "\(label), p50", value: percentiles.p50, unit: "ms"),
+            Figure(scenario: Self.name, name: "\(label), p99", value: percentiles.p99, unit: "ms"),
+            Figure(
+                scenario: Self.name, name: "\(label), server CPU per delivered \(delivered)",
+                value: cpu / Double(operations * sockets.count) * 1e6, unit: "µs"),
+        ]
     }
 }
 

@@ -196,6 +196,7 @@ final class FanoutHub: Service, Sendable {
             if views[limit]?.subscribers.isEmpty == true { views.removeValue(forKey: limit) }
             waiting.removeAll { $0.outbox.id == subscriberId }
         }
+
         var subscriberCount: Int { views.values.reduce(0) { $0 + $1.subscribers.count } }
         var largestLimit: Int { max(views.keys.max() ?? 0, waiting.map(\.limit).max() ?? 0) }
     }

@@ -29,7 +29,9 @@ import PresenceTestSupport
                 return isOnline ? online("u\(index)", since: time) : offline("u\(index)", at: time + 1)
             }
             let limit = Int(generator.next() % 20) + 1
-            #expect(PresenceState.first(limit, of: records) == Array(records.sorted(by: UserRecord.precedes).prefix(limit)))
+            var first = PresenceState.FirstRecords(limit: limit)
+            for record in records { first.offer(record) }
+            #expect(first.sorted == Array(records.sorted(by: UserRecord.precedes).prefix(limit)))
         }
     }
 
