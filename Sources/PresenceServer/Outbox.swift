@@ -1,5 +1,4 @@
 import NIOCore
-import NIOWebSocket
 import Synchronization
 
 /// One socket's outgoing frames. Frames go straight to the socket's channel on its event loop:
@@ -23,9 +22,9 @@ final class Outbox: Sendable {
     private let metrics: PresenceMetrics?
     /// Frames sent since the channel was last seen writable.
     private let pending = Atomic<Int>(0)
-    /// The WebSocket frame encoder's place in the pipeline: frames framed here are written from
-    /// there, past the encoder. Found on the first write.
-    private let encoderContext: NIOLoopBoundBox<ChannelHandlerContext?>
+    /// The socket handler's place in the pipeline, the last: frames are written from there.
+    /// Found on the first write.
+    private let socketContext: NIOLoopBoundBox<ChannelHandlerContext?>
     private let overflowFlag = Atomic<Bool>(false)
     private let finishedFlag = Atomic<Bool>(false)
     private let onEnding: @Sendable (Ending) -> Void
@@ -39,7 +38,7 @@ final class Outbox: Sendable {
         self.channel = channel
         self.metrics = metrics
         self.onEnding = onEnding
-        encoderContext = .makeEmptyBox(valueType: ChannelHandlerContext.self, eventLoop: channel.eventLoop)
+        socketContext = .makeEmptyBox(valueType: ChannelHandlerContext.self, eventLoop: channel.eventLoop)
     }
 
     var overflowed: Bool { overflowFlag.load(ordering: .acquiring) }
@@ -99,7 +98,7 @@ final class Outbox: Sendable {
         return false
     }
 
-    /// `frame` is `message` framed; without the encoder in the pipeline (never seen), the channel frames it.
+    /// `frame` is `message` framed.
     private func writeOnLoop(_ frame: ByteBuffer, message: ByteBuffer) {
         // An overflowed outbox is being dropped: its remaining frames are not worth sending.
         guard !overflowed else { return }
@@ -108,14 +107,13 @@ final class Outbox: Sendable {
             pending.store(0, ordering: .relaxed)
             return
         }
-        if encoderContext.value == nil {
-            encoderContext.value = try? channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+        if socketContext.value == nil {
+            socketContext.value = try? channel.pipeline.syncOperations.context(handlerType: PresenceSocketHandler.self)
         }
-        if let context = encoderContext.value {
-            context.write(NIOAny(frame), promise: nil)
-            context.flush()
+        if let context = socketContext.value {
+            context.writeAndFlush(NIOAny(frame), promise: nil)
         } else {
-            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: message), promise: nil)
+            channel.writeAndFlush(frame, promise: nil)
         }
         if channel.isWritable { pending.store(0, ordering: .relaxed) }
     }
@@ -129,29 +127,5 @@ final class Outbox: Sendable {
     @discardableResult
     func finish() -> Bool {
         !finishedFlag.exchange(true, ordering: .acquiringAndReleasing)
-    }
-}
-
-/// WebSocket framing of what the server sends (RFC 6455 §5.2: a server never masks).
-enum WebSocketWire {
-    /// One final text frame: header, then the message.
-    static func textFrame(_ message: ByteBuffer) -> ByteBuffer {
-        let length = message.readableBytes
-        var frame = ByteBuffer()
-        frame.reserveCapacity(length + 10)
-        frame.writeInteger(UInt8(0x81))
-        switch length {
-        case ..<126:
-            frame.writeInteger(UInt8(length))
-        case ..<65_536:
-            frame.writeInteger(UInt8(126))
-            frame.writeInteger(UInt16(length))
-        default:
-            frame.writeInteger(UInt8(127))
-            frame.writeInteger(UInt64(length))
-        }
-        var payload = message
-        frame.writeBuffer(&payload)
-        return frame
     }
 }

@@ -47,8 +47,7 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
         channel.eventLoop.makeCompletedFuture {
             // What the upgrade's admission decided, for the pipeline handler (same request, same loop).
             let admission = NIOLoopBoundBox<Result<WebSocketEndpoint.Admission, PresenceError>?>(nil, eventLoop: channel.eventLoop)
-            let upgrader = NIOTypedWebSocketServerUpgrader<Negotiated>(
-                maxFrameSize: sockets.maxMessageBytes,
+            let upgrader = PresenceWebSocketUpgrader(
                 shouldUpgrade: { channel, head in
                     let decided = channel.eventLoop.makePromise(of: Result<WebSocketEndpoint.Admission, PresenceError>.self)
                     decided.completeWithTask { await sockets.admit(head, channel: channel) }
@@ -58,14 +57,11 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
                         return nil
                     }
                 },
-                upgradePipelineHandler: { channel, _ in
-                    channel.eventLoop.makeCompletedFuture {
-                        guard case .success(let admitted) = admission.value else {
-                            throw PresenceError(status: 500, code: "internal", message: "a WebSocket was upgraded without its admission")
-                        }
-                        try sockets.open(channel, admission: admitted)
-                        return .webSocket
+                open: { channel in
+                    guard case .success(let admitted) = admission.value else {
+                        throw PresenceError(status: 500, code: "internal", message: "a WebSocket was upgraded without its admission")
                     }
+                    try sockets.open(channel, admission: admitted)
                 })
             let upgrades = NIOTypedHTTPServerUpgradeConfiguration(
                 upgraders: [upgrader],
@@ -145,6 +141,43 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
             try await responseWriter.writeResponse(
                 HTTPResponse(status: .temporaryRedirect, headerFields: [.connection: "close", .location: location]))
             throw RedirectedUpgrade()
+        }
+    }
+}
+
+/// The handshake is NIO's (`NIOTypedWebSocketServerUpgrader` checks the request and writes the
+/// accept key); the upgraded channel is this server's: one `PresenceSocketHandler` reads the
+/// frames itself, where NIO's upgrader adds its frame decoder, encoder and error handler.
+struct PresenceWebSocketUpgrader: NIOTypedHTTPServerProtocolUpgrader {
+    typealias UpgradeResult = PresenceChannel.Negotiated
+
+    private let handshake: NIOTypedWebSocketServerUpgrader<UpgradeResult>
+    private let open: @Sendable (any Channel) throws -> Void
+
+    /// `open` sets up the upgraded channel, on its event loop.
+    init(
+        shouldUpgrade: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?>,
+        open: @escaping @Sendable (any Channel) throws -> Void
+    ) {
+        handshake = NIOTypedWebSocketServerUpgrader(
+            shouldUpgrade: shouldUpgrade,
+            upgradePipelineHandler: { channel, _ in channel.eventLoop.makeSucceededFuture(.webSocket) })
+        self.open = open
+    }
+
+    var supportedProtocol: String { handshake.supportedProtocol }
+    var requiredUpgradeHeaders: [String] { handshake.requiredUpgradeHeaders }
+
+    func buildUpgradeResponse(channel: any Channel, upgradeRequest: HTTPRequestHead, initialResponseHeaders: HTTPHeaders)
+        -> EventLoopFuture<HTTPHeaders>
+    {
+        handshake.buildUpgradeResponse(channel: channel, upgradeRequest: upgradeRequest, initialResponseHeaders: initialResponseHeaders)
+    }
+
+    func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {
+        channel.eventLoop.makeCompletedFuture {
+            try open(channel)
+            return .webSocket
         }
     }
 }

@@ -5,7 +5,6 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypesHTTP1
-import NIOWebSocket
 import PresenceCore
 import PresenceStore
 import Synchronization
@@ -74,11 +73,6 @@ struct WebSocketEndpoint: Sendable {
     /// Sets up an upgraded channel's handlers. Runs on the channel's event loop.
     func open(_ channel: any Channel, admission: Admission) throws {
         let pipeline = channel.pipeline.syncOperations
-        try pipeline.addHandler(WebSocketKeepAlive(metrics: metrics, wheel: keepAliveWheels.wheel(on: channel.eventLoop)), position: .first)
-        try pipeline.addHandler(MaskedFramesOnly())
-        try pipeline.addHandler(
-            NIOWebSocketFrameAggregator(
-                minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1_024, maxAccumulatedFrameSize: maxMessageBytes))
         let holdsSlot = addressLimits.openConnection(admission.address, now: clock.nowMillis())
         // Weak: the handler holds the reader, which holds the outbox, which holds this closure; a
         // strong reference would keep every closed socket's objects (and its channel) alive.
@@ -95,7 +89,8 @@ struct WebSocketEndpoint: Sendable {
             })
         let reader = SocketReader(endpoint: self, outbox: outbox, identity: admission.identity, executor: EventLoopTaskExecutor(channel.eventLoop))
         let handler = PresenceSocketHandler(
-            endpoint: self, reader: reader, address: admission.address, holdsSlot: holdsSlot, closeGrace: TimeAmount(configuration.closeGrace))
+            endpoint: self, reader: reader, address: admission.address, holdsSlot: holdsSlot, closeGrace: TimeAmount(configuration.closeGrace),
+            keepAlive: WebSocketKeepAlive(metrics: metrics, wheel: keepAliveWheels.wheel(on: channel.eventLoop)))
         socketHandler.value.handler = handler
         // Counted before the handler is added: on a connection already gone, adding it ends it at once.
         openSockets.insert(outbox)
@@ -130,29 +125,39 @@ private final class WeakHandler {
     weak var handler: PresenceSocketHandler?
 }
 
-/// One presence WebSocket on its event loop: control frames, the close handshake and the
-/// per-socket rate limit here, synchronously; messages go to the socket's `SocketReader`.
+/// One presence WebSocket on its event loop, the only handler of its channel: it reads the
+/// client's frames from the socket's bytes (`ClientFrameReader`), answers pings, runs the close
+/// handshake, the keep-alive and the per-socket rate limit, synchronously; messages go to the
+/// socket's `SocketReader`. One handler where there were six: each handler is a pipeline step,
+/// and a boxed frame, for every message.
 final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = WebSocketFrame
-    typealias OutboundOut = WebSocketFrame
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private let endpoint: WebSocketEndpoint
     private let reader: SocketReader
     private let address: String
     private let holdsSlot: Bool
     private let closeGrace: TimeAmount
+    private let keepAlive: WebSocketKeepAlive
+    private var frames: ClientFrameReader
     private var limiter: RateLimiter
     private var context: ChannelHandlerContext?
     /// The server has sent its close frame: the next frame that matters is the peer's close.
     private var closeSent = false
     private var ended = false
 
-    init(endpoint: WebSocketEndpoint, reader: SocketReader, address: String, holdsSlot: Bool, closeGrace: TimeAmount) {
+    init(
+        endpoint: WebSocketEndpoint, reader: SocketReader, address: String, holdsSlot: Bool, closeGrace: TimeAmount,
+        keepAlive: WebSocketKeepAlive
+    ) {
         self.endpoint = endpoint
         self.reader = reader
         self.address = address
         self.holdsSlot = holdsSlot
         self.closeGrace = closeGrace
+        self.keepAlive = keepAlive
+        frames = ClientFrameReader(maxMessageBytes: endpoint.maxMessageBytes)
         limiter = RateLimiter(
             rate: endpoint.configuration.socketMessagesPerSecond, burst: endpoint.configuration.socketMessageBurst,
             now: endpoint.clock.nowMillis())
@@ -160,6 +165,7 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        keepAlive.start(context.channel)
         // Upgraded on a connection that closed at once: no inactive event will come.
         if !context.channel.isActive { end() }
     }
@@ -175,42 +181,63 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        switch frame.opcode {
+        keepAlive.heard(at: context.eventLoop.now)
+        frames.append(unwrapInboundIn(data))
+        while true {
+            let frame: ClientFrameReader.Frame?
+            do {
+                frame = try frames.next()
+            } catch {
+                reader.stop()
+                switch error {
+                case .tooBig: close(code: CloseCode.messageTooBig, reason: "message too large", failing: true)
+                case .protocolError(let reason): close(code: CloseCode.protocolError, reason: reason, failing: true)
+                }
+                return
+            }
+            guard let frame else { return }
+            guard read(frame, context: context) else { return }
+        }
+    }
+
+    /// Acts on one frame; false when the socket reads no more.
+    private func read(_ frame: ClientFrameReader.Frame, context: ChannelHandlerContext) -> Bool {
+        switch frame {
         case .text, .binary:
-            guard !closeSent else { return }
+            guard !closeSent else { return true }
             let now = endpoint.clock.nowMillis()
             guard limiter.allow(now: now), endpoint.addressLimits.allow(address, now: now) else {
                 endpoint.metrics.floodingSocketsClosed.increment()
                 endpoint.metrics.rateLimited.increment()
                 reader.stop()
                 close(code: CloseCode.policyViolation, reason: "too many messages")
-                return
+                return true
             }
-            if frame.opcode == .text {
-                reader.receive(text: frame.unmaskedData)
+            if case .text(let text) = frame {
+                reader.receive(text: text)
             } else {
                 reader.enqueue(.binary)
             }
-        case .ping:
-            guard !closeSent else { return }
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
-        case .connectionClose:
+        case .ping(let payload):
+            guard !closeSent else { return true }
+            context.writeAndFlush(wrapOutboundOut(WebSocketWire.frame(opcode: WebSocketWire.Opcode.pong, payload)), promise: nil)
+        case .pong:
+            break
+        case .close(let code):
             reader.stop()
             if closeSent {
                 context.close(promise: nil)
-                return
+                return false
             }
             // Echo the peer's code (RFC 6455 §5.5.1), then end the connection.
             closeSent = true
-            var payload = frame.unmaskedData
-            let code = payload.readInteger(as: UInt16.self)
-            let echo = WebSocketFrame(fin: true, opcode: .connectionClose, data: Self.closePayload(code: code, reason: ""))
+            keepAlive.stop()
+            let echo = WebSocketWire.frame(opcode: WebSocketWire.Opcode.close, WebSocketWire.closePayload(code: code, reason: ""))
             let loopBound = context.loopBound
             context.writeAndFlush(wrapOutboundOut(echo)).whenComplete { _ in loopBound.value.close(promise: nil) }
-        default:
-            break
+            return false
         }
+        return true
     }
 
     /// The server allows half-closed connections (for HTTP), so a peer's FIN arrives as an event,
@@ -226,21 +253,6 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // The frame decoder's own errors are answered by NIO's protocol error handler below us.
-        if error is NIOWebSocketError { return }
-        if error is MaskedFramesOnly.UnmaskedFrame {
-            reader.stop()
-            close(code: CloseCode.protocolError, reason: "frames from a client must be masked", failing: true)
-            return
-        }
-        if let aggregation = error as? NIOWebSocketFrameAggregator.Error {
-            reader.stop()
-            let tooBig = aggregation == .accumulatedFrameSizeIsTooLarge
-            close(
-                code: tooBig ? CloseCode.messageTooBig : CloseCode.protocolError, reason: tooBig ? "message too large" : "bad fragments",
-                failing: true)
-            return
-        }
         endpoint.logger.debug("websocket failed", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }
@@ -256,10 +268,8 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
         reader.outbox.finish()
         // Nothing may follow a close frame (RFC 6455 §5.5.1), a keep-alive ping neither; the grace
         // timer bounds the connection from here.
-        if let keepAlive = try? context.pipeline.syncOperations.context(handlerType: WebSocketKeepAlive.self) {
-            _ = context.pipeline.syncOperations.removeHandler(context: keepAlive)
-        }
-        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: Self.closePayload(code: code, reason: reason))
+        keepAlive.stop()
+        let frame = WebSocketWire.frame(opcode: WebSocketWire.Opcode.close, WebSocketWire.closePayload(code: code, reason: reason))
         let written = context.writeAndFlush(wrapOutboundOut(frame))
         let channel = context.channel
         if failing {
@@ -272,40 +282,11 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
     private func end() {
         guard !ended else { return }
         ended = true
+        keepAlive.stop()
         reader.stop()
         reader.whenIdle { [endpoint, reader, address, holdsSlot] in
             endpoint.closed(reader.outbox, address: address, heldSlot: holdsSlot)
         }
-    }
-
-    private static func closePayload(code: UInt16?, reason: String) -> ByteBuffer {
-        var payload = ByteBuffer()
-        guard let code else { return payload }
-        payload.writeInteger(code)
-        // A control frame's payload is at most 125 bytes.
-        payload.writeString(String(decoding: reason.utf8.prefix(123), as: UTF8.self))
-        return payload
-    }
-}
-
-/// RFC 6455 §5.1: a server must close the connection on a frame that is not masked. Before the
-/// aggregator, which unmasks the fragments it joins; NIO's decoder accepts either.
-final class MaskedFramesOnly: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = WebSocketFrame
-    typealias InboundOut = WebSocketFrame
-
-    struct UnmaskedFrame: Error {}
-
-    private var refused = false
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !refused else { return }
-        guard unwrapInboundIn(data).maskKey != nil else {
-            refused = true
-            context.fireErrorCaught(UnmaskedFrame())
-            return
-        }
-        context.fireChannelRead(data)
     }
 }
 
@@ -341,10 +322,10 @@ final class SocketReader: Sendable {
     }
 
     /// A text message, on the socket's event loop.
-    func receive(text: ByteBuffer) {
+    func receive(text: [UInt8]) {
         let message: Message
         do {
-            message = .request(try SocketRequest.decode(text.readableBytesView))
+            message = .request(try SocketRequest.decode(text))
         } catch {
             message = .undecodable(error)
         }

@@ -8,24 +8,22 @@ import Synchronization
 /// pinging every socket on a fixed period. Its timer is a place on its event loop's
 /// `KeepAliveWheel`, which it checks at most once per `interval`, reading a timestamp.
 ///
-/// It sits first in the pipeline, on raw bytes, so it also sees pongs, which the WebSocket
-/// handler above consumes. Its ping is a complete frame written there, between whole frames.
-final class WebSocketKeepAlive: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
+/// Its socket's handler tells it when the peer is heard; its ping is a whole frame, written
+/// between the socket's frames. Used on the channel's event loop only.
+final class WebSocketKeepAlive {
     /// FIN + ping, no payload: the peer answers with an empty pong.
-    private static let pingFrame = ByteBuffer(bytes: [0x89, 0x00])
+    static let pingFrame = ByteBuffer(bytes: [0x89, 0x00])
 
     private let metrics: PresenceMetrics
     private let wheel: KeepAliveWheel
     private var interval: TimeAmount { wheel.interval }
-    private var context: ChannelHandlerContext?
+    /// The socket's channel until the keep-alive stops: the wheel may hold a stopped keep-alive
+    /// until its step comes, and must not hold a closed channel that long.
+    private var channel: (any Channel)?
     private var lastHeard = NIODeadline.uptimeNanoseconds(0)
     private var pingedAt: NIODeadline?
-    /// The wheel's step this handler waits for; nil once it waits no more (removed, closed).
-    /// The wheel holds a handler until that step comes, and calls it only if this still matches.
+    /// The wheel's step this keep-alive waits for; nil once it waits no more (stopped).
+    /// The wheel holds it until that step comes, and calls it only if this still matches.
     fileprivate var awaitedStep: Int64?
 
     /// Pings after the wheel's interval of silence.
@@ -34,45 +32,37 @@ final class WebSocketKeepAlive: ChannelInboundHandler, RemovableChannelHandler {
         self.wheel = wheel
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-        lastHeard = context.eventLoop.now
+    /// Starts timing `channel`'s silence from now.
+    func start(_ channel: any Channel) {
+        self.channel = channel
+        lastHeard = channel.eventLoop.now
         wheel.schedule(self, at: lastHeard + interval)
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
-        stop()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        stop()
-        context.fireChannelInactive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        lastHeard = context.eventLoop.now
+    /// The peer sent something.
+    func heard(at now: NIODeadline) {
+        lastHeard = now
         pingedAt = nil
-        context.fireChannelRead(data)
     }
 
-    /// Lets go of the channel: a removed handler may wait on the wheel until its step comes.
-    private func stop() {
+    /// No ping or cut from now on, as after the socket's close frame.
+    func stop() {
         awaitedStep = nil
-        context = nil
+        channel = nil
     }
 
     fileprivate func due(now: NIODeadline) {
-        guard let context, context.channel.isActive else { return }
+        guard let channel, channel.isActive else { return }
         if let pingedAt {
             if now - pingedAt >= interval {
                 metrics.silentSocketsCut.increment()
-                context.close(promise: nil)
+                channel.close(promise: nil)
                 return
             }
             wheel.schedule(self, at: pingedAt + interval)
         } else if now - lastHeard >= interval {
             pingedAt = now
-            context.writeAndFlush(wrapOutboundOut(Self.pingFrame), promise: nil)
+            channel.writeAndFlush(Self.pingFrame, promise: nil)
             wheel.schedule(self, at: now + interval)
         } else {
             wheel.schedule(self, at: lastHeard + interval)

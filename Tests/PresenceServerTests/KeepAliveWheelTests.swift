@@ -10,13 +10,22 @@ import Testing
     static let interval = TimeAmount.milliseconds(800)  // steps of 100 ms
     static let ping = ByteBuffer(bytes: [0x89, 0x00])
 
-    /// A socket on `loop` with a keep-alive on the shared wheel.
-    static func socket(on loop: EmbeddedEventLoop, wheels: KeepAliveWheels) throws -> EmbeddedChannel {
-        let channel = EmbeddedChannel(loop: loop)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
-        try channel.pipeline.syncOperations.addHandler(
-            WebSocketKeepAlive(metrics: PresenceMetrics(), wheel: wheels.wheel(on: loop)))
-        return channel
+    /// A socket on `loop` with a keep-alive on the shared wheel. The socket's handler tells the
+    /// keep-alive what it hears; here the test does.
+    struct Socket {
+        let channel: EmbeddedChannel
+        let keepAlive: WebSocketKeepAlive
+
+        init(on loop: EmbeddedEventLoop, wheels: KeepAliveWheels) throws {
+            channel = EmbeddedChannel(loop: loop)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 9)).wait()
+            keepAlive = WebSocketKeepAlive(metrics: PresenceMetrics(), wheel: wheels.wheel(on: loop))
+            keepAlive.start(channel)
+        }
+
+        func hear(_ loop: EmbeddedEventLoop) {
+            keepAlive.heard(at: loop.now)
+        }
     }
 
     static func pings(_ channel: EmbeddedChannel) throws -> Int {
@@ -30,7 +39,8 @@ import Testing
 
     @Test func aSilentSocketIsPingedAfterAnIntervalAndCutAfterAnother() throws {
         let loop = EmbeddedEventLoop()
-        let channel = try Self.socket(on: loop, wheels: KeepAliveWheels(interval: Self.interval))
+        let socket = try Socket(on: loop, wheels: KeepAliveWheels(interval: Self.interval))
+        let channel = socket.channel
         loop.advanceTime(by: .milliseconds(790))
         #expect(try Self.pings(channel) == 0)
         // Due at 800 ms; the wheel turns on its grid, at most a step (100 ms) late.
@@ -46,10 +56,11 @@ import Testing
 
     @Test func aPongOrAnyMessageKeepsASocket() throws {
         let loop = EmbeddedEventLoop()
-        let channel = try Self.socket(on: loop, wheels: KeepAliveWheels(interval: Self.interval))
+        let socket = try Socket(on: loop, wheels: KeepAliveWheels(interval: Self.interval))
+        let channel = socket.channel
         loop.advanceTime(by: .milliseconds(900))
         #expect(try Self.pings(channel) == 1)
-        try channel.writeInbound(ByteBuffer(bytes: [0x8A, 0x80, 0, 0, 0, 0]))  // the pong
+        socket.hear(loop)  // the pong
         loop.advanceTime(by: .milliseconds(700))
         #expect(channel.isActive)
         #expect(try Self.pings(channel) == 0)
@@ -66,20 +77,20 @@ import Testing
         let wheels = KeepAliveWheels(interval: Self.interval)
         let talking = { (index: Int) in index % 2 == 0 }
         let closedAtOnce = { (index: Int) in index % 10 == 1 }
-        var sockets: [EmbeddedChannel] = []
+        var sockets: [Socket] = []
         var pings: [Int] = []
         func advance() throws {
-            for index in sockets.indices where talking(index) { try sockets[index].writeInbound(ByteBuffer(bytes: [0x81, 0x80, 0, 0, 0, 0])) }
+            for index in sockets.indices where talking(index) { sockets[index].hear(loop) }
             loop.advanceTime(by: .milliseconds(100))
-            for index in sockets.indices where !closedAtOnce(index) { pings[index] += try Self.pings(sockets[index]) }
+            for index in sockets.indices where !closedAtOnce(index) { pings[index] += try Self.pings(sockets[index].channel) }
         }
         // Opened over 2 s, as a crowd connects; some closed at once, before any timer of theirs.
         for index in 0..<1_000 {
-            sockets.append(try Self.socket(on: loop, wheels: wheels))
+            sockets.append(try Socket(on: loop, wheels: wheels))
             pings.append(0)
             // Closed, not finished: finishing an embedded channel runs its loop's timers early.
             if closedAtOnce(index) {
-                sockets[index].close(promise: nil)
+                sockets[index].channel.close(promise: nil)
                 loop.run()
             }
             if index % 50 == 49 { try advance() }
@@ -87,9 +98,9 @@ import Testing
         for _ in 0..<40 { try advance() }  // 4 s more
         for index in sockets.indices {
             if talking(index) {
-                #expect(pings[index] == 0 && sockets[index].isActive, "talking socket \(index)")
+                #expect(pings[index] == 0 && sockets[index].channel.isActive, "talking socket \(index)")
             } else if !closedAtOnce(index) {
-                #expect(pings[index] == 1 && !sockets[index].isActive, "silent socket \(index): \(pings[index]) pings")
+                #expect(pings[index] == 1 && !sockets[index].channel.isActive, "silent socket \(index): \(pings[index]) pings")
             }
         }
     }

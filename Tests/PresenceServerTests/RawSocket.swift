@@ -71,20 +71,27 @@ final class RawWebSocket {
     /// Sends one masked frame, final unless `fin` is false (a fragment of a longer message).
     /// `masked: false` breaks RFC 6455 §5.1 on purpose.
     func sendFrame(opcode: UInt8, payload: [UInt8], fin: Bool = true, masked: Bool = true) throws {
+        try write(Self.clientFrame(opcode: opcode, payload: payload, fin: fin, mask: masked ? [1, 2, 3, 4] : nil))
+    }
+
+    /// One frame as a client writes it, in the shortest of the three length encodings; no
+    /// `mask` breaks RFC 6455 §5.1.
+    static func clientFrame(opcode: UInt8, payload: [UInt8], fin: Bool = true, mask: [UInt8]?) -> [UInt8] {
         var frame: [UInt8] = [(fin ? 0x80 : 0) | opcode]
-        let maskBit: UInt8 = masked ? 0x80 : 0
+        let maskBit: UInt8 = mask == nil ? 0 : 0x80
         if payload.count < 126 {
             frame.append(maskBit | UInt8(payload.count))
-        } else {
+        } else if payload.count < 65_536 {
             frame.append(maskBit | 126)
-            frame.append(UInt8(payload.count >> 8))
-            frame.append(UInt8(payload.count & 0xFF))
+            frame += withUnsafeBytes(of: UInt16(payload.count).bigEndian, Array.init)
+        } else {
+            frame.append(maskBit | 127)
+            frame += withUnsafeBytes(of: UInt64(payload.count).bigEndian, Array.init)
         }
-        guard masked else { return try write(frame + payload) }
-        let mask: [UInt8] = [1, 2, 3, 4]
-        frame.append(contentsOf: mask)
+        guard let mask else { return frame + payload }
+        frame += mask
         for (index, byte) in payload.enumerated() { frame.append(byte ^ mask[index % 4]) }
-        try write(frame)
+        return frame
     }
 
     /// The next whole frame, or nil when the connection ends (or 10 s pass without data) first.

@@ -1,0 +1,223 @@
+import NIOCore
+
+/// RFC 6455 framing, both ways: what the server sends (a server never masks, §5.1), and
+/// `ClientFrameReader` for what a client sends.
+enum WebSocketWire {
+    enum Opcode {
+        static let continuation: UInt8 = 0x0
+        static let text: UInt8 = 0x1
+        static let binary: UInt8 = 0x2
+        static let close: UInt8 = 0x8
+        static let ping: UInt8 = 0x9
+        static let pong: UInt8 = 0xA
+    }
+
+    /// One final text frame: header, then the message.
+    static func textFrame(_ message: ByteBuffer) -> ByteBuffer {
+        frame(opcode: Opcode.text, message)
+    }
+
+    /// One final frame of `opcode` carrying `payload`.
+    static func frame(opcode: UInt8, _ payload: ByteBuffer) -> ByteBuffer {
+        let length = payload.readableBytes
+        var frame = ByteBuffer()
+        frame.reserveCapacity(length + 10)
+        frame.writeInteger(0x80 | opcode)
+        switch length {
+        case ..<126:
+            frame.writeInteger(UInt8(length))
+        case ..<65_536:
+            frame.writeInteger(UInt8(126))
+            frame.writeInteger(UInt16(length))
+        default:
+            frame.writeInteger(UInt8(127))
+            frame.writeInteger(UInt64(length))
+        }
+        var payload = payload
+        frame.writeBuffer(&payload)
+        return frame
+    }
+
+    /// A close frame's payload: the code, then at most 123 bytes of reason (a control frame's
+    /// payload is at most 125 bytes). No code, no payload.
+    static func closePayload(code: UInt16?, reason: String) -> ByteBuffer {
+        var payload = ByteBuffer()
+        guard let code else { return payload }
+        payload.writeInteger(code)
+        payload.writeString(String(decoding: reason.utf8.prefix(123), as: UTF8.self))
+        return payload
+    }
+}
+
+/// Reads a client's frames from its socket's bytes as they come, and hands back whole messages
+/// (unmasked, fragments joined) and control frames. One reader per socket, on its event loop.
+///
+/// It replaces NIO's frame decoder, its protocol error handler, a check for masks and NIO's
+/// fragment aggregator: four channel handlers, each a pipeline step and a boxed frame per
+/// message. Unmasking copies the payload once, straight into the array the JSON parser reads.
+struct ClientFrameReader {
+    enum Frame: Equatable {
+        case text([UInt8])
+        case binary
+        case ping(ByteBuffer)
+        case pong
+        case close(code: UInt16?)
+    }
+
+    enum Failure: Error, Equatable {
+        /// The peer broke RFC 6455; the socket is closed with 1002.
+        case protocolError(String)
+        /// A frame or a message over the limit; the socket is closed with 1009.
+        case tooBig
+    }
+
+    /// A message split into more frames than this is refused: a cap on per-frame work a peer
+    /// could otherwise spread a message's bytes over.
+    static let maxFragments = 1_024
+
+    let maxMessageBytes: Int
+    /// Bytes of a frame not yet whole. Empty (and holding no read buffer, which NIO then reuses)
+    /// between frames.
+    private var pending = Self.empty
+    private static let empty = ByteBuffer()
+    /// The message whose first fragments have come, and whether it is text.
+    private var fragments: (text: Bool, payload: [UInt8], count: Int)?
+    /// Once failed, the reader reads nothing more.
+    private var failed = false
+
+    init(maxMessageBytes: Int) {
+        self.maxMessageBytes = maxMessageBytes
+    }
+
+    /// Takes the bytes of one read.
+    mutating func append(_ bytes: ByteBuffer) {
+        if pending.readableBytes == 0 {
+            pending = bytes
+        } else {
+            var bytes = bytes
+            pending.writeBuffer(&bytes)
+        }
+    }
+
+    /// The next whole frame or message; nil until more bytes come.
+    mutating func next() throws(Failure) -> Frame? {
+        guard !failed else { return nil }
+        do {
+            while let frame = try nextFrame() {
+                if let whole = try assemble(frame) { return whole }
+            }
+            releaseEmptyBuffer()
+            return nil
+        } catch {
+            failed = true
+            pending = Self.empty
+            fragments = nil
+            throw error
+        }
+    }
+
+    private struct RawFrame {
+        let fin: Bool
+        let opcode: UInt8
+        let payload: [UInt8]
+    }
+
+    /// One frame off `pending`, unmasked, when all of it is there.
+    private mutating func nextFrame() throws(Failure) -> RawFrame? {
+        let start = pending.readerIndex
+        guard let first = pending.getInteger(at: start, as: UInt8.self),
+            let second = pending.getInteger(at: start + 1, as: UInt8.self)
+        else { return nil }
+        let fin = first & 0x80 != 0
+        let opcode = first & 0x0F
+        // No extension is ever negotiated, so its bits must stay clear (§5.2).
+        guard first & 0x70 == 0 else { throw .protocolError("reserved bits set") }
+        guard second & 0x80 != 0 else { throw .protocolError("frames from a client must be masked") }
+        let isControl = opcode & 0x08 != 0
+        switch opcode {
+        case WebSocketWire.Opcode.continuation, WebSocketWire.Opcode.text, WebSocketWire.Opcode.binary,
+            WebSocketWire.Opcode.close, WebSocketWire.Opcode.ping, WebSocketWire.Opcode.pong:
+            break
+        default:
+            throw .protocolError("unknown opcode \(opcode)")
+        }
+        var headerLength = 2
+        let length: UInt64
+        switch second & 0x7F {
+        case 126:
+            guard let extended = pending.getInteger(at: start + 2, as: UInt16.self) else { return nil }
+            length = UInt64(extended)
+            headerLength += 2
+        case 127:
+            guard let extended = pending.getInteger(at: start + 2, as: UInt64.self) else { return nil }
+            guard extended & (1 << 63) == 0 else { throw .protocolError("frame length out of range") }
+            length = extended
+            headerLength += 8
+        case let short:
+            length = UInt64(short)
+        }
+        if isControl {
+            // §5.5: control frames are whole and short.
+            guard fin else { throw .protocolError("fragmented control frame") }
+            guard length <= 125 else { throw .protocolError("control frame over 125 bytes") }
+        } else {
+            // Refused from its header: a peer cannot make the server hold more than a message.
+            let sofar = UInt64(fragments?.payload.count ?? 0)
+            guard length <= UInt64(maxMessageBytes) - min(sofar, UInt64(maxMessageBytes)) else { throw .tooBig }
+        }
+        let payloadLength = Int(length)
+        guard pending.readableBytes >= headerLength + 4 + payloadLength else { return nil }
+        // Big-endian: the key's first byte is the word's highest.
+        let mask = pending.getInteger(at: start + headerLength, as: UInt32.self)!
+        let payload = pending.withUnsafeReadableBytes { raw in
+            let masked = raw[(headerLength + 4)..<(headerLength + 4 + payloadLength)]
+            return [UInt8](unsafeUninitializedCapacity: payloadLength) { unmasked, count in
+                var offset = 0
+                for byte in masked {
+                    unmasked[offset] = byte ^ UInt8(truncatingIfNeeded: mask >> (24 - 8 * UInt32(offset & 3)))
+                    offset += 1
+                }
+                count = payloadLength
+            }
+        }
+        pending.moveReaderIndex(forwardBy: headerLength + 4 + payloadLength)
+        return RawFrame(fin: fin, opcode: opcode, payload: payload)
+    }
+
+    /// A frame as what it means: control frames as they are, data frames once their message is whole.
+    private mutating func assemble(_ frame: RawFrame) throws(Failure) -> Frame? {
+        switch frame.opcode {
+        case WebSocketWire.Opcode.close:
+            let code = frame.payload.count >= 2 ? UInt16(frame.payload[0]) << 8 | UInt16(frame.payload[1]) : nil
+            return .close(code: code)
+        case WebSocketWire.Opcode.ping:
+            return .ping(ByteBuffer(bytes: frame.payload))
+        case WebSocketWire.Opcode.pong:
+            return .pong
+        case WebSocketWire.Opcode.continuation:
+            guard var message = fragments else { throw .protocolError("a continuation frame continues nothing") }
+            fragments = nil
+            message.count += 1
+            guard message.count <= Self.maxFragments else { throw .protocolError("too many fragments") }
+            message.payload += frame.payload
+            guard frame.fin else {
+                fragments = message
+                return nil
+            }
+            return message.text ? .text(message.payload) : .binary
+        default:
+            guard fragments == nil else { throw .protocolError("a new message began inside a fragmented one") }
+            let text = frame.opcode == WebSocketWire.Opcode.text
+            guard frame.fin else {
+                fragments = (text, frame.payload, 1)
+                return nil
+            }
+            return text ? .text(frame.payload) : .binary
+        }
+    }
+
+    /// NIO reuses a read's buffer only when nothing else holds it.
+    private mutating func releaseEmptyBuffer() {
+        if pending.readableBytes == 0 { pending = Self.empty }
+    }
+}
