@@ -43,7 +43,7 @@ public struct PresenceState: Sendable {
         let roomId: String
         var token: String
         var version: UInt64
-        var users: [String: RoomUser] = [:]
+        var users = RoomUsers()
     }
 
     struct DeadlineEntry: Comparable, Sendable {
@@ -581,40 +581,9 @@ public struct PresenceState: Sendable {
 
     public func roomUsers(roomId: String, onlineOnly: Bool, limit: Int) -> RoomSnapshot {
         guard let room = rooms[roomId] else { return .empty }
-        // One pass that keeps only the candidates: a room's offline users stay for their last
-        // seen, and every change of a room that has many of them is read here for its subscribers.
-        var first = FirstRecords(limit: limit)
-        var onlineCount = 0
-        for user in room.users.values {
-            if user.record.online { onlineCount += 1 }
-            if !onlineOnly || user.record.online { first.offer(user.record) }
-        }
-        return RoomSnapshot(roomVersion: room.version, users: first.sorted, onlineCount: onlineCount, userCount: room.users.count)
-    }
-
-    /// The first `limit` of the records offered one by one, in protocol order: a max-heap of the
-    /// best so far, O(n log limit), and only those records are kept; the rest are never copied.
-    struct FirstRecords {
-        let limit: Int
-        private var heap = Heap<ReversedOrder>()
-
-        init(limit: Int) { self.limit = limit }
-
-        mutating func offer(_ record: UserRecord) {
-            if heap.count < limit {
-                heap.insert(ReversedOrder(record: record))
-            } else if let worst = heap.max, UserRecord.precedes(record, worst.record) {
-                heap.replaceMax(with: ReversedOrder(record: record))
-            }
-        }
-
-        var sorted: [UserRecord] { heap.unordered.map(\.record).sorted(by: UserRecord.precedes) }
-    }
-
-    struct ReversedOrder: Comparable {
-        let record: UserRecord
-        static func < (a: ReversedOrder, b: ReversedOrder) -> Bool { UserRecord.precedes(a.record, b.record) }
-        static func == (a: ReversedOrder, b: ReversedOrder) -> Bool { a.record.userId == b.record.userId }
+        return RoomSnapshot(
+            roomVersion: room.version, users: room.users.first(limit, onlineOnly: onlineOnly), onlineCount: room.users.onlineCount,
+            userCount: room.users.count)
     }
 
     public func userRooms(userId: String, onlineOnly: Bool, limit: Int) -> [UserRoomStatus] {

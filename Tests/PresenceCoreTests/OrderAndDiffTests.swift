@@ -19,19 +19,39 @@ import PresenceTestSupport
         #expect(sorted == ["early", "a-tie", "b-tie", "late", "recent", "z", "old"])
     }
 
-    @Test func topKSelectionMatchesAFullSort() {
+    /// A room's users keep their protocol order as they come, go, change and are removed, in
+    /// any order of times (ties too, and clocks that step back): the first `limit` read from it
+    /// equal a full sort of the records, and its online count is the records'.
+    @Test func aRoomsOrderFollowsEveryChangeOfItsUsers() {
         var generator = SeededGenerator(seed: 7)
-        for _ in 0..<50 {
-            let count = Int(generator.next() % 300) + 1
-            let records = (0..<count).map { index -> UserRecord in
-                let isOnline = generator.next() % 2 == 0
+        for _ in 0..<20 {
+            var users = PresenceState.RoomUsers()
+            for _ in 0..<400 {
+                let userId = "u\(generator.next() % 60)"
                 let time = Int64(generator.next() % 40)  // many ties
-                return isOnline ? online("u\(index)", since: time) : offline("u\(index)", at: time + 1)
+                switch generator.next() % 6 {
+                case 0:
+                    users.removeValue(forKey: userId)
+                case 1:
+                    // A change that leaves the order as it was.
+                    users[userId]?.record.name = "n\(time)"
+                case 2, 3:
+                    users[userId] = PresenceState.RoomUser(record: online(userId, since: time))
+                default:
+                    if users[userId] == nil {
+                        users[userId] = PresenceState.RoomUser(record: offline(userId, at: time))
+                    } else {
+                        users[userId]!.record.online = false
+                        users[userId]!.record.onlineSince = 0
+                        users[userId]!.record.lastDisconnected = time
+                    }
+                }
+                let records = users.values.map(\.record).sorted(by: UserRecord.precedes)
+                let limit = Int(generator.next() % 70) + 1
+                #expect(users.first(limit, onlineOnly: false) == Array(records.prefix(limit)))
+                #expect(users.first(limit, onlineOnly: true) == Array(records.filter(\.online).prefix(limit)))
+                #expect(users.onlineCount == records.filter(\.online).count)
             }
-            let limit = Int(generator.next() % 20) + 1
-            var first = PresenceState.FirstRecords(limit: limit)
-            for record in records { first.offer(record) }
-            #expect(first.sorted == Array(records.sorted(by: UserRecord.precedes).prefix(limit)))
         }
     }
 
