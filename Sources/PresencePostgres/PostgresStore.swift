@@ -610,6 +610,13 @@ public final class PostgresStore: PresenceStore {
         return await promise.value
     }
 
+    /// `body` over the state now, or nil when `read` would wait or fail: not serving, a commit in
+    /// progress, or behind the database.
+    private func readAtOnce<Value>(_ body: (PresenceState) -> Value) -> Value? {
+        guard (try? ensureServing()) != nil else { return nil }
+        return inner.withLock { inner in inner.committing || inner.stale ? nil : body(inner.state) }
+    }
+
     private func requestCatchUp() {
         inner.withLock { $0.catchUpWanted = true }
         writerWake.yield()
@@ -681,6 +688,10 @@ public final class PostgresStore: PresenceStore {
 
     public func snapshot(roomToken: String, limit: Int) async throws -> RoomSnapshot {
         try await read { $0.snapshot(roomToken: roomToken, limit: limit) }
+    }
+
+    public func snapshotAtOnce(roomToken: String, limit: Int) -> RoomSnapshot? {
+        readAtOnce { $0.snapshot(roomToken: roomToken, limit: limit) }
     }
 
     public func roomUsers(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot {

@@ -336,6 +336,11 @@ public final class SQLiteStore: PresenceStore {
         return await promise.value
     }
 
+    /// `body` over the state now, or nil while a commit is in progress.
+    private func readAtOnce<Value>(_ body: (PresenceState) -> Value) -> Value? {
+        inner.withLock { inner in inner.committing ? nil : body(inner.state) }
+    }
+
     // MARK: - PresenceStore
 
     public func heartbeat(_ request: HeartbeatRequest) async throws -> SessionTokens {
@@ -377,6 +382,10 @@ public final class SQLiteStore: PresenceStore {
 
     public func snapshot(roomToken: String, limit: Int) async throws -> RoomSnapshot {
         await read { $0.snapshot(roomToken: roomToken, limit: limit) }
+    }
+
+    public func snapshotAtOnce(roomToken: String, limit: Int) -> RoomSnapshot? {
+        readAtOnce { $0.snapshot(roomToken: roomToken, limit: limit) }
     }
 
     public func roomUsers(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot {

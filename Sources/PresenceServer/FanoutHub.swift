@@ -13,9 +13,10 @@ import Synchronization
 /// outbox. A heartbeat of an online user produces no room change, so it never reaches the hub.
 ///
 /// The hub's state lives on one task, so a subscriber's snapshot and the diffs after it never
-/// interleave wrongly, but that task never waits for the store: reads run beside it (at most
-/// `maxConcurrentReads`, one per room at a time) and come back as commands. A slow read holds
-/// back its own room only. Changes that arrive while a room is being read are folded into one
+/// interleave wrongly, but that task never waits for the store. A read the store can answer at
+/// once from memory (`snapshotAtOnce`, O(limit) whatever the room's size) is done in the hub's
+/// own step; the others (during a commit) run beside it (at most `maxConcurrentReads`, one per
+/// room at a time) and come back as commands. A slow read holds back its own room only. Changes that arrive while a room is being read are folded into one
 /// more read, and the changes waiting to be looked at are kept as one entry per room, so
 /// neither grows with the rate of changes.
 ///
@@ -82,7 +83,17 @@ final class FanoutHub: Service, Sendable {
             }
             for await command in commands.cancelOnGracefulShutdown() {
                 process(command, state: &state)
-                for read in state.takeReadsToStart() {
+                // A read the store answers at once is handled in this step; it may ask for another.
+                var reads = state.takeReadsToStart()
+                var next = 0
+                while next < reads.count {
+                    let read = reads[next]
+                    next += 1
+                    if let snapshot = store.snapshotAtOnce(roomToken: read.roomToken, limit: read.limit) {
+                        roomRead(read.roomToken, limit: read.limit, result: .success(snapshot), state: &state)
+                        reads += state.takeReadsToStart()
+                        continue
+                    }
                     group.addTask { [store, commandContinuation] in
                         let result: Result<RoomSnapshot, any Error>
                         do {

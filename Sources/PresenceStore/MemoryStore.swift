@@ -75,6 +75,10 @@ public final class MemoryStore: PresenceStore {
         state.withLock { $0.snapshot(roomToken: roomToken, limit: limit) }
     }
 
+    public func snapshotAtOnce(roomToken: String, limit: Int) -> RoomSnapshot? {
+        state.withLock { $0.snapshot(roomToken: roomToken, limit: limit) }
+    }
+
     public func roomUsers(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot {
         state.withLock { $0.roomUsers(roomId: roomId, onlineOnly: onlineOnly, limit: limit) }
     }

@@ -31,6 +31,10 @@ public protocol PresenceStore: Sendable {
     func updateRoomUser(roomId: String, userId: String, data: JSONValue?) async throws
     /// An unknown token reads as an empty room at version 0.
     func snapshot(roomToken: String, limit: Int) async throws -> RoomSnapshot
+    /// The same read answered without waiting, when the store can read its memory now (not
+    /// during a commit); nil when it must go through `snapshot(roomToken:limit:)`. A room's read
+    /// is O(limit), so the fan-out reads here in its own step, without a task. The default is nil.
+    func snapshotAtOnce(roomToken: String, limit: Int) -> RoomSnapshot?
     func roomUsers(roomId: String, onlineOnly: Bool, limit: Int) async throws -> RoomSnapshot
     func userRooms(userId: String, onlineOnly: Bool, limit: Int) async throws -> [UserRoomStatus]
     /// Each user's presence across all rooms, in the order asked.
@@ -125,6 +129,8 @@ extension PresenceStore {
     public func synchronize() async throws {}
 
     public func heartbeatAtOnce(_ request: HeartbeatRequest) -> SessionTokens? { nil }
+
+    public func snapshotAtOnce(roomToken: String, limit: Int) -> RoomSnapshot? { nil }
 
     public var gauges: [StoreGauge] { [] }
 
