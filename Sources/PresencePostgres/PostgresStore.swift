@@ -873,8 +873,16 @@ public final class PostgresStore: PresenceStore {
         eventFeed.stream()
     }
 
+    public func listenToCommittedEvents(_ body: @escaping @Sendable (PresenceEvent) -> Void) -> FeedListening {
+        eventFeed.listen(body)
+    }
+
     public func roomChanges() -> AsyncStream<RoomChange> {
         feed.stream()
+    }
+
+    public func listenToRoomChanges(_ body: @escaping @Sendable (RoomChange) -> Void) -> FeedListening {
+        feed.listen(body)
     }
 
     public func reloads() -> AsyncStream<Void> {

@@ -497,8 +497,16 @@ public final class SQLiteStore: PresenceStore {
         feed.stream()
     }
 
+    public func listenToRoomChanges(_ body: @escaping @Sendable (RoomChange) -> Void) -> FeedListening {
+        feed.listen(body)
+    }
+
     public func committedEvents() -> AsyncStream<PresenceEvent> {
         eventFeed.stream()
+    }
+
+    public func listenToCommittedEvents(_ body: @escaping @Sendable (PresenceEvent) -> Void) -> FeedListening {
+        eventFeed.listen(body)
     }
 
     public func statistics() async throws -> PresenceStatistics {

@@ -44,8 +44,10 @@ final class FanoutHub: Service, Sendable {
     private let logger: Logger
     private let commands: AsyncStream<Command>
     private let commandContinuation: AsyncStream<Command>.Continuation
-    private let changes: AsyncStream<RoomChange>
     private let pendingChanges = PendingChanges()
+    /// Hands each stored change to `pendingChanges` where it is stored: no task wakes for a
+    /// change, and the hub wakes once for all the changes that came while it was busy.
+    private let listening: FeedListening
     private let subscriptionsPerSocket: Int
     private let merging: DiffMerging
 
@@ -60,7 +62,9 @@ final class FanoutHub: Service, Sendable {
         self.logger = logger
         (commands, commandContinuation) = AsyncStream<Command>.makeStream()
         // Listen from construction on, so no change stored before `run` starts is missed.
-        changes = store.roomChanges()
+        listening = store.listenToRoomChanges { [pendingChanges, commandContinuation] change in
+            if pendingChanges.add(change) { commandContinuation.yield(.roomsChanged) }
+        }
     }
 
     func submit(_ command: Command) {
@@ -69,13 +73,8 @@ final class FanoutHub: Service, Sendable {
 
     func run() async throws {
         var state = State(merging: merging)
+        defer { listening.cancel() }
         await withDiscardingTaskGroup { group in
-            group.addTask { [changes, pendingChanges, commandContinuation] in
-                // Only folds each change into its room's entry, so the feed's buffer never builds up.
-                for await change in changes {
-                    if pendingChanges.add(change) { commandContinuation.yield(.roomsChanged) }
-                }
-            }
             group.addTask { [commandContinuation] in
                 // Stop with the service group: end the command stream so the loop below returns.
                 try? await gracefulShutdown()

@@ -27,10 +27,9 @@ final class UserWatchHub: Service, Sendable {
     private let logger: Logger
     private let commands: AsyncStream<Command>
     private let commandContinuation: AsyncStream<Command>.Continuation
-    private let events: AsyncStream<PresenceEvent>
     private let reloads: AsyncStream<Void>
-    /// Users whose events came since the hub last looked: one entry per user, however many events.
-    private let changedUsers = Mutex<Set<String>>([])
+    private let changedUsers = ChangedUsers()
+    private let listening: FeedListening
     let maximumPerSocket: Int
 
     init(store: any PresenceStore, logger: Logger, maximumPerSocket: Int = UserIdsRequest.maximum) {
@@ -39,7 +38,9 @@ final class UserWatchHub: Service, Sendable {
         self.maximumPerSocket = maximumPerSocket
         (commands, commandContinuation) = AsyncStream<Command>.makeStream()
         // Listen from construction on, so no event committed before `run` starts is missed.
-        events = store.committedEvents()
+        listening = store.listenToCommittedEvents { [changedUsers, commandContinuation] event in
+            if changedUsers.note(event.userId) { commandContinuation.yield(.usersChanged) }
+        }
         reloads = store.reloads()
     }
 
@@ -57,15 +58,6 @@ final class UserWatchHub: Service, Sendable {
     func run() async throws {
         var state = State()
         await withDiscardingTaskGroup { group in
-            group.addTask { [self] in
-                for await event in events {
-                    let first = changedUsers.withLock { changed in
-                        defer { changed.insert(event.userId) }
-                        return changed.isEmpty
-                    }
-                    if first { commandContinuation.yield(.usersChanged) }
-                }
-            }
             group.addTask { [reloads, commandContinuation] in
                 for await _ in reloads { commandContinuation.yield(.storeReloaded) }
             }
@@ -90,10 +82,13 @@ final class UserWatchHub: Service, Sendable {
                     id: requestId, .invalidArgument("a socket may watch at most \(maximumPerSocket) users; this would make \(total)")))
                 return
             }
+            // Watched before the read: an event committed after it is noted, one before it is in what it reads.
+            changedUsers.watch(userIds)
             let statuses: [UserStatus]
             do {
                 statuses = try await store.userStatuses(userIds: userIds)
             } catch {
+                changedUsers.unwatch(userIds.filter { state.watchersByUser[$0] == nil })
                 outbox.send(ServerFrame.error(id: requestId, error as? PresenceError ?? .unavailable("the statuses could not be read")))
                 return
             }
@@ -114,13 +109,10 @@ final class UserWatchHub: Service, Sendable {
             state.watchedBySocket.removeValue(forKey: outbox.id)
         case .storeReloaded:
             // Every watched user may have changed: read them all, send what differs.
-            changedUsers.withLock { $0.formUnion(state.watchersByUser.keys) }
+            changedUsers.mark(state.watchersByUser.keys)
             await process(.usersChanged, state: &state)
         case .usersChanged:
-            let changed = changedUsers.withLock { changed in
-                defer { changed.removeAll(keepingCapacity: true) }
-                return changed
-            }
+            let changed = changedUsers.take()
             let watched = changed.filter { state.watchersByUser[$0] != nil }
             guard !watched.isEmpty else { return }
             do {
@@ -128,7 +120,7 @@ final class UserWatchHub: Service, Sendable {
                 broadcast(statuses.filter { state.known[$0.userId] != $0 }, state: &state)
             } catch {
                 // Try again with the next change; the users stay marked.
-                changedUsers.withLock { $0.formUnion(watched) }
+                changedUsers.mark(watched)
                 logger.warning("could not read watched users' statuses", metadata: ["error": "\(error)"])
             }
         }
@@ -161,6 +153,51 @@ final class UserWatchHub: Service, Sendable {
         if state.watchersByUser[userId]?.isEmpty == true {
             state.watchersByUser.removeValue(forKey: userId)
             state.known.removeValue(forKey: userId)
+            changedUsers.unwatch([userId])
+        }
+    }
+
+    /// Users whose events came since the hub last looked, one entry per user however many
+    /// events, among the users someone watches: an event of a user nobody watches is dropped
+    /// where it is committed, and wakes nothing.
+    final class ChangedUsers: Sendable {
+        private struct State {
+            var watched: Set<String> = []
+            var changed: Set<String> = []
+            /// A wake-up is on its way to the hub, which will `take` everything noted until then.
+            var wakeQueued = false
+        }
+        private let state = Mutex(State())
+
+        /// True for the first change since the last `take`: the hub needs waking.
+        func note(_ userId: String) -> Bool {
+            state.withLock { state in
+                guard state.watched.contains(userId) else { return false }
+                state.changed.insert(userId)
+                defer { state.wakeQueued = true }
+                return !state.wakeQueued
+            }
+        }
+
+        /// Marks users changed without an event: a reload, or a read to try again with the next event.
+        func mark(_ userIds: some Sequence<String>) {
+            state.withLock { $0.changed.formUnion(userIds) }
+        }
+
+        func take() -> Set<String> {
+            state.withLock { state in
+                state.wakeQueued = false
+                defer { state.changed.removeAll(keepingCapacity: true) }
+                return state.changed
+            }
+        }
+
+        func watch(_ userIds: some Sequence<String>) {
+            state.withLock { $0.watched.formUnion(userIds) }
+        }
+
+        func unwatch(_ userIds: some Sequence<String>) {
+            state.withLock { $0.watched.subtract(userIds) }
         }
     }
 }

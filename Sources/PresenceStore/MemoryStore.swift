@@ -152,8 +152,16 @@ public final class MemoryStore: PresenceStore {
         feed.stream()
     }
 
+    public func listenToRoomChanges(_ body: @escaping @Sendable (RoomChange) -> Void) -> FeedListening {
+        feed.listen(body)
+    }
+
     public func committedEvents() -> AsyncStream<PresenceEvent> {
         eventFeed.stream()
+    }
+
+    public func listenToCommittedEvents(_ body: @escaping @Sendable (PresenceEvent) -> Void) -> FeedListening {
+        eventFeed.listen(body)
     }
 
     public func statistics() async throws -> PresenceStatistics {

@@ -68,9 +68,15 @@ public protocol PresenceStore: Sendable {
     func nextDeadline() async throws -> Int64?
     /// A new stream of every room change from now on, in the order they were stored.
     func roomChanges() -> AsyncStream<RoomChange>
+    /// The same changes handed to `body` as they are stored, on the storing thread and under the
+    /// lock that orders them (see `Feed.listen`): `body` must not wait, nor call the store. The
+    /// default reads `roomChanges()` in a task.
+    func listenToRoomChanges(_ body: @escaping @Sendable (RoomChange) -> Void) -> FeedListening
     /// A new stream of the events committed from now on (a store shared by several processes:
     /// by any of them), so watchers learn whose presence may have changed.
     func committedEvents() -> AsyncStream<PresenceEvent>
+    /// The same events handed to `body` as they are committed, as `listenToRoomChanges` does.
+    func listenToCommittedEvents(_ body: @escaping @Sendable (PresenceEvent) -> Void) -> FeedListening
     func statistics() async throws -> PresenceStatistics
     /// Returns once this process's reads show every change committed anywhere before the call:
     /// a store shared by several processes catches up with the others. The default has nothing to do.
@@ -132,6 +138,14 @@ extension PresenceStore {
 
     public func snapshotAtOnce(roomToken: String, limit: Int) -> RoomSnapshot? { nil }
 
+    public func listenToRoomChanges(_ body: @escaping @Sendable (RoomChange) -> Void) -> FeedListening {
+        FeedListening.reading(roomChanges(), body)
+    }
+
+    public func listenToCommittedEvents(_ body: @escaping @Sendable (PresenceEvent) -> Void) -> FeedListening {
+        FeedListening.reading(committedEvents(), body)
+    }
+
     public var gauges: [StoreGauge] { [] }
 
     public var deliversWebhooks: Bool { true }
@@ -150,5 +164,15 @@ extension PresenceStore {
         let (never, continuation) = AsyncStream<Void>.makeStream()
         for await _ in never {}
         continuation.finish()
+    }
+}
+
+extension FeedListening {
+    /// A listener fed by a task that reads `stream`: for stores without a `Feed` of their own.
+    static func reading<Element: Sendable>(_ stream: AsyncStream<Element>, _ body: @escaping @Sendable (Element) -> Void) -> FeedListening {
+        let reader = Task {
+            for await element in stream { body(element) }
+        }
+        return FeedListening { reader.cancel() }
     }
 }
