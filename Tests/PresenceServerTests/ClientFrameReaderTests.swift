@@ -148,6 +148,43 @@ import Testing
         }
     }
 
+    /// Whatever the bytes (valid streams with bytes flipped, dropped or cut short), the reader
+    /// reads the same frames and fails the same way however the bytes are split into reads.
+    @Test func anyBytesReadTheSameInOneReadOrMany() {
+        var generator = SeededGenerator(seed: 1_002)
+        var failures = 0
+        for _ in 0..<2_000 {
+            var bytes: [UInt8] = []
+            for _ in 0..<(1 + generator.next() % 4) {
+                let opcodes: [UInt8] = [0, 1, 1, 2, 8, 9, 10]
+                let opcode = opcodes[Int(generator.next() % UInt64(opcodes.count))]
+                bytes += Self.frame(opcode, Self.text(Int(generator.next() % 300)), fin: generator.next() % 4 != 0)
+            }
+            for _ in 0..<(generator.next() % 4) {
+                let index = Int(generator.next() % UInt64(bytes.count))
+                switch generator.next() % 3 {
+                case 0: bytes[index] ^= UInt8(truncatingIfNeeded: 1 << (generator.next() % 8))
+                case 1: bytes.remove(at: index)
+                default: bytes.removeLast(bytes.count - index)
+                }
+                if bytes.isEmpty { bytes = [0x81] }
+            }
+            var chunks: [Int] = []
+            var total = 0
+            while total < bytes.count {
+                chunks.append(1 + Int(generator.next() % 40))
+                total += chunks.last!
+            }
+            let whole = Self.read(bytes, limit: 200)
+            let split = Self.read(bytes, chunks: chunks, limit: 200)
+            #expect(whole.frames == split.frames)
+            #expect(whole.failure == split.failure)
+            if whole.failure != nil { failures += 1 }
+        }
+        // The mutations must reach the refusals too, or this checks only the easy path.
+        #expect(failures > 200)
+    }
+
     static func readByNIO(_ bytes: [UInt8], chunks: [Int]) throws -> [ClientFrameReader.Frame] {
         let channel = EmbeddedChannel()
         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: limit)))
