@@ -499,11 +499,11 @@ public struct PresenceState: Sendable {
         var outcome = Outcome()
         var forgotten = 0
         for roomId in Array(rooms.keys) where forgotten < limit {
-            let stale = rooms[roomId]!.users.values.lazy
-                .filter { !$0.record.online && $0.sessionIds.isEmpty && $0.record.lastDisconnected < cutoff }
-                .prefix(limit - forgotten).map(\.record.userId)
+            // From the room's order: O(users forgotten), not a look at every user.
+            let stale = rooms[roomId]!.users.offline(leftBefore: cutoff, limit: limit - forgotten)
+                .filter { rooms[roomId]!.users[$0]?.sessionIds.isEmpty == true }
             guard !stale.isEmpty else { continue }
-            for userId in Array(stale) {
+            for userId in stale {
                 let removed = rooms[roomId]!.users.removeValue(forKey: userId)
                 touchUser(roomId, userId)
                 noteEvents(roomId: roomId, userId: userId, before: removed?.record, reason: .removed, at: now)

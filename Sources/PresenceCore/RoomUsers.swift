@@ -35,6 +35,11 @@ extension PresenceState {
         var isEmpty: Bool { byId.isEmpty }
         var onlineCount: Int { order.onlineCount }
 
+        /// Up to `limit` offline users who left before `cutoff`, those gone longest first.
+        func offline(leftBefore cutoff: Int64, limit: Int) -> [String] {
+            order.offline(leftBefore: cutoff, limit: limit)
+        }
+
         /// The first `limit` records in protocol order, online ones only if asked.
         func first(_ limit: Int, onlineOnly: Bool) -> [UserRecord] {
             order.first(limit, onlineOnly: onlineOnly).map { byId[$0]!.record }
@@ -80,6 +85,11 @@ extension PresenceState {
             } else {
                 Self.remove(key, from: &offline, by: Self.storedOfflineOrder)
             }
+        }
+
+        /// The offline list is stored last-first, so those gone longest lead it.
+        func offline(leftBefore cutoff: Int64, limit: Int) -> [String] {
+            offline.prefix(limit).prefix { $0.time < cutoff }.map(\.userId)
         }
 
         func first(_ limit: Int, onlineOnly: Bool) -> [String] {

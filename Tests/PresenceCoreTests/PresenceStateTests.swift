@@ -368,7 +368,25 @@ import PresenceTestSupport
             case 7:
                 _ = state.removeRoomUser(roomId: room, userId: user, now: now)
             case 8:
-                _ = state.forgetOfflineUsers(before: now - 1_000, limit: 3, now: now)
+                let cutoff = now - 1_000
+                let staleByRoom = { (state: PresenceState) in
+                    state.rooms.mapValues { $0.users.values.map(\.record).filter { !$0.online && $0.lastDisconnected < cutoff } }
+                }
+                let before = staleByRoom(state)
+                let userCount = state.statistics.userRecords
+                _ = state.forgetOfflineUsers(before: cutoff, limit: 3, now: now)
+                let after = staleByRoom(state)
+                let staleBefore = before.values.reduce(0) { $0 + $1.count }
+                // Only the long gone go, as many as allowed, and in each room those gone longest first.
+                #expect(state.statistics.userRecords == userCount - min(3, staleBefore), "step \(step)")
+                #expect(after.values.reduce(0) { $0 + $1.count } == max(0, staleBefore - 3), "step \(step)")
+                for (roomId, stale) in before {
+                    let left = after[roomId] ?? []
+                    let forgotten = stale.filter { record in !left.contains { $0.userId == record.userId } }
+                    if let latestForgotten = forgotten.map(\.lastDisconnected).max(), let earliestLeft = left.map(\.lastDisconnected).min() {
+                        #expect(latestForgotten <= earliestLeft, "step \(step): room \(roomId)")
+                    }
+                }
             default:
                 if Int.random(in: 0..<5, using: &generator) == 0 { _ = state.removeRoom(roomId: room, now: now) }
             }
