@@ -13,12 +13,12 @@ import Synchronization
 /// outbox. A heartbeat of an online user produces no room change, so it never reaches the hub.
 ///
 /// The hub's state lives on one task, so a subscriber's snapshot and the diffs after it never
-/// interleave wrongly, but that task never waits for the store. A read the store can answer at
-/// once from memory (`snapshotAtOnce`, O(limit) whatever the room's size) is done in the hub's
-/// own step; the others (during a commit) run beside it (at most `maxConcurrentReads`, one per
-/// room at a time) and come back as commands. A slow read holds back its own room only. Changes that arrive while a room is being read are folded into one
-/// more read, and the changes waiting to be looked at are kept as one entry per room, so
-/// neither grows with the rate of changes.
+/// interleave wrongly, but that task never waits for the store. A read the store can answer at once
+/// from memory (`snapshotAtOnce`, O(limit) whatever the room's size) is done in the hub's own step;
+/// the others (during a commit) run beside it (at most `maxConcurrentReads`, one per room at a
+/// time) and come back as commands. A slow read holds back its own room only. Changes that arrive
+/// while a room is being read are folded into one more read, and the changes waiting to be looked
+/// at are kept as one entry per room, so neither grows with the rate of changes.
 ///
 /// Busy rooms get merged diffs: a change in a room whose last change-driven read started less
 /// than its merge window ago waits for that window to end, and everything that changed meanwhile

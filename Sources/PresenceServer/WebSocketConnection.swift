@@ -128,8 +128,8 @@ private final class WeakHandler {
 /// One presence WebSocket on its event loop, the only handler of its channel: it reads the
 /// client's frames from the socket's bytes (`ClientFrameReader`), answers pings, runs the close
 /// handshake, the keep-alive and the per-socket rate limit, synchronously; messages go to the
-/// socket's `SocketReader`. One handler where there were six: each handler is a pipeline step,
-/// and a boxed frame, for every message.
+/// socket's `SocketReader`. One handler, not NIO's decoder, encoder and aggregator around it:
+/// each handler is a pipeline step, and a boxed frame, for every message.
 final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer

@@ -52,8 +52,8 @@ enum WebSocketWire {
 /// Reads a client's frames from its socket's bytes as they come, and hands back whole messages
 /// (unmasked, fragments joined) and control frames. One reader per socket, on its event loop.
 ///
-/// It replaces NIO's frame decoder, its protocol error handler, a check for masks and NIO's
-/// fragment aggregator: four channel handlers, each a pipeline step and a boxed frame per
+/// It does in the socket's one handler what NIO's frame decoder, protocol error handler and
+/// fragment aggregator do as channel handlers, each a pipeline step and a boxed frame per
 /// message. Unmasking copies the payload once, straight into the array the JSON parser reads.
 struct ClientFrameReader {
     enum Frame: Equatable {
