@@ -188,7 +188,11 @@ struct ClientFrameReader {
     private mutating func assemble(_ frame: RawFrame) throws(Failure) -> Frame? {
         switch frame.opcode {
         case WebSocketWire.Opcode.close:
-            let code = frame.payload.count >= 2 ? UInt16(frame.payload[0]) << 8 | UInt16(frame.payload[1]) : nil
+            guard frame.payload.count != 1 else { throw .protocolError("a close frame's code is two bytes") }
+            guard frame.payload.count >= 2 else { return .close(code: nil) }
+            let code = UInt16(frame.payload[0]) << 8 | UInt16(frame.payload[1])
+            // The server echoes the code, and may not send one that no peer may (§7.4).
+            guard Self.peerMaySend(code) else { throw .protocolError("close code \(code) may not be sent") }
             return .close(code: code)
         case WebSocketWire.Opcode.ping:
             return .ping(ByteBuffer(bytes: frame.payload))
@@ -213,6 +217,15 @@ struct ClientFrameReader {
                 return nil
             }
             return text ? .text(frame.payload) : .binary
+        }
+    }
+
+    /// RFC 6455 §7.4's codes with a meaning on the wire, IANA's registered ones, and those for
+    /// libraries and applications (3000–4999); not 1004–1006 or 1015, which say what no frame carried.
+    static func peerMaySend(_ code: UInt16) -> Bool {
+        switch code {
+        case 1000...1003, 1007...1014, 3000...4999: true
+        default: false
         }
     }
 

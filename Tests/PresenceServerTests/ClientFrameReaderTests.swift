@@ -57,6 +57,9 @@ import Testing
                 .text(Array("one".utf8)), .ping(ByteBuffer(string: "ping")), .binary, .pong, .text(Array("two".utf8)),
                 .close(code: 1000), .close(code: nil),
             ])
+        for code: UInt16 in [1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+            #expect(Self.read(Self.frame(8, withUnsafeBytes(of: code.bigEndian, Array.init))).frames == [.close(code: code)])
+        }
     }
 
     @Test func fragmentsAreJoinedAroundControlFrames() {
@@ -81,6 +84,11 @@ import Testing
             ("a message inside a message", Self.frame(1, [1], fin: false) + Self.frame(1, heartbeat)),
             ("64-bit length with its top bit", [0x81, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1]),
             ("too many fragments", Self.frame(1, [], fin: false) + Array(repeating: Self.frame(0, [], fin: false), count: 1_024).flatMap { $0 }),
+            ("a one-byte close", Self.frame(8, [0x03])),
+            ("close code 1005", Self.frame(8, [0x03, 0xED])),
+            ("close code 999", Self.frame(8, [0x03, 0xE7])),
+            ("close code 2000", Self.frame(8, [0x07, 0xD0])),
+            ("close code 5000", Self.frame(8, [0x13, 0x88])),
         ]
         for (name, bytes) in cases {
             let read = Self.read(bytes)

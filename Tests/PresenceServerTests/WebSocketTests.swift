@@ -220,6 +220,24 @@ import PresenceStore
         }
     }
 
+    /// RFC 6455 §7.4: a close code that says what no frame may carry (1005 "no code") is not
+    /// echoed; the socket is closed with 1002. A valid one is echoed.
+    @Test func aCloseCodeNoPeerMaySendIsAnsweredWith1002() async throws {
+        try await withServer { http in
+            let bad = try await offThePool { try RawWebSocket(port: http.port) }
+            try bad.sendFrame(opcode: 8, payload: [0x03, 0xED])
+            let badFrames = RawWebSocket.frames(in: try await offThePool { bad.readToEnd() })
+            #expect(badFrames.map(\.opcode) == [8])
+            #expect(badFrames.first?.closeCode == 1002)
+
+            let good = try await offThePool { try RawWebSocket(port: http.port) }
+            try good.sendFrame(opcode: 8, payload: [0x0F, 0xA0])
+            let goodFrames = RawWebSocket.frames(in: try await offThePool { good.readToEnd() })
+            #expect(goodFrames.map(\.opcode) == [8])
+            #expect(goodFrames.first?.closeCode == 4000)
+        }
+    }
+
     @Test func oversizedMessagesAreClosedWith1009() async throws {
         try await withServer { http in
             let socket = TestSocket(port: http.port)
