@@ -92,7 +92,11 @@ struct HTTPRoutes<Context: RequestContext> {
                 }
                 return sequence
             }
-            let roomId = try query.get("roomId").map { raw throws(PresenceError) in try QueryParsing.identifier(raw, field: "roomId") }
+            // Query values come percent-decoded already; decoding again would misread a room id with a "%".
+            let roomId = try query.get("roomId").map { roomId throws(PresenceError) in
+                try Validate.identifier(roomId, field: "roomId")
+                return roomId
+            }
             let limit = try QueryParsing.limit(query.get("limit"))
             let page = try await operations.events(after: after, roomId: roomId, limit: limit, by: admin)
             var writer = JSONWriter(capacity: 64 + page.events.count * 160)

@@ -128,6 +128,22 @@ import PresenceStore
         }
     }
 
+    /// A query value is decoded once: `roomId=a%2541` is the room "a%41", not "aA", and a room
+    /// with a "%" in its id can be asked for.
+    @Test func theEventsRoomFilterIsDecodedOnce() async throws {
+        try await withServer { http in
+            for room in ["a%41", "aA", "50%off"] { _ = try await http.heartbeat(room: room, user: "u", session: "s-\(room)") }
+            func rooms(_ query: String) async throws -> [String] {
+                let reply = try await http.call(.get, "/api/events?roomId=\(query)", admin: true)
+                guard reply.status == 200, case .array(let events)? = reply.json["events"] else { throw TestFailure("events: \(reply.body)") }
+                return events.compactMap { $0["roomId"]?.string }
+            }
+            #expect(try await rooms("a%2541") == ["a%41"])
+            #expect(try await rooms("aA") == ["aA"])
+            #expect(try await rooms("50%25off") == ["50%off"])
+        }
+    }
+
     @Test func adminCallsNeedTheAdminKey() async throws {
         try await withServer { http in
             _ = try await http.heartbeat(user: "alice", session: "1")
