@@ -107,9 +107,9 @@ public struct WebSocketDialect: Sendable {
 
 /// Sends text frames (masked, as a client must) and sorts what comes back into
 /// replies and pushes.
-public final class WebSocketExchangeHandler: ChannelInboundHandler {
-    public typealias InboundIn = WebSocketFrame
-    public typealias OutboundOut = WebSocketFrame
+final class WebSocketExchangeHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
 
     private let dialect: WebSocketDialect
     private let onPush: WebSocketLoadConnection.PushHandler
@@ -121,7 +121,7 @@ public final class WebSocketExchangeHandler: ChannelInboundHandler {
         self.onPush = onPush
     }
 
-    public func handlerAdded(context: ChannelHandlerContext) {
+    func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
 
@@ -137,7 +137,7 @@ public final class WebSocketExchangeHandler: ChannelInboundHandler {
         return promise.futureResult
     }
 
-    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         switch frame.opcode {
         case .text:
@@ -167,18 +167,18 @@ public final class WebSocketExchangeHandler: ChannelInboundHandler {
     /// The server pushes diffs and the `unsubscribed` that ends a subscription
     /// (without an `id`); everything else answers a request, and requests here
     /// always carry an `id`.
-    public static func isPush(_ message: ByteBuffer) -> Bool {
+    static func isPush(_ message: ByteBuffer) -> Bool {
         let view = message.readableBytesView
         return view.starts(with: #"{"type":"diff""#.utf8)
             || (view.starts(with: #"{"type":"unsubscribed","roomToken""#.utf8))
     }
 
-    public func channelInactive(context: ChannelHandlerContext) {
+    func channelInactive(context: ChannelHandlerContext) {
         failAll(BenchmarkError("the socket closed"))
         context.fireChannelInactive()
     }
 
-    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
         failAll(error)
         context.close(promise: nil)
     }

@@ -5,18 +5,10 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypesHTTP1
+import NIOWebSocket
 import PresenceCore
 import PresenceStore
 import Synchronization
-
-/// Close codes PROTOCOL.md gives the server (and RFC 6455's that it uses).
-enum CloseCode {
-    static let normal: UInt16 = 1000
-    static let protocolError: UInt16 = 1002
-    static let policyViolation: UInt16 = 1008
-    static let messageTooBig: UInt16 = 1009
-    static let tryAgainLater: UInt16 = 1013
-}
 
 /// The presence WebSocket at `/api/ws`: who may open one (`admit`, before the 101), and the
 /// handlers that run an open one (`open`, on its event loop, right after the 101).
@@ -220,7 +212,7 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
             }
         case .ping(let payload):
             guard !closeSent else { return true }
-            context.writeAndFlush(wrapOutboundOut(WebSocketWire.frame(opcode: WebSocketWire.Opcode.pong, payload)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(WebSocketWire.frame(opcode: .pong, payload)), promise: nil)
         case .pong:
             break
         case .close(let code):
@@ -232,7 +224,7 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
             // Echo the peer's code (RFC 6455 §5.5.1), then end the connection.
             closeSent = true
             keepAlive.stop()
-            let echo = WebSocketWire.frame(opcode: WebSocketWire.Opcode.close, WebSocketWire.closePayload(code: code, reason: ""))
+            let echo = WebSocketWire.frame(opcode: .connectionClose, WebSocketWire.closePayload(code: code, reason: ""))
             let loopBound = context.loopBound
             context.writeAndFlush(wrapOutboundOut(echo)).whenComplete { _ in loopBound.value.close(promise: nil) }
             return false
@@ -269,7 +261,7 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
         // Nothing may follow a close frame (RFC 6455 §5.5.1), a keep-alive ping neither; the grace
         // timer bounds the connection from here.
         keepAlive.stop()
-        let frame = WebSocketWire.frame(opcode: WebSocketWire.Opcode.close, WebSocketWire.closePayload(code: code, reason: reason))
+        let frame = WebSocketWire.frame(opcode: .connectionClose, WebSocketWire.closePayload(code: code, reason: reason))
         let written = context.writeAndFlush(wrapOutboundOut(frame))
         let channel = context.channel
         if failing {

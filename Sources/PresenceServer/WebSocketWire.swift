@@ -1,28 +1,38 @@
 import NIOCore
+import NIOWebSocket
+
+/// Close codes PROTOCOL.md gives the server (and RFC 6455's that it uses).
+enum CloseCode {
+    static let normal: UInt16 = 1000
+    static let protocolError: UInt16 = 1002
+    static let policyViolation: UInt16 = 1008
+    static let messageTooBig: UInt16 = 1009
+    static let tryAgainLater: UInt16 = 1013
+
+    /// RFC 6455 §7.4's codes with a meaning on the wire, IANA's registered ones, and those for
+    /// libraries and applications (3000–4999); not 1004–1006 or 1015, which say what no frame carried.
+    static func peerMaySend(_ code: UInt16) -> Bool {
+        switch code {
+        case 1000...1003, 1007...1014, 3000...4999: true
+        default: false
+        }
+    }
+}
 
 /// RFC 6455 framing, both ways: what the server sends (a server never masks, §5.1), and
 /// `ClientFrameReader` for what a client sends.
 enum WebSocketWire {
-    enum Opcode {
-        static let continuation: UInt8 = 0x0
-        static let text: UInt8 = 0x1
-        static let binary: UInt8 = 0x2
-        static let close: UInt8 = 0x8
-        static let ping: UInt8 = 0x9
-        static let pong: UInt8 = 0xA
-    }
-
     /// One final text frame: header, then the message.
     static func textFrame(_ message: ByteBuffer) -> ByteBuffer {
-        frame(opcode: Opcode.text, message)
+        frame(opcode: .text, message)
     }
 
     /// One final frame of `opcode` carrying `payload`.
-    static func frame(opcode: UInt8, _ payload: ByteBuffer) -> ByteBuffer {
+    static func frame(opcode: WebSocketOpcode, _ payload: ByteBuffer) -> ByteBuffer {
         let length = payload.readableBytes
         var frame = ByteBuffer()
         frame.reserveCapacity(length + 10)
-        frame.writeInteger(0x80 | opcode)
+        frame.writeInteger(0x80 | UInt8(webSocketOpcode: opcode))
         switch length {
         case ..<126:
             frame.writeInteger(UInt8(length))
@@ -118,7 +128,7 @@ struct ClientFrameReader {
 
     private struct RawFrame {
         let fin: Bool
-        let opcode: UInt8
+        let opcode: WebSocketOpcode
         let payload: [UInt8]
     }
 
@@ -129,17 +139,16 @@ struct ClientFrameReader {
             let second = pending.getInteger(at: start + 1, as: UInt8.self)
         else { return nil }
         let fin = first & 0x80 != 0
-        let opcode = first & 0x0F
+        // A nibble: always an opcode, if perhaps one RFC 6455 leaves reserved.
+        let opcode = WebSocketOpcode(encodedWebSocketOpcode: first & 0x0F)!
         // No extension is ever negotiated, so its bits must stay clear (§5.2).
         guard first & 0x70 == 0 else { throw .protocolError("reserved bits set") }
         guard second & 0x80 != 0 else { throw .protocolError("frames from a client must be masked") }
-        let isControl = opcode & 0x08 != 0
         switch opcode {
-        case WebSocketWire.Opcode.continuation, WebSocketWire.Opcode.text, WebSocketWire.Opcode.binary,
-            WebSocketWire.Opcode.close, WebSocketWire.Opcode.ping, WebSocketWire.Opcode.pong:
+        case .continuation, .text, .binary, .connectionClose, .ping, .pong:
             break
         default:
-            throw .protocolError("unknown opcode \(opcode)")
+            throw .protocolError("unknown opcode \(first & 0x0F)")
         }
         var headerLength = 2
         let length: UInt64
@@ -156,7 +165,7 @@ struct ClientFrameReader {
         case let short:
             length = UInt64(short)
         }
-        if isControl {
+        if opcode.isControlOpcode {
             // §5.5: control frames are whole and short.
             guard fin else { throw .protocolError("fragmented control frame") }
             guard length <= 125 else { throw .protocolError("control frame over 125 bytes") }
@@ -187,18 +196,18 @@ struct ClientFrameReader {
     /// A frame as what it means: control frames as they are, data frames once their message is whole.
     private mutating func assemble(_ frame: RawFrame) throws(Failure) -> Frame? {
         switch frame.opcode {
-        case WebSocketWire.Opcode.close:
+        case .connectionClose:
             guard frame.payload.count != 1 else { throw .protocolError("a close frame's code is two bytes") }
             guard frame.payload.count >= 2 else { return .close(code: nil) }
             let code = UInt16(frame.payload[0]) << 8 | UInt16(frame.payload[1])
             // The server echoes the code, and may not send one that no peer may (§7.4).
-            guard Self.peerMaySend(code) else { throw .protocolError("close code \(code) may not be sent") }
+            guard CloseCode.peerMaySend(code) else { throw .protocolError("close code \(code) may not be sent") }
             return .close(code: code)
-        case WebSocketWire.Opcode.ping:
+        case .ping:
             return .ping(ByteBuffer(bytes: frame.payload))
-        case WebSocketWire.Opcode.pong:
+        case .pong:
             return .pong
-        case WebSocketWire.Opcode.continuation:
+        case .continuation:
             guard var message = fragments else { throw .protocolError("a continuation frame continues nothing") }
             fragments = nil
             message.count += 1
@@ -211,21 +220,12 @@ struct ClientFrameReader {
             return message.text ? .text(message.payload) : .binary
         default:
             guard fragments == nil else { throw .protocolError("a new message began inside a fragmented one") }
-            let text = frame.opcode == WebSocketWire.Opcode.text
+            let text = frame.opcode == .text
             guard frame.fin else {
                 fragments = (text, frame.payload, 1)
                 return nil
             }
             return text ? .text(frame.payload) : .binary
-        }
-    }
-
-    /// RFC 6455 §7.4's codes with a meaning on the wire, IANA's registered ones, and those for
-    /// libraries and applications (3000–4999); not 1004–1006 or 1015, which say what no frame carried.
-    static func peerMaySend(_ code: UInt16) -> Bool {
-        switch code {
-        case 1000...1003, 1007...1014, 3000...4999: true
-        default: false
         }
     }
 
