@@ -176,6 +176,7 @@ let package = Package(
                 "PresenceSQLite",
                 "PresencePostgres",
                 "PresenceTestSupport",
+                "CMallocInfo",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -357,6 +357,12 @@ actor ClientCore {
                 rooms[key]!.subscribedToken = nil
                 sendHeartbeat(key)
             }
+        case ("unwatched", nil):
+            // The server ended this socket's watches itself (the user token expired): authenticate
+            // with a fresh token and watch again.
+            guard message.reason != nil, let provider = configuration.token, !reauthenticating else { return }
+            reauthenticating = true
+            Task { await self.reauthenticate(provider, retrying: nil, rewatch: true) }
         case (_, .reply(let continuation)?):
             continuation.resume()
         default:
@@ -373,7 +379,7 @@ actor ClientCore {
             if error.code == "unauthenticated", let provider = configuration.token, !reauthenticating {
                 // The token expired (or was never sent): authenticate with a fresh one and try again.
                 reauthenticating = true
-                Task { await self.reauthenticate(provider, retrying: key) }
+                Task { await self.reauthenticate(provider, retrying: key, rewatch: false) }
             } else if rooms[key]?.joined != nil {
                 failJoin(key, error)
             } else {
@@ -407,7 +413,9 @@ actor ClientCore {
         if !hasWork { stopConnection() }
     }
 
-    private func reauthenticate(_ provider: @Sendable () async throws -> String?, retrying key: RoomKey) async {
+    /// Sends `auth` with a fresh token, then heartbeats every room (and watches every watcher's
+    /// users again when `rewatch`); a join that waits (`key`) fails when that cannot be done.
+    private func reauthenticate(_ provider: @Sendable () async throws -> String?, retrying key: RoomKey?, rewatch: Bool) async {
         defer { reauthenticating = false }
         do {
             guard let token = try await provider(), let outgoing else { throw PresenceClientError.notConnected }
@@ -417,9 +425,10 @@ actor ClientCore {
                 outgoing.yield(OutgoingMessage.request(type: "auth", id: id) { $0.field("token", token) })
             }
             for key in rooms.keys { sendHeartbeat(key) }
+            if rewatch { for watcherId in watchers.keys { sendWatch(watcherId) } }
         } catch {
             let failure = error as? PresenceClientError ?? PresenceClientError(code: "unauthenticated", message: "\(error)")
-            if rooms[key]?.joined != nil { failJoin(key, failure) }
+            if let key, rooms[key]?.joined != nil { failJoin(key, failure) }
             configuration.logger.warning("authentication failed", metadata: ["error": "\(failure)"])
         }
     }

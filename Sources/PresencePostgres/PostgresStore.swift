@@ -260,6 +260,10 @@ public final class PostgresStore: PresenceStore {
     /// Whether this process serves: false while fenced (the server closes sockets with 1013).
     public var isServing: Bool { (try? ensureServing()) != nil }
 
+    public func checkCanCommit() throws(PresenceError) {
+        try ensureServing()
+    }
+
     private func noteContact(since sent: ContinuousClock.Instant) {
         inner.withLock { inner in
             if sent > inner.lastContact { inner.lastContact = sent }

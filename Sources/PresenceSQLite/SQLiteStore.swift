@@ -69,6 +69,9 @@ public final class SQLiteStore: PresenceStore {
         var waitingReads: [@Sendable (PresenceState) -> Void] = []
         /// Sessions the batch being written creates, changes or ends: their heartbeats wait for it.
         var unstoredSessions = Set<String>()
+        /// Why the last write failed (a full disk, an I/O error), until a write succeeds: a batch,
+        /// or the "alive at" mark, which is tried every few seconds even without traffic.
+        var writeFailure: String?
     }
 
     /// Opens (creating if needed) `directory/presence.sqlite`, refusing a directory that another
@@ -287,6 +290,7 @@ public final class SQLiteStore: PresenceStore {
             } catch {
                 failure = error
             }
+            noteWrite(failure)
         }
         if let failure {
             logger.error("commit failed; reloading the stored state", metadata: ["error": "\(failure)"])
@@ -554,8 +558,21 @@ public final class SQLiteStore: PresenceStore {
         let now = clock.nowMillis()
         do {
             try await write { db in try Self.writeAliveMark(now, to: db) }
+            noteWrite(nil)
         } catch {
+            noteWrite(error)
             logger.error("could not write the alive mark", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func noteWrite(_ failure: (any Error)?) {
+        inner.withLock { $0.writeFailure = failure.map { "\($0)" } }
+    }
+
+    public func checkCanCommit() throws(PresenceError) {
+        // Not the failure itself: /health answers anyone, and the log has it.
+        if inner.withLock({ $0.writeFailure }) != nil {
+            throw .unavailable("the store cannot write to its file (a full disk?); the server's log says why")
         }
     }
 

@@ -254,10 +254,14 @@ public struct JWTAuthorizer: PresenceAuthorizer {
         let now = clock.nowMillis()
         let leeway = configuration.leeway * 1000
         guard let exp = payload.exp else { throw PresenceError.unauthenticated("the user token has no exp") }
-        let expiresAt = Int64(exp.value.timeIntervalSince1970 * 1000)
+        // A far `exp` is legal: it expires when the server's range of times ends.
+        let expiresAt = Self.epochMillis(exp.value) ?? (exp.value.timeIntervalSince1970 > 0 ? Self.latestClaimMillis : -Self.latestClaimMillis)
         guard now < expiresAt + leeway else { throw PresenceError.unauthenticated("the user token has expired") }
-        if let nbf = payload.nbf, now + leeway < Int64(nbf.value.timeIntervalSince1970 * 1000) {
-            throw PresenceError.unauthenticated("the user token is not valid yet")
+        if let nbf = payload.nbf {
+            guard let notBefore = Self.epochMillis(nbf.value) else {
+                throw PresenceError.unauthenticated("the user token's nbf is out of range")
+            }
+            guard now + leeway >= notBefore else { throw PresenceError.unauthenticated("the user token is not valid yet") }
         }
         if let issuer = configuration.issuer, payload.iss?.value != issuer {
             throw PresenceError.unauthenticated("the user token is from another issuer")
@@ -330,6 +334,18 @@ public struct JWTAuthorizer: PresenceAuthorizer {
         }
 
         var count: Int { identities.withLock { $0.count } }
+    }
+
+    /// Claim times further from 1970 than this (about 285,000 years) are out of the server's
+    /// range: far inside Int64 milliseconds, so a time plus a leeway cannot overflow.
+    static let latestClaimMillis: Int64 = 1 << 53
+
+    /// A claim's time in milliseconds since 1970; nil when it is not finite or out of range.
+    /// A token's numbers are the signer's choice, and converting one beyond Int64 traps.
+    static func epochMillis(_ date: Date) -> Int64? {
+        let millis = (date.timeIntervalSince1970 * 1000).rounded(.down)
+        guard millis.isFinite, abs(millis) <= Double(latestClaimMillis) else { return nil }
+        return Int64(millis)
     }
 
     static func validName(_ name: String?) throws -> String? {

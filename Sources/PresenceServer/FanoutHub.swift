@@ -478,8 +478,19 @@ final class FanoutHub: Service, Sendable {
             room.views[limit] = view
         }
         state.rooms[roomToken] = room
+        let now = store.clock.nowMillis()
         for (message, subscribers) in deliveries {
-            for refused in Outbox.send(message, to: subscribers) { dropRefused(refused, state: &state) }
+            var current = subscribers
+            // A socket whose user token has expired gets no more diffs (PROTOCOL.md): each of its
+            // subscriptions ends with its room's next change.
+            if subscribers.contains(where: { $0.tokenExpired(at: now) }) {
+                current = subscribers.filter { !$0.tokenExpired(at: now) }
+                for expired in subscribers where expired.tokenExpired(at: now) {
+                    state.detach(expired.id, from: roomToken)
+                    deliver(ServerFrame.unsubscribed(id: nil, roomToken: roomToken, reason: "token_expired"), to: expired, state: &state)
+                }
+            }
+            for refused in Outbox.send(message, to: current) { dropRefused(refused, state: &state) }
         }
     }
 

@@ -118,11 +118,12 @@ struct HTTPRoutes<Context: RequestContext> {
                         if index > 0 { array.raw(",") }
                         let figures = operations.webhooks.figures(of: status.endpoint.url)
                         array.object { entry in
+                            entry.field("name", status.endpoint.name)
                             entry.field("url", status.endpoint.url)
                             entry.field("state", status.cursor.failedAt == nil ? "active" : "failed")
                             entry.field("deliveredThrough", PresenceEvent.id(forSequence: status.cursor.deliveredThrough))
                             entry.field("failedAt", status.cursor.failedAt ?? 0)
-                            entry.field("lagMillis", figures.lagMillis)
+                            entry.field("lagMillis", figures.lagMillis(now: operations.store.clock.nowMillis()))
                             entry.field("attempted", Int64(figures.attempted))
                             entry.field("succeeded", Int64(figures.succeeded))
                             entry.field("failed", Int64(figures.failed))
@@ -137,7 +138,7 @@ struct HTTPRoutes<Context: RequestContext> {
         route("/api/webhooks/enable", .post) { request, _ in
             let admin = try operations.authenticateAdmin(key: request.bearerToken)
             let body = try JSONObject(parsing: try await Self.body(of: request).readableBytesView)
-            try await operations.enableWebhook(url: try body.string("url"), by: admin)
+            try await operations.enableWebhook(named: try body.optionalString("name") ?? body.string("url"), by: admin)
             return .json("{}")
         }
 
@@ -190,6 +191,7 @@ struct HTTPRoutes<Context: RequestContext> {
         }
 
         route("/health", .get) { _, _ in
+            try operations.store.checkCanCommit()
             _ = try await operations.statistics()
             return .json("{\"status\":\"ok\"}")
         }

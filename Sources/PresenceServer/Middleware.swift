@@ -52,15 +52,81 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// The configured CORS origins (or `*` for any), for the middleware and for the heartbeats
-/// answered before it.
+/// A web origin as RFC 6454 compares them: scheme and host case-insensitive, a scheme's default
+/// port the same as no port. `null` (sandboxed frames, `file:` pages) and anything else that is not
+/// `scheme://host[:port]` is opaque: equal to no origin, not even to another `null`.
+struct WebOrigin: Hashable, Sendable {
+    let scheme: String
+    let host: String
+    let port: Int
+
+    init?(_ text: some StringProtocol) {
+        guard let separator = text.range(of: "://") else { return nil }
+        let scheme = text[..<separator.lowerBound].lowercased()
+        var authority = Substring(text[separator.upperBound...])
+        guard !scheme.isEmpty, scheme.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+-.".contains($0)) }),
+            !authority.isEmpty, !authority.contains(where: { "/?#@ ".contains($0) || !$0.isASCII })
+        else { return nil }
+        var port: Int?
+        // The port follows the last colon, unless that colon is inside an IPv6 literal.
+        if let colon = authority.lastIndex(of: ":"), !authority[colon...].contains("]") {
+            let digits = authority[authority.index(after: colon)...]
+            guard !digits.isEmpty, digits.count <= 5, digits.allSatisfy(\.isASCII), let number = Int(digits), number <= 65_535 else {
+                return nil
+            }
+            port = number
+            authority = authority[..<colon]
+        }
+        guard !authority.isEmpty else { return nil }
+        guard let resolved = port ?? Self.defaultPorts[scheme] else { return nil }
+        self.scheme = scheme
+        self.host = authority.lowercased()
+        self.port = resolved
+    }
+
+    static let defaultPorts = ["http": 80, "https": 443, "ws": 80, "wss": 443]
+}
+
+/// The configured CORS origins (or `*` for any), for the middleware, the heartbeats answered
+/// before it and the WebSocket upgrade's `Origin` check.
 struct CORSOrigins: Sendable {
     let allowed: [String]
+    let allowsAny: Bool
+    private let origins: Set<WebOrigin>
+
+    init(allowed: [String]) {
+        self.allowed = allowed
+        allowsAny = allowed.contains("*")
+        origins = Set(allowed.compactMap(WebOrigin.init))
+    }
+
+    /// Whether `origin` (an `Origin` header) is one of the configured origins.
+    func lists(_ origin: String) -> Bool {
+        allowsAny || WebOrigin(origin).map(origins.contains) == true
+    }
 
     /// The request's `Origin` when CORS lets it read the answer; nil otherwise.
     func allowedOrigin(in headers: HTTPFields) -> String? {
-        guard !allowed.isEmpty, let origin = headers[.origin], allowed.contains("*") || allowed.contains(origin) else { return nil }
+        guard !allowed.isEmpty, let origin = headers[.origin], lists(origin) else { return nil }
         return origin
+    }
+
+    /// Browsers do not apply CORS to WebSockets, so the server checks `Origin` itself: with
+    /// configured origins only they pass; without, only the server's own (same host). `null`
+    /// (sandboxed frames, `file:` pages), extensions' origins and any other opaque or unlisted one
+    /// never pass unless `*` is configured.
+    ///
+    /// Clients that send no `Origin`, or a `ws:`/`wss:` one, are not browsers: browsers send the
+    /// page's origin, never a WebSocket URL's, while other clients (this project's Swift client,
+    /// built on Hummingbird's, sends `ws://host`) can send any header they like, so checking it
+    /// would keep out no one.
+    func mayOpenWebSocket(origin: String?, host: String?) -> Bool {
+        guard let origin else { return true }
+        let parsed = WebOrigin(origin)
+        if let parsed, parsed.scheme == "ws" || parsed.scheme == "wss" { return true }
+        if !allowed.isEmpty { return lists(origin) }
+        guard let host, let parsed, parsed.scheme == "http" || parsed.scheme == "https" else { return false }
+        return WebOrigin("\(parsed.scheme)://\(host)") == parsed
     }
 
     /// Lets `origin` read an answer.

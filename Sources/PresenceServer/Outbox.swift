@@ -23,8 +23,17 @@ final class Outbox: Sendable {
     /// Frames sent since the channel was last seen writable.
     private let pending = Atomic<Int>(0)
     /// The socket handler's place in the pipeline, the last: frames are written from there.
-    /// Found on the first write.
-    private let socketContext: NIOLoopBoundBox<ChannelHandlerContext?>
+    /// Found on the first write, dropped when the socket ends (`detachFromSocket`).
+    private let socketContext: NIOLoopBoundBox<SocketContext>
+    private enum SocketContext {
+        case notLookedUp
+        case found(ChannelHandlerContext)
+        case detached
+    }
+    /// Until when (wall-clock milliseconds) the socket's user token is honoured: the hubs end
+    /// its subscriptions and watches instead of delivering to it after that. `.max` for none
+    /// that expires.
+    private let authorizedUntilMillis = Atomic<Int64>(.max)
     private let overflowFlag = Atomic<Bool>(false)
     private let finishedFlag = Atomic<Bool>(false)
     private let onEnding: @Sendable (Ending) -> Void
@@ -38,10 +47,20 @@ final class Outbox: Sendable {
         self.channel = channel
         self.metrics = metrics
         self.onEnding = onEnding
-        socketContext = .makeEmptyBox(valueType: ChannelHandlerContext.self, eventLoop: channel.eventLoop)
+        socketContext = .makeBoxSendingValue(.notLookedUp, eventLoop: channel.eventLoop)
     }
 
     var overflowed: Bool { overflowFlag.load(ordering: .acquiring) }
+
+    /// Whether the socket's user token (if any) has expired at `nowMillis`.
+    func tokenExpired(at nowMillis: Int64) -> Bool {
+        authorizedUntilMillis.load(ordering: .relaxed) <= nowMillis
+    }
+
+    /// The socket now acts with a token honoured until `expiresAt` (nil: none that expires).
+    func authorize(until expiresAt: Int64?) {
+        authorizedUntilMillis.store(expiresAt ?? .max, ordering: .relaxed)
+    }
 
     /// Sends a frame; returns false when the outbox is full (the socket is being dropped) or finished.
     @discardableResult
@@ -107,15 +126,22 @@ final class Outbox: Sendable {
             pending.store(0, ordering: .relaxed)
             return
         }
-        if socketContext.value == nil {
-            socketContext.value = try? channel.pipeline.syncOperations.context(handlerType: PresenceSocketHandler.self)
+        if case .notLookedUp = socketContext.value {
+            socketContext.value =
+                (try? channel.pipeline.syncOperations.context(handlerType: PresenceSocketHandler.self)).map(SocketContext.found) ?? .detached
         }
-        if let context = socketContext.value {
-            context.writeAndFlush(NIOAny(frame), promise: nil)
-        } else {
-            channel.writeAndFlush(frame, promise: nil)
+        switch socketContext.value {
+        case .found(let context): context.writeAndFlush(NIOAny(frame), promise: nil)
+        case .notLookedUp, .detached: channel.writeAndFlush(frame, promise: nil)
         }
         if channel.isWritable { pending.store(0, ordering: .relaxed) }
+    }
+
+    /// Lets go of the socket handler's context, on the channel's loop when the socket ends. The
+    /// context holds the handler, which holds this outbox: kept, every socket that had written a
+    /// reply outlived its close, channel and unsent bytes included.
+    func detachFromSocket() {
+        socketContext.value = .detached
     }
 
     /// Asks the connection to close the socket, unless the outbox has already ended.

@@ -45,7 +45,7 @@ public enum PresenceApplication {
         if !configuration.allowedOrigins.isEmpty {
             router.middlewares.add(CORSOriginsMiddleware(origins: origins))
         }
-        let webhooks = WebhookRegistry(endpoints: configuration.webhooks)
+        let webhooks = WebhookRegistry(endpoints: configuration.webhooks, clock: store.clock)
         let operations = PresenceOperations(
             store: store, authorizer: configuration.authorizer, adminKey: configuration.adminKey, metrics: metrics, logger: logger,
             webhooks: webhooks)
@@ -57,12 +57,14 @@ public enum PresenceApplication {
             operations: operations, hub: hub, watchers: watchers, metrics: metrics, configuration: configuration,
             addressLimits: addressLimits, openSockets: openSockets,
             keepAliveWheels: KeepAliveWheels(interval: TimeAmount(configuration.webSocketPingAfter)), logger: logger)
+        let connections = ConnectionsPerAddress(
+            maximum: configuration.tcpConnectionsPerAddress, trustedProxies: configuration.trustedProxies)
         let requestTimeout = TimeAmount(configuration.requestTimeout)
         let idleTimeout = TimeAmount(configuration.idleTimeout)
         return Application(
             router: router,
             server: HTTPServerBuilder { responder in
-                FirstRequestGuardedChannel(
+                GuardedChannel(
                     inner: PresenceChannel(
                         responder: responder,
                         http1: .init(
@@ -70,11 +72,11 @@ public enum PresenceApplication {
                                 RequestTimeoutHandler(requestTimeout: requestTimeout, idleTimeout: idleTimeout, metrics: metrics)
                             ],
                             idleTimeout: idleTimeout),
-                        sockets: sockets,
+                        sockets: sockets, metrics: metrics,
                         heartbeatsAtOnce: HTTPHeartbeatAtOnce(
                             operations: operations, addressLimits: addressLimits, trustedProxies: configuration.trustedProxies,
                             origins: origins, serverName: serverName)),
-                    timeout: requestTimeout, metrics: metrics)
+                    timeout: requestTimeout, connections: connections, metrics: metrics)
             },
             configuration: .init(
                 address: .hostname(configuration.host, port: configuration.port),
@@ -96,19 +98,12 @@ public enum PresenceApplication {
 
 /// What a WebSocket upgrade must pass: an allowed `Origin`, and where its token comes from.
 enum WebSocketAdmission {
-    /// Browsers do not apply CORS to WebSockets, so the server checks `Origin` itself: the configured
-    /// origins, or else only same-origin pages. Clients that send no `Origin` are not browsers.
-    static func checkOrigin(_ request: Request, allowed: [String]) throws(PresenceError) {
-        // Only browsers are held to their origin, and browsers send http(s) origins; other clients
-        // (some send `ws://host`) can set any header they like anyway.
-        guard let origin = request.headers[.origin], origin.hasPrefix("http://") || origin.hasPrefix("https://") else {
-            return
+    /// See `CORSOrigins.mayOpenWebSocket`.
+    static func checkOrigin(_ request: Request, origins: CORSOrigins) throws(PresenceError) {
+        let origin = request.headers[.origin]
+        guard origins.mayOpenWebSocket(origin: origin, host: request.head.authority) else {
+            throw .permissionDenied("origin \(origin ?? "") may not open a WebSocket here")
         }
-        if allowed.contains("*") || allowed.contains(origin) { return }
-        if allowed.isEmpty, let host = request.head.authority, origin == "http://\(host)" || origin == "https://\(host)" {
-            return
-        }
-        throw .permissionDenied("origin \(origin) may not open a WebSocket here")
     }
 
     /// The user token: `Authorization: Bearer …`, or `access_token` in the query (browsers cannot

@@ -32,14 +32,16 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
     let http1: HTTP1Channel.Configuration
     let sockets: WebSocketEndpoint
     let heartbeatsAtOnce: HTTPHeartbeatAtOnce
+    let metrics: PresenceMetrics
 
     init(
         responder: @escaping HTTPChannelHandler.Responder, http1: HTTP1Channel.Configuration, sockets: WebSocketEndpoint,
-        heartbeatsAtOnce: HTTPHeartbeatAtOnce
+        metrics: PresenceMetrics, heartbeatsAtOnce: HTTPHeartbeatAtOnce
     ) {
         self.responder = Self.redirectingLateUpgrades(responder)
         self.http1 = http1
         self.sockets = sockets
+        self.metrics = metrics
         self.heartbeatsAtOnce = heartbeatsAtOnce
     }
 
@@ -88,6 +90,8 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
             configuration.decoderConfiguration.maxHeaderListSize = http1.httpDecoder.maxHeaderListSize
             configuration.decoderConfiguration.maxHeaderFieldCount = http1.httpDecoder.maxHeaderFieldCount
             let negotiated = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+            let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            try channel.pipeline.syncOperations.addHandler(MalformedRequestHandler(metrics: metrics), position: .after(decoder))
             return Value(negotiated: negotiated, channel: channel)
         }
     }
@@ -115,11 +119,12 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
         do {
             try await http.executeThenClose { _, outbound in
                 var body = ByteBuffer(string: refusal.jsonBody)
-                let head = HTTPResponse(
+                var head = HTTPResponse(
                     status: .init(code: refusal.status),
                     headerFields: [
                         .contentType: Response.jsonContentType, .contentLength: "\(body.readableBytes)", .connection: "close",
                     ])
+                if refusal.status == 426 { head.headerFields[WebSocketHandshake.versionHeader] = "13" }
                 try await outbound.write(contentsOf: [.head(head), .body(body.readSlice(length: body.readableBytes)!), .end(nil)])
             }
         } catch {
@@ -129,49 +134,83 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
 
     /// NIO upgrades only a connection's first request. A WebSocket upgrade asked for later on a
     /// kept-alive connection is sent to the same address with the connection closed, so the
-    /// client retries it as the first request of a new one (what Hummingbird does too).
+    /// client retries it as the first request of a new one (what Hummingbird does too). A
+    /// handshake that is not one (no `Connection: Upgrade`, no key) is answered with its error.
     private static func redirectingLateUpgrades(_ responder: @escaping HTTPChannelHandler.Responder) -> HTTPChannelHandler.Responder {
-        struct RedirectedUpgrade: Error {}
+        /// Ends the connection once its answer is written.
+        struct ClosedAfterAnswer: Error {}
         return { request, responseWriter, channel in
-            guard request.headers[.upgrade]?.lowercased() == "websocket" else {
+            guard WebSocketHandshake.isAsked(request.head) else {
                 return try await responder(request, responseWriter, channel)
+            }
+            do throws(PresenceError) {
+                try WebSocketHandshake.check(request.head)
+            } catch {
+                var response = Response.error(error)
+                response.headers[.connection] = "close"
+                if error.status == 426 { response.headers[WebSocketHandshake.versionHeader] = "13" }
+                try await responseWriter.write(response: response.head, body: response.body)
+                throw ClosedAfterAnswer()
             }
             var location = request.uri.path
             if let query = request.uri.query { location += "?\(query)" }
             try await responseWriter.writeResponse(
                 HTTPResponse(status: .temporaryRedirect, headerFields: [.connection: "close", .location: location]))
-            throw RedirectedUpgrade()
+            throw ClosedAfterAnswer()
         }
     }
 }
 
-/// The handshake is NIO's (`NIOTypedWebSocketServerUpgrader` checks the request and writes the
-/// accept key); the upgraded channel is this server's: one `PresenceSocketHandler` reads the
-/// frames itself, where NIO's upgrader adds its frame decoder, encoder and error handler.
+/// The handshake is NIO's (`NIOTypedWebSocketServerUpgrader` writes the accept key); the upgraded
+/// channel is this server's: one `PresenceSocketHandler` reads the frames itself, where NIO's
+/// upgrader adds its frame decoder, encoder and error handler.
+///
+/// `shouldUpgrade` (the endpoint's admission, which checks the handshake against RFC 6455 and
+/// answers what is wrong) runs first: NIO's upgrader checks the key and the version before asking
+/// it, and drops a connection whose handshake fails them, unanswered.
 struct PresenceWebSocketUpgrader: NIOTypedHTTPServerProtocolUpgrader {
     typealias UpgradeResult = PresenceChannel.Negotiated
 
     private let handshake: NIOTypedWebSocketServerUpgrader<UpgradeResult>
+    private let shouldUpgrade: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?>
     private let open: @Sendable (any Channel) throws -> Void
 
-    /// `open` sets up the upgraded channel, on its event loop.
+    /// `shouldUpgrade` decides, nil refusing; `open` sets up the upgraded channel, on its event loop.
     init(
         shouldUpgrade: @escaping @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<HTTPHeaders?>,
         open: @escaping @Sendable (any Channel) throws -> Void
     ) {
         handshake = NIOTypedWebSocketServerUpgrader(
-            shouldUpgrade: shouldUpgrade,
+            shouldUpgrade: { channel, _ in channel.eventLoop.makeSucceededFuture(HTTPHeaders()) },
             upgradePipelineHandler: { channel, _ in channel.eventLoop.makeSucceededFuture(.webSocket) })
+        self.shouldUpgrade = shouldUpgrade
         self.open = open
     }
 
     var supportedProtocol: String { handshake.supportedProtocol }
-    var requiredUpgradeHeaders: [String] { handshake.requiredUpgradeHeaders }
+    /// None: the admission checks the handshake's headers and answers what is wrong (with NIO's
+    /// list, a request without them went on as plain HTTP).
+    var requiredUpgradeHeaders: [String] { [] }
 
     func buildUpgradeResponse(channel: any Channel, upgradeRequest: HTTPRequestHead, initialResponseHeaders: HTTPHeaders)
         -> EventLoopFuture<HTTPHeaders>
     {
-        handshake.buildUpgradeResponse(channel: channel, upgradeRequest: upgradeRequest, initialResponseHeaders: initialResponseHeaders)
+        shouldUpgrade(channel, upgradeRequest).flatMap { (extraHeaders: HTTPHeaders?) -> EventLoopFuture<HTTPHeaders> in
+            guard let extraHeaders else {
+                // What NIO's upgrader fails with when refused: the connection goes on as HTTP, which answers the refusal.
+                return channel.eventLoop.makeFailedFuture(NIOWebSocketUpgradeError.unsupportedWebSocketTarget)
+            }
+            var headers = initialResponseHeaders
+            headers.add(contentsOf: extraHeaders)
+            return handshake.buildUpgradeResponse(channel: channel, upgradeRequest: upgradeRequest, initialResponseHeaders: headers)
+        }.flatMapThrowing { (headers: HTTPHeaders) -> HTTPHeaders in
+            // The upgrade goes ahead: the HTTP handlers go, this one (not NIO's own) first, before
+            // the decoder's leftover bytes pass where it stood.
+            let pipeline = channel.pipeline.syncOperations
+            let malformedRequests: MalformedRequestHandler = try pipeline.handler(type: MalformedRequestHandler.self)
+            pipeline.removeHandler(malformedRequests, promise: nil)
+            return headers
+        }
     }
 
     func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {

@@ -16,6 +16,8 @@ public final class PresenceMetrics: Sendable {
     let connectionsRefused: CoreMetrics.Counter
     let authenticationFailures: CoreMetrics.Counter
     let slowClientsCut: CoreMetrics.Counter
+    /// Requests NIO's parser refused, answered with 400 and a closed connection.
+    let malformedRequests: CoreMetrics.Counter
     /// WebSockets closed because the peer answered neither messages nor a ping.
     let silentSocketsCut: CoreMetrics.Counter
     let subscribers: CoreMetrics.Gauge
@@ -43,6 +45,7 @@ public final class PresenceMetrics: Sendable {
         connectionsRefused = Counter(label: "presence_connections_refused_total", factory: factory)
         authenticationFailures = Counter(label: "presence_authentication_failures_total", factory: factory)
         slowClientsCut = Counter(label: "presence_slow_requests_cut_total", factory: factory)
+        malformedRequests = Counter(label: "presence_malformed_requests_total", factory: factory)
         silentSocketsCut = Counter(label: "presence_ws_silent_closed_total", factory: factory)
         subscribers = Gauge(label: "presence_subscriptions", factory: factory)
         sockets = Meter(label: "presence_ws_connections", factory: factory)

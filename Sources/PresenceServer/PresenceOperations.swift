@@ -185,9 +185,10 @@ struct PresenceOperations: Sendable {
     }
 
     /// Deliveries to a failed endpoint resume from where they stopped.
-    func enableWebhook(url: String, by _: AdminCaller) async throws(PresenceError) {
-        guard webhooks.endpoints.contains(where: { $0.url == url }) else {
-            throw .notFound("no webhook endpoint \(url) is configured")
+    /// `endpoint`: its name, or its URL.
+    func enableWebhook(named endpoint: String, by _: AdminCaller) async throws(PresenceError) {
+        guard let url = webhooks.endpoints.first(where: { $0.name == endpoint || $0.url == endpoint })?.url else {
+            throw .notFound("no webhook endpoint of that name or URL is configured")
         }
         try await checked {
             var cursor = try await store.webhookCursor(endpoint: url)

@@ -136,26 +136,6 @@ final class FirstHeadDeadlineHandler: ChannelInboundHandler, RemovableChannelHan
     }
 }
 
-/// Wraps a server child channel so every connection starts with a `FirstHeadDeadlineHandler`.
-struct FirstRequestGuardedChannel<Inner: ServerChildChannel>: ServerChildChannel {
-    typealias Value = Inner.Value
-    let inner: Inner
-    let timeout: TimeAmount
-    let metrics: PresenceMetrics
-
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(FirstHeadDeadlineHandler(timeout: timeout, metrics: metrics), position: .first)
-        }.flatMap {
-            inner.setup(channel: channel, logger: logger)
-        }
-    }
-
-    func handle(value: Value, logger: Logger) async {
-        await inner.handle(value: value, logger: logger)
-    }
-}
-
 extension ChannelHandlerContext {
     /// Runs `fired` with `handler` and this context on the channel's event loop at `deadline`:
     /// a handler's timer, which may hold neither outside the loop.

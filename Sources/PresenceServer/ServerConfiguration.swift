@@ -47,7 +47,12 @@ public struct PresenceServerConfiguration: Sendable {
     public var addressRequestBurst: Double = 400
     /// Open WebSocket connections from one client address.
     public var connectionsPerAddress: Int = 100
-    /// Proxies whose forwarding headers name the client address the limits count.
+    /// Open TCP connections (any, WebSocket or not) from one peer address that is not a trusted
+    /// proxy: each holds a file descriptor, and one address must not take them all. Above the
+    /// WebSocket limit, so a client at that limit can still make its HTTP calls.
+    public var tcpConnectionsPerAddress: Int = 256
+    /// Proxies whose forwarding header (and which one: `TrustedProxies.Header`) names the client
+    /// address the limits count.
     public var trustedProxies: TrustedProxies = .none
     /// Rooms one socket may subscribe to at once.
     public var subscriptionsPerSocket: Int = 100

@@ -56,6 +56,14 @@ enum ServerFrame {
         }
     }
 
+    /// The server ended a socket's watches itself (its user token expired).
+    static func unwatched(userIds: [String], reason: String) -> ByteBuffer {
+        reply(type: "unwatched", id: nil) { object in
+            object.field("userIds") { $0.write(userIds) }
+            object.field("reason", reason)
+        }
+    }
+
     /// `users` (the answer to `watchUsers`) and `usersChanged`.
     static func users(type: String, id: JSONValue?, _ statuses: [UserStatus]) -> ByteBuffer {
         reply(type: type, id: id) { $0.field("users") { $0.write(statuses) } }

@@ -138,7 +138,16 @@ final class UserWatchHub: Service, Sendable {
             }
         }
         var byUsers: [[String]: (statuses: [UserStatus], outboxes: [Outbox])] = [:]
+        let now = store.clock.nowMillis()
         for entry in bySocket.values {
+            // A socket whose user token has expired hears no more (PROTOCOL.md): its watches end.
+            if entry.outbox.tokenExpired(at: now) {
+                let userIds = (state.watchedBySocket[entry.outbox.id] ?? []).sorted()
+                for userId in userIds { forget(userId, of: entry.outbox.id, state: &state) }
+                state.watchedBySocket.removeValue(forKey: entry.outbox.id)
+                entry.outbox.send(ServerFrame.unwatched(userIds: userIds, reason: "token_expired"))
+                continue
+            }
             byUsers[entry.statuses.map(\.userId), default: (entry.statuses, [])].outboxes.append(entry.outbox)
         }
         for group in byUsers.values {

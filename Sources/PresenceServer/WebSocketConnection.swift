@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import Hummingbird
 import DequeModule
@@ -44,7 +45,11 @@ struct WebSocketEndpoint: Sendable {
                 throw .invalidArgument("the upgrade request is not valid HTTP")
             }
             guard request.uri.path == Self.path else { throw .notFound("no WebSocket at \(request.uri.path); it is at \(Self.path)") }
-            try WebSocketAdmission.checkOrigin(request, allowed: configuration.allowedOrigins)
+            guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
+                throw .invalidArgument("a WebSocket handshake needs HTTP/1.1")
+            }
+            try WebSocketHandshake.check(request.head)
+            try WebSocketAdmission.checkOrigin(request, origins: CORSOrigins(allowed: configuration.allowedOrigins))
             let address = configuration.trustedProxies.clientAddress(peer: channel.remoteAddress, headers: request.headers)
             guard addressLimits.allow(address, now: clock.nowMillis()) else {
                 metrics.rateLimited.increment()
@@ -113,6 +118,34 @@ struct WebSocketEndpoint: Sendable {
     }
 }
 
+/// What RFC 6455 §4.2.1 asks of a client's opening handshake, checked before the server answers
+/// it (NIO's upgrader would drop the connection, or let the request through as plain HTTP).
+enum WebSocketHandshake {
+    static let versionHeader = HTTPField.Name("Sec-WebSocket-Version")!
+    static let keyHeader = HTTPField.Name("Sec-WebSocket-Key")!
+
+    /// Whether `request` asks for a WebSocket at all (`Upgrade: websocket`).
+    static func isAsked(_ request: HTTPRequest) -> Bool {
+        request.headerFields[values: .upgrade].contains { $0.split(separator: ",").contains { $0.trimmingSpaces.lowercased() == "websocket" } }
+    }
+
+    static func check(_ request: HTTPRequest) throws(PresenceError) {
+        guard request.method == .get else { throw .methodNotAllowed("a WebSocket handshake is a GET request, not \(request.method)") }
+        guard request.headerFields[values: .connection].contains(where: { $0.split(separator: ",").contains { $0.trimmingSpaces.lowercased() == "upgrade" } })
+        else {
+            throw .invalidArgument("a WebSocket handshake needs Connection: Upgrade")
+        }
+        // §4.4: a version the server does not speak is answered with 426 and the one it does.
+        guard request.headerFields[values: versionHeader] == ["13"] else {
+            throw PresenceError(status: 426, code: "invalid_argument", message: "this server speaks WebSocket version 13 only")
+        }
+        let keys = request.headerFields[values: keyHeader]
+        guard keys.count == 1, let key = Data(base64Encoded: keys[0]), key.count == 16 else {
+            throw .invalidArgument("Sec-WebSocket-Key must be one base64-encoded 16-byte value")
+        }
+    }
+}
+
 private final class WeakHandler {
     weak var handler: PresenceSocketHandler?
 }
@@ -122,8 +155,12 @@ private final class WeakHandler {
 /// handshake, the keep-alive and the per-socket rate limit, synchronously; messages go to the
 /// socket's `SocketReader`. One handler, not NIO's decoder, encoder and aggregator around it:
 /// each handler is a pipeline step, and a boxed frame, for every message.
-final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
+///
+/// It reads only while its writes drain: a peer that sends (pings, say) and never reads what the
+/// server answers would otherwise make the server hold every answer.
+final class PresenceSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let endpoint: WebSocketEndpoint
@@ -138,6 +175,8 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
     /// The server has sent its close frame: the next frame that matters is the peer's close.
     private var closeSent = false
     private var ended = false
+    /// A read was asked for while the channel was not writable; it is made once it is again.
+    private var readHeldBack = false
 
     init(
         endpoint: WebSocketEndpoint, reader: SocketReader, address: String, holdsSlot: Bool, closeGrace: TimeAmount,
@@ -172,6 +211,22 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
         context.fireChannelInactive()
     }
 
+    func read(context: ChannelHandlerContext) {
+        guard context.channel.isWritable else {
+            readHeldBack = true
+            return
+        }
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, readHeldBack {
+            readHeldBack = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         keepAlive.heard(at: context.eventLoop.now)
         frames.append(unwrapInboundIn(data))
@@ -184,6 +239,7 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
                 switch error {
                 case .tooBig: close(code: CloseCode.messageTooBig, reason: "message too large", failing: true)
                 case .protocolError(let reason): close(code: CloseCode.protocolError, reason: reason, failing: true)
+                case .invalidUTF8: close(code: CloseCode.invalidPayload, reason: "text is not UTF-8", failing: true)
                 }
                 return
             }
@@ -199,10 +255,7 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
             guard !closeSent else { return true }
             let now = endpoint.clock.nowMillis()
             guard limiter.allow(now: now), endpoint.addressLimits.allow(address, now: now) else {
-                endpoint.metrics.floodingSocketsClosed.increment()
-                endpoint.metrics.rateLimited.increment()
-                reader.stop()
-                close(code: CloseCode.policyViolation, reason: "too many messages")
+                closeFlooding()
                 return true
             }
             if case .text(let text) = frame {
@@ -212,9 +265,19 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
             }
         case .ping(let payload):
             guard !closeSent else { return true }
+            // Each ping costs a pong: it spends the socket's message budget like a message.
+            guard limiter.allow(now: endpoint.clock.nowMillis()) else {
+                closeFlooding()
+                return true
+            }
             context.writeAndFlush(wrapOutboundOut(WebSocketWire.frame(opcode: .pong, payload)), promise: nil)
         case .pong:
-            break
+            guard !closeSent else { return true }
+            // Unasked-for pongs are allowed (RFC 6455 §5.5.3), and a peer's bytes to read all the same.
+            guard limiter.allow(now: endpoint.clock.nowMillis()) else {
+                closeFlooding()
+                return true
+            }
         case .close(let code):
             reader.stop()
             if closeSent {
@@ -230,6 +293,13 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
             return false
         }
         return true
+    }
+
+    private func closeFlooding() {
+        endpoint.metrics.floodingSocketsClosed.increment()
+        endpoint.metrics.rateLimited.increment()
+        reader.stop()
+        close(code: CloseCode.policyViolation, reason: "too many messages")
     }
 
     /// The server allows half-closed connections (for HTTP), so a peer's FIN arrives as an event,
@@ -276,6 +346,7 @@ final class PresenceSocketHandler: ChannelInboundHandler, RemovableChannelHandle
         ended = true
         keepAlive.stop()
         reader.stop()
+        reader.outbox.detachFromSocket()
         reader.whenIdle { [endpoint, reader, address, holdsSlot] in
             endpoint.closed(reader.outbox, address: address, heldSlot: holdsSlot)
         }
@@ -311,6 +382,7 @@ final class SocketReader: Sendable {
         self.outbox = outbox
         self.executor = executor
         state = Mutex(State(identity: identity))
+        outbox.authorize(until: identity?.expiresAt)
     }
 
     /// A text message, on the socket's event loop.
@@ -411,6 +483,7 @@ final class SocketReader: Sendable {
             case .auth(let token):
                 let caller = try await operations.authenticateUser(token: token)
                 identity = caller.identity
+                outbox.authorize(until: caller.identity?.expiresAt)
                 outbox.send(ServerFrame.reply(type: "authenticated", id: requestId) { $0.field("userId", caller.identity?.userId) })
             case .heartbeat(let heartbeat):
                 let caller = try await operations.authenticateSocket(identity: identity)

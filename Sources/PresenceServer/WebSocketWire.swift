@@ -5,6 +5,7 @@ import NIOWebSocket
 enum CloseCode {
     static let normal: UInt16 = 1000
     static let protocolError: UInt16 = 1002
+    static let invalidPayload: UInt16 = 1007
     static let policyViolation: UInt16 = 1008
     static let messageTooBig: UInt16 = 1009
     static let tryAgainLater: UInt16 = 1013
@@ -79,6 +80,8 @@ struct ClientFrameReader {
         case protocolError(String)
         /// A frame or a message over the limit; the socket is closed with 1009.
         case tooBig
+        /// A text message or a close reason that is not UTF-8 (RFC 6455 §8.1); closed with 1007.
+        case invalidUTF8
     }
 
     /// A message split into more frames than this is refused: a cap on per-frame work a peer
@@ -202,6 +205,7 @@ struct ClientFrameReader {
             let code = UInt16(frame.payload[0]) << 8 | UInt16(frame.payload[1])
             // The server echoes the code, and may not send one that no peer may (§7.4).
             guard CloseCode.peerMaySend(code) else { throw .protocolError("close code \(code) may not be sent") }
+            guard Self.isUTF8(frame.payload.dropFirst(2)) else { throw .invalidUTF8 }
             return .close(code: code)
         case .ping:
             return .ping(ByteBuffer(bytes: frame.payload))
@@ -217,7 +221,7 @@ struct ClientFrameReader {
                 fragments = message
                 return nil
             }
-            return message.text ? .text(message.payload) : .binary
+            return try Self.whole(text: message.text, message.payload)
         default:
             guard fragments == nil else { throw .protocolError("a new message began inside a fragmented one") }
             let text = frame.opcode == .text
@@ -225,8 +229,22 @@ struct ClientFrameReader {
                 fragments = (text, frame.payload, 1)
                 return nil
             }
-            return text ? .text(frame.payload) : .binary
+            return try Self.whole(text: text, frame.payload)
         }
+    }
+
+    private static func whole(text: Bool, _ payload: [UInt8]) throws(Failure) -> Frame {
+        guard text else { return .binary }
+        guard isUTF8(payload) else { throw .invalidUTF8 }
+        return .text(payload)
+    }
+
+    /// Whether `bytes` are UTF-8: no overlong forms, surrogates or code points past U+10FFFF.
+    static func isUTF8(_ bytes: some Collection<UInt8>) -> Bool {
+        // Nearly every message is ASCII: one pass over the bytes answers it.
+        if bytes.allSatisfy({ $0 < 0x80 }) { return true }
+        let failed = transcode(bytes.makeIterator(), from: UTF8.self, to: UTF32.self, stoppingOnError: true) { _ in }
+        return !failed
     }
 
     /// NIO reuses a read's buffer only when nothing else holds it.

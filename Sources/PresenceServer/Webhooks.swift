@@ -10,7 +10,13 @@ import Synchronization
 
 /// One receiver of every presence event, as the server is configured with it.
 public struct WebhookEndpoint: Sendable, Hashable {
+    /// Where events go. Often a capability (a token in its path or query, a user and password):
+    /// it appears only in the admin API, never in logs or metrics, which say `name`.
     public var url: String
+    /// How logs, metrics and the admin API name the endpoint: the configured name, or the URL's
+    /// host and a short hash of the whole URL (`hooks.example.com-3f2a9c1d`), which tells
+    /// endpoints apart without giving away their secrets.
+    public var name: String
     /// `whsec_` + base64 of the signing key (Standard Webhooks).
     public var secret: String
     /// A `leave` followed within this window by a `join` of the same user in the same room is
@@ -19,14 +25,23 @@ public struct WebhookEndpoint: Sendable, Hashable {
     /// How long failing deliveries are retried before the endpoint is marked failed.
     public var giveUpAfter: Duration
 
-    public init(url: String, secret: String, flapWindow: Duration? = nil, giveUpAfter: Duration = .seconds(86_400)) throws(PresenceError) {
+    public init(
+        url: String, secret: String, name: String? = nil, flapWindow: Duration? = nil, giveUpAfter: Duration = .seconds(86_400)
+    ) throws(PresenceError) {
         guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), scheme == "http" || scheme == "https",
-            parsed.host != nil
+            let host = parsed.host
         else {
-            throw .invalidArgument("webhook URL \(url) must be an http or https URL")
+            // Not the URL itself: this message reaches the log.
+            throw .invalidArgument("a webhook URL must be an http or https URL with a host")
+        }
+        if let name {
+            guard !name.isEmpty, name.utf8.count <= 64, name.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 32 && $0 != "\"" && $0 != "\\" }) else {
+                throw .invalidArgument("a webhook name is 1 to 64 printable ASCII characters, without spaces, quotes or backslashes")
+            }
         }
         _ = try WebhookSignature(secret: secret)
         self.url = url
+        self.name = name ?? host + "-" + SHA256.hash(data: Data(url.utf8)).prefix(4).map { String(format: "%02x", $0) }.joined()
         self.secret = secret
         self.flapWindow = flapWindow
         self.giveUpAfter = giveUpAfter
@@ -112,11 +127,17 @@ struct WebhookFigures: Sendable {
     var attempted = 0
     var succeeded = 0
     var failed = 0
-    /// Age of the oldest undelivered event when last looked at (milliseconds); 0 when none.
-    var lagMillis: Int64 = 0
+    /// When the oldest event not yet delivered happened, as last seen; nil when none waited.
+    /// Kept as a time, not an age, so the lag read while a delivery is stuck keeps growing.
+    var oldestUndeliveredAt: Int64?
     var failedAt: Int64?
     /// When a leave held back for flap suppression may go out.
     var holdUntil: Int64?
+
+    /// Age of the oldest undelivered event at `now` (milliseconds); 0 when none waits.
+    func lagMillis(now: Int64) -> Int64 {
+        oldestUndeliveredAt.map { max(0, now - $0) } ?? 0
+    }
 }
 
 /// The webhook endpoints' state in this process, shared by the delivery loops, the admin calls
@@ -127,9 +148,12 @@ public final class WebhookRegistry: Sendable {
     /// Wake each endpoint's delivery loop: new events, the endpoint enabled again. An alarm rung
     /// with the earliest possible deadline always wakes its loop, or its next wait.
     let alarms: [String: DeadlineAlarm]
+    /// The events' clock, which the lag is measured on.
+    let clock: any WallClock
 
-    public init(endpoints: [WebhookEndpoint]) {
+    public init(endpoints: [WebhookEndpoint], clock: any WallClock = SystemWallClock()) {
         self.endpoints = endpoints
+        self.clock = clock
         figures = Mutex(Dictionary(endpoints.map { ($0.url, WebhookFigures()) }, uniquingKeysWith: { first, _ in first }))
         alarms = Dictionary(endpoints.map { ($0.url, DeadlineAlarm()) }, uniquingKeysWith: { first, _ in first })
     }
@@ -146,13 +170,14 @@ public final class WebhookRegistry: Sendable {
 
     var gauges: [StoreGauge] {
         var gauges: [StoreGauge] = []
+        let now = clock.nowMillis()
         for endpoint in endpoints {
             let figures = figures(of: endpoint.url)
-            let label = "{endpoint=\"\(PrometheusLabel.escape(endpoint.url))\"}"
+            let label = "{endpoint=\"\(PrometheusLabel.escape(endpoint.name))\"}"
             gauges.append(StoreGauge("presence_webhook_deliveries_attempted_total" + label, Double(figures.attempted), help: "webhook batches sent, retries included"))
             gauges.append(StoreGauge("presence_webhook_deliveries_succeeded_total" + label, Double(figures.succeeded), help: "webhook batches acknowledged with 2xx"))
             gauges.append(StoreGauge("presence_webhook_deliveries_failed_total" + label, Double(figures.failed), help: "webhook attempts that failed (error, timeout or not 2xx)"))
-            gauges.append(StoreGauge("presence_webhook_lag_seconds" + label, Double(figures.lagMillis) / 1_000, help: "age of the oldest undelivered event"))
+            gauges.append(StoreGauge("presence_webhook_lag_seconds" + label, Double(figures.lagMillis(now: now)) / 1_000, help: "age of the oldest undelivered event"))
             gauges.append(StoreGauge("presence_webhook_endpoint_failed" + label, figures.failedAt == nil ? 0 : 1, help: "1 when deliveries gave up until an admin enables the endpoint"))
         }
         return gauges
@@ -205,7 +230,7 @@ struct WebhookDelivery: Sendable {
                 return
             } catch {
                 logger.warning(
-                    "webhook delivery could not read the event log", metadata: ["endpoint": "\(endpoint.url)", "error": "\(error)"])
+                    "webhook delivery could not read the event log", metadata: ["endpoint": "\(endpoint.name)", "error": "\(error)"])
             }
             var pause = timings.idlePoll.milliseconds
             if let holdUntil = registry.figures(of: endpoint.url).holdUntil {
@@ -232,7 +257,7 @@ struct WebhookDelivery: Sendable {
         guard cursor.failedAt == nil else {
             // A failed endpoint's lag keeps growing, and the metric should show it.
             let oldest = try? await store.events(after: cursor.deliveredThrough, roomId: nil, limit: 1).events.first
-            registry.update(endpoint.url) { $0.lagMillis = oldest.map { max(0, now - $0.at) } ?? 0 }
+            registry.update(endpoint.url) { $0.oldestUndeliveredAt = oldest?.at }
             return nil
         }
         let page: EventPage
@@ -242,12 +267,12 @@ struct WebhookDelivery: Sendable {
             let oldest = try await store.events(after: nil, roomId: nil, limit: 1)
             logger.error(
                 "webhook endpoint fell behind the event retention: the forgotten events are skipped",
-                metadata: ["endpoint": "\(endpoint.url)", "from": "\(PresenceEvent.id(forSequence: cursor.deliveredThrough))"])
+                metadata: ["endpoint": "\(endpoint.name)", "from": "\(PresenceEvent.id(forSequence: cursor.deliveredThrough))"])
             cursor.deliveredThrough = oldest.events.first.map { $0.sequence - 1 } ?? oldest.next
             try await store.saveWebhookCursor(cursor, endpoint: endpoint.url)
             return true
         }
-        registry.update(endpoint.url) { $0.lagMillis = page.events.first.map { max(0, now - $0.at) } ?? 0 }
+        registry.update(endpoint.url) { $0.oldestUndeliveredAt = page.events.first?.at }
         let window = endpoint.flapWindow?.milliseconds ?? 0
         let selection = FlapFilter.select(
             page.events, window: window, now: now, batchSize: Self.batchSize,
@@ -295,13 +320,12 @@ struct WebhookDelivery: Sendable {
             registry.update(endpoint.url) { $0.attempted += 1 }
             var problem: String
             do {
-                let response = try await client.execute(request, timeout: .milliseconds(timings.requestTimeout.milliseconds))
-                _ = try? await response.body.collect(upTo: 64 * 1024)
-                if (200..<300).contains(response.status.code) {
+                let status = try await exchange(request)
+                if (200..<300).contains(status) {
                     registry.update(endpoint.url) { $0.succeeded += 1 }
                     return true
                 }
-                problem = "HTTP \(response.status.code)"
+                problem = "HTTP \(status)"
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
@@ -315,16 +339,47 @@ struct WebhookDelivery: Sendable {
                 registry.update(endpoint.url) { $0.failedAt = now }
                 logger.error(
                     "webhook endpoint failed: deliveries stop until an admin enables it (POST /api/webhooks/enable)",
-                    metadata: ["endpoint": "\(endpoint.url)", "attempts": "\(attempt)", "last": "\(problem)"])
+                    metadata: ["endpoint": "\(endpoint.name)", "attempts": "\(attempt)", "last": "\(problem)"])
                 return false
             }
             // Full jitter on an exponential step: retries of many servers do not arrive together.
             let pause = Int64.random(in: backoff / 2...backoff)
             logger.warning(
                 "webhook delivery failed; retrying",
-                metadata: ["endpoint": "\(endpoint.url)", "attempt": "\(attempt)", "error": "\(problem)", "retryInMs": "\(pause)"])
+                metadata: ["endpoint": "\(endpoint.name)", "attempt": "\(attempt)", "error": "\(problem)", "retryInMs": "\(pause)"])
             try await clock.sleep(untilMillis: now + pause)
             backoff = min(backoff * 2, timings.maximumRetry.milliseconds)
+        }
+    }
+}
+
+/// A delivery attempt that took longer than its timeout, head and body together.
+struct WebhookExchangeTimedOut: Error, CustomStringConvertible {
+    let timeout: Duration
+    var description: String { "no whole answer within \(timeout)" }
+}
+
+extension WebhookDelivery {
+    /// Posts `request` and reads its whole answer within the request timeout: the client's own
+    /// timeout covers the answer's head only, so a receiver that sent its head and then dribbled
+    /// its body held its endpoint's deliveries for good. The answer's status.
+    fileprivate func exchange(_ request: HTTPClientRequest) async throws -> UInt {
+        let limit = timings.requestTimeout
+        return try await withThrowingTaskGroup(of: UInt?.self) { group in
+            group.addTask { [client] in
+                let response = try await client.execute(request, timeout: .milliseconds(limit.milliseconds))
+                // What the receiver says in its body does not matter, only that it finished saying it.
+                _ = try? await response.body.collect(upTo: 64 * 1024)
+                try Task.checkCancellation()
+                return response.status.code
+            }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let status = first else { throw WebhookExchangeTimedOut(timeout: limit) }
+            return status
         }
     }
 }
@@ -377,7 +432,8 @@ extension WebhookEndpoint {
     /// last comma, since a URL's query may hold commas and a secret never does.
     public init(flag: String, flapWindow: Duration?, giveUpAfter: Duration) throws(PresenceError) {
         guard let comma = flag.lastIndex(of: ",") else {
-            throw .invalidArgument("--webhook takes URL,SECRET (the secret as whsec_…), got \(flag)")
+            // Not the flag itself: it holds the secret, and this message reaches the log.
+            throw .invalidArgument("--webhook takes URL,SECRET (the secret as whsec_…)")
         }
         try self.init(
             url: String(flag[..<comma]).trimmingCharacters(in: .whitespaces),
@@ -385,8 +441,8 @@ extension WebhookEndpoint {
             flapWindow: flapWindow, giveUpAfter: giveUpAfter)
     }
 
-    /// The endpoints of a webhooks file: a JSON array of `{"url", "secret", "flapSuppressionSeconds"?,
-    /// "giveUpHours"?}`; what an entry leaves out comes from the flags.
+    /// The endpoints of a webhooks file: a JSON array of `{"url", "secret", "name"?,
+    /// "flapSuppressionSeconds"?, "giveUpHours"?}`; what an entry leaves out comes from the flags.
     public static func list(fileContents: String, flapWindow: Duration?, giveUpAfter: Duration) throws(PresenceError) -> [WebhookEndpoint] {
         let json: JSONValue
         do {
@@ -405,13 +461,21 @@ extension WebhookEndpoint {
             func seconds(_ name: String, scale: Double) throws(PresenceError) -> Duration? {
                 switch fields[name] {
                 case nil: return nil
-                case .integer(let value)? where value >= 0: return .milliseconds(Int64(Double(value) * scale * 1_000))
-                case .double(let value)? where value >= 0: return .milliseconds(Int64(value * scale * 1_000))
-                default: throw .invalidArgument("\(name) of webhook \(index + 1) must be a number of at least 0")
+                // At most about 31 years: beyond, milliseconds would not fit an Int64 conversion.
+                case .integer(let value)? where value >= 0 && Double(value) * scale <= 1e9:
+                    return .milliseconds(Int64(Double(value) * scale * 1_000))
+                case .double(let value)? where value >= 0 && value * scale <= 1e9: return .milliseconds(Int64(value * scale * 1_000))
+                default: throw .invalidArgument("\(name) of webhook \(index + 1) must be a number of seconds from 0 to 1e9")
                 }
             }
+            var name: String?
+            switch fields["name"] {
+            case nil, .null?: name = nil
+            case .string(let value)?: name = value
+            default: throw .invalidArgument("name of webhook \(index + 1) must be a string")
+            }
             endpoints.append(try WebhookEndpoint(
-                url: url, secret: secret, flapWindow: try seconds("flapSuppressionSeconds", scale: 1) ?? flapWindow,
+                url: url, secret: secret, name: name, flapWindow: try seconds("flapSuppressionSeconds", scale: 1) ?? flapWindow,
                 giveUpAfter: try seconds("giveUpHours", scale: 3_600) ?? giveUpAfter))
         }
         return endpoints

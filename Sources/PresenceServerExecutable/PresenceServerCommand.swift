@@ -68,11 +68,17 @@ struct PresenceServerCommand: AsyncParsableCommand {
     @Option(help: "Requests + WebSocket messages per second per client address [PRESENCE_RATE_LIMIT]. Default 200.")
     var rateLimit: Double?
 
-    @Option(name: .customLong("trusted-proxy"), help: "A load balancer's address or CIDR range whose Forwarded / X-Forwarded-For names the client for the per-address limits, repeatable [PRESENCE_TRUSTED_PROXIES, comma-separated]. Default: none; the headers are ignored.")
+    @Option(name: .customLong("trusted-proxy"), help: "A load balancer's address or CIDR range whose forwarding header (--forwarded-header) names the client for the per-address limits, repeatable [PRESENCE_TRUSTED_PROXIES, comma-separated]. Default: none; the headers are ignored.")
     var trustedProxies: [String] = []
+
+    @Option(help: "The header the trusted proxies write the client's address into: x-forwarded-for or forwarded; the other is never read [PRESENCE_FORWARDED_HEADER]. Default x-forwarded-for.")
+    var forwardedHeader: String?
 
     @Option(help: "Open WebSockets per client address [PRESENCE_MAX_CONNECTIONS_PER_ADDRESS]. Default 100.")
     var maxConnectionsPerAddress: Int?
+
+    @Option(help: "Open TCP connections per peer address that is not a trusted proxy [PRESENCE_MAX_TCP_CONNECTIONS_PER_ADDRESS]. Default 256.")
+    var maxTcpConnectionsPerAddress: Int?
 
     @Option(help: "WebSocket messages per second per socket [PRESENCE_SOCKET_RATE_LIMIT]. Default 50.")
     var socketRateLimit: Double?
@@ -152,8 +158,12 @@ struct PresenceServerCommand: AsyncParsableCommand {
         }
         configuration.allowedOrigins = list(corsOrigins, "PRESENCE_CORS_ORIGINS")
         do {
-            configuration.trustedProxies = try TrustedProxies(list(trustedProxies, "PRESENCE_TRUSTED_PROXIES"))
-        } catch {
+            let headerName = setting(forwardedHeader, "PRESENCE_FORWARDED_HEADER") ?? TrustedProxies.Header.xForwardedFor.rawValue
+            guard let header = TrustedProxies.Header(rawValue: headerName.lowercased()) else {
+                throw ValidationError("--forwarded-header must be x-forwarded-for or forwarded, got \(headerName)")
+            }
+            configuration.trustedProxies = try TrustedProxies(list(trustedProxies, "PRESENCE_TRUSTED_PROXIES"), header: header)
+        } catch let error as PresenceError {
             throw ValidationError("--trusted-proxy: \(error.message)")
         }
 
@@ -174,6 +184,9 @@ struct PresenceServerCommand: AsyncParsableCommand {
         }
         configuration.connectionsPerAddress =
             try number(maxConnectionsPerAddress, "PRESENCE_MAX_CONNECTIONS_PER_ADDRESS", minimum: 1) ?? configuration.connectionsPerAddress
+        configuration.tcpConnectionsPerAddress =
+            try number(maxTcpConnectionsPerAddress, "PRESENCE_MAX_TCP_CONNECTIONS_PER_ADDRESS", minimum: 1)
+            ?? max(configuration.tcpConnectionsPerAddress, configuration.connectionsPerAddress + 16)
         configuration.subscriptionsPerSocket =
             try number(maxSubscriptionsPerSocket, "PRESENCE_MAX_SUBSCRIPTIONS_PER_SOCKET", minimum: 1) ?? configuration.subscriptionsPerSocket
         if let window = try number(diffMergeMilliseconds, "PRESENCE_DIFF_MERGE_MS", minimum: 0) {
@@ -274,12 +287,13 @@ struct PresenceServerCommand: AsyncParsableCommand {
 
         let host = configuration.host
         let storeDescription = storeName
-        let webhookURLs = configuration.webhooks.map(\.url)
+        let webhookNames = configuration.webhooks.map(\.name)
         let app = PresenceApplication.make(
             configuration: configuration, store: presenceStore, logger: logger,
             onServerRunning: { port in
                 var lines = ["presence-server listening on http://\(host):\(port) (store: \(storeDescription))"]
-                if !webhookURLs.isEmpty { lines.append("webhooks: " + webhookURLs.joined(separator: ", ")) }
+                // Names, not URLs: a webhook URL is often a capability.
+                if !webhookNames.isEmpty { lines.append("webhooks: " + webhookNames.joined(separator: ", ")) }
                 if generatedKey {
                     lines.append("admin key (generated; set --admin-key or PRESENCE_ADMIN_KEY to keep one): \(key)")
                 }

@@ -89,6 +89,9 @@ public protocol PresenceStore: Sendable {
     /// fell behind a trimmed log, or failed a commit): what changed meanwhile came with no events
     /// here, so watchers of users read their statuses again. The default never yields.
     func reloads() -> AsyncStream<Void>
+    /// Throws 503 `unavailable` while the store cannot commit (a full disk, a lost database), so
+    /// `/health` tells a load balancer to send traffic elsewhere. The default never throws.
+    func checkCanCommit() throws(PresenceError)
     /// Whether this process delivers webhooks now: a store shared by several processes lets one
     /// of them at a time. The default is true.
     var deliversWebhooks: Bool { get }
@@ -149,6 +152,8 @@ extension PresenceStore {
     public var gauges: [StoreGauge] { [] }
 
     public var deliversWebhooks: Bool { true }
+
+    public func checkCanCommit() throws(PresenceError) {}
 
     public func outages() -> AsyncStream<Void> {
         // No continuation is kept, so the stream ends at once: this store never stops serving.

@@ -78,6 +78,78 @@ import PresenceStore
         }
     }
 
+    /// A token's times are the signer's numbers: one beyond Int64 milliseconds used to trap the
+    /// process (any holder of a token from a shared identity provider could stop the service).
+    @Test func claimTimesOutOfRangeAreAnsweredNotTrapped() async throws {
+        let authorizer = try await Self.jwtAuthorizer()
+        try await withServer(configure: { $0.authorizer = authorizer }) { http in
+            let far = Date(timeIntervalSince1970: 9.3e15)
+            // (claim, user, token, status)
+            let cases: [(String, String, String, Int)] = [
+                // A far exp is legal JWT: the token is valid.
+                ("exp 9.3e15", "far", try await TestKeys.token("far", now: far, lifetime: 0), 200),
+                ("exp 1e300", "huge", try await TestKeys.token("huge", now: Date(timeIntervalSince1970: 1e300), lifetime: 0), 200),
+                ("exp -1e19", "past", try await TestKeys.token("past", now: Date(timeIntervalSince1970: -1e19), lifetime: 0), 401),
+                ("nbf -1e19", "early", try await TestKeys.token("early", notBefore: Date(timeIntervalSince1970: -1e19)), 401),
+                ("nbf 9.3e15", "late", try await TestKeys.token("late", notBefore: far), 401),
+            ]
+            for (claim, user, token, status) in cases {
+                let reply = try await http.call(.post, "/api/heartbeat", body: heartbeatBody(user: user, session: user), headers: bearer(token))
+                #expect(reply.status == status, "\(claim): \(reply.body)")
+                if status == 401 { #expect(reply.errorCode == "unauthenticated", "\(claim)") }
+            }
+            #expect(try await http.listRoom("room").users.map(\.userId).sorted() == ["far", "huge"])
+            #expect(try await http.call(.get, "/health").status == 200)
+        }
+    }
+
+    /// A socket whose token expired stops receiving: its subscriptions end with `unsubscribed`
+    /// (`token_expired`) and its watches with `unwatched`, at the next change instead of its diff;
+    /// a fresh token in an `auth` message lets it subscribe and watch again. They used to keep
+    /// streaming while only new subscriptions were refused.
+    @Test func anExpiredTokenEndsItsSocketsSubscriptionsAndWatches() async throws {
+        let clock = ManualWallClock(nowMillis: Int64(Date().timeIntervalSince1970 * 1000))
+        let authorizer = try await Self.jwtAuthorizer(clock: clock)
+        try await withServer(store: MemoryStore(clock: clock), configure: { $0.authorizer = authorizer }) { http in
+            let now = Date(timeIntervalSince1970: Double(clock.nowMillis()) / 1000)
+            func join(_ user: String) async throws -> SessionTokens {
+                let token = try await TestKeys.token(user, now: now, lifetime: 3_600)
+                let reply = try await http.call(
+                    .post, "/api/heartbeat", body: #"{"roomId":"room","userId":"\#(user)","sessionId":"\#(user)","interval":300000}"#,
+                    headers: bearer(token))
+                return try reply.json.decode(SessionTokens.self)
+            }
+            let alice = try await join("alice")
+            let carol = try await TestKeys.token("carol", now: now, lifetime: 60, watch: .string("*"))
+            let socket = TestSocket(port: http.port, path: "/api/ws?access_token=\(carol)")
+            defer { socket.close() }
+            _ = try await socket.subscribe(alice.roomToken)
+            socket.send(#"{"type":"watchUsers","userIds":["bob"]}"#)
+            _ = try await socket.receive(type: "users")
+            // Still valid: a join reaches the subscriber and the watcher.
+            _ = try await join("dave")
+            _ = try await socket.receive(type: "diff")
+
+            clock.advance(by: 61_000)
+            _ = try await join("bob")
+            let (ended, unwatched) = try await socket.receiveInEitherOrder("unsubscribed", "unwatched")
+            #expect(ended["reason"]?.string == "token_expired")
+            #expect(ended["roomToken"]?.string == alice.roomToken)
+            #expect(unwatched["reason"]?.string == "token_expired")
+            #expect(unwatched["userIds"] == .array([.string("bob")]))
+            let bobLeaves = try await http.call(.post, "/api/disconnect", body: #"{"sessionToken":"\#((try await join("bob")).sessionToken)"}"#)
+            #expect(bobLeaves.status == 200)
+            #expect(await socket.nextRaw(timeout: .milliseconds(500)) == nil, "a socket with an expired token still hears changes")
+            // New subscriptions are refused until a fresh token.
+            socket.send(#"{"type":"subscribe","roomToken":"\#(alice.roomToken)"}"#)
+            #expect(try await socket.receive(type: "error")["error"]?["code"]?.string == "unauthenticated")
+            let fresh = try await TestKeys.token("carol", now: now.addingTimeInterval(61), lifetime: 60, watch: .string("*"))
+            socket.send(#"{"type":"auth","token":"\#(fresh)"}"#)
+            _ = try await socket.receive(type: "authenticated")
+            #expect(try await socket.subscribe(alice.roomToken).users.map(\.userId).sorted() == ["alice", "bob", "dave"])
+        }
+    }
+
     @Test func publicKeysRefuseAlgorithmConfusion() async throws {
         let authorizer = try await Self.jwtAuthorizer { configuration in
             configuration.hmacSecret = nil

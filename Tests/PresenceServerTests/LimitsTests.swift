@@ -111,6 +111,101 @@ import PresenceStore
         }
     }
 
+    /// With an allow-list, only listed origins pass, compared as RFC 6454 origins: what is not
+    /// lowercase http(s) used to be waved through.
+    @Test func originsAreComparedAsWebOrigins() async throws {
+        try await withServer(configure: { $0.allowedOrigins = ["https://app.example"] }) { http in
+            for origin in [
+                "null", "file://", "chrome-extension://abcdefghijklmnop", "HTTPS://evil.example", "https://app.example.evil.example",
+                "https://app.example:444", "http://app.example", "https://app.example@evil.example", "",
+            ] {
+                let refusal = try await RawWebSocket.refusal(port: http.port, target: "/api/ws", headers: "Origin: \(origin)\r\n")
+                #expect(refusal.status == "403", "Origin: \(origin) got \(refusal.status)")
+            }
+            // The same origin in other spellings.
+            for origin in ["HTTPS://APP.example", "https://app.example:443"] {
+                _ = try await offThePool { try RawWebSocket(port: http.port, extraHeaders: "Origin: \(origin)\r\n") }
+            }
+            // CORS grants what the WebSocket check allows, and only that.
+            let granted = try await http.call(.get, "/health", headers: [.origin: "HTTPS://App.Example"])
+            #expect(granted.headers[.accessControlAllowOrigin] == "HTTPS://App.Example")
+            let notGranted = try await http.call(.get, "/health", headers: [.origin: "null"])
+            #expect(notGranted.headers[.accessControlAllowOrigin] == nil)
+        }
+        try await withServer { http in
+            // Same-origin only: a sandboxed frame's `null` is not the server's origin.
+            for origin in ["null", "file://", "http://127.0.0.1:\(http.port + 1)"] {
+                let refusal = try await RawWebSocket.refusal(port: http.port, target: "/api/ws", headers: "Origin: \(origin)\r\n")
+                #expect(refusal.status == "403", "Origin: \(origin) got \(refusal.status)")
+            }
+            _ = try await offThePool { try RawWebSocket(port: http.port, extraHeaders: "Origin: HTTP://127.0.0.1:\(http.port)\r\n") }
+            // What non-browser clients send (no browser sends a ws: origin).
+            _ = try await offThePool { try RawWebSocket(port: http.port, extraHeaders: "Origin: ws://127.0.0.1\r\n") }
+        }
+    }
+
+    /// What NIO's parser refuses gets 400 and PROTOCOL.md's error body, and the connection ends:
+    /// these used to get no answer and hold their connection (and a file descriptor) for good.
+    @Test func malformedRequestsAreAnsweredAndClosed() async throws {
+        try await withServer { http in
+            let requests: [(String, [UInt8])] = [
+                ("a space in the target", Array("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n".utf8)),
+                ("a raw é in the target", Array("GET /".utf8) + [0xC3, 0xA9] + Array(" HTTP/1.1\r\nHost: x\r\n\r\n".utf8)),
+                ("no HTTP at all", Array("HELLO\r\n\r\n".utf8)),
+                ("a header without a colon", Array("GET /health HTTP/1.1\r\nHost x\r\n\r\n".utf8)),
+                ("a bad upgrade head", Array("GET /api/ws HTTP/1.1\r\nUpgrade websocket\r\n\r\n".utf8)),
+                (
+                    "garbage after a good request on a kept-alive connection",
+                    Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /a b HTTP/1.1\r\n\r\n".utf8)
+                ),
+            ]
+            for (what, request) in requests {
+                let answer = try await RawWebSocket.exchange(port: http.port, request, timeout: 5)
+                let text = try #require(answer, "\(what): no answer, and the connection stayed open")
+                #expect(text.contains("HTTP/1.1 400"), "\(what): \(text)")
+                #expect(text.contains(#""code":"invalid_argument""#), "\(what): \(text)")
+            }
+            #expect(try await http.call(.get, "/health").status == 200)
+        }
+    }
+
+    /// Connections from one address are capped whatever they carry (idle, HTTP, WebSocket); other
+    /// addresses are not affected, and a closed connection frees its place.
+    @Test func tcpConnectionsPerAddressAreCapped() async throws {
+        try await withServer(configure: { $0.tcpConnectionsPerAddress = 4 }) { http in
+            var held: [RawWebSocket] = []
+            for _ in 0..<4 {
+                let socket = try await offThePool { try RawWebSocket(port: http.port, handshake: false, source: "127.0.0.3") }
+                // Answered, so counted: the server takes connections on several event loops, in no set order.
+                try socket.write(Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+                let answer = try await offThePool { () -> String in
+                    var buffer = [UInt8](repeating: 0, count: 4_096)
+                    let count = recv(socket.fd, &buffer, buffer.count, 0)
+                    return String(decoding: buffer.prefix(max(0, count)), as: UTF8.self)
+                }
+                #expect(answer.hasPrefix("HTTP/1.1 200"))
+                held.append(socket)
+            }
+            // The fifth is closed at once, unanswered.
+            let refused = try await RawWebSocket.exchange(port: http.port, Array("GET /health HTTP/1.1\r\nHost: x\r\n\r\n".utf8), source: "127.0.0.3", timeout: 20)
+            #expect(refused == "")
+            // Others are served, and the refusal is counted.
+            #expect(try await http.call(.get, "/health").status == 200)
+            try await http.waitForMetric("presence_connections_refused_total", toBe: 1)
+            held.removeLast()
+            // Its slot comes back once the server has seen the close.
+            var answered = ""
+            for _ in 0..<50 where !answered.contains("HTTP/1.1 200") {
+                answered = try await RawWebSocket.exchange(
+                    port: http.port, Array("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), source: "127.0.0.3",
+                    timeout: 5) ?? ""
+                if !answered.contains("HTTP/1.1 200") { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(answered.contains("HTTP/1.1 200"))
+            _ = held
+        }
+    }
+
     /// A refused upgrade says why, in PROTOCOL.md's error body with its status, and closes.
     @Test func refusedUpgradesAnswerWithTheErrorBody() async throws {
         try await withServer(configure: { $0.allowedOrigins = ["https://app.example"] }) { http in

@@ -10,11 +10,24 @@ final class RawWebSocket {
     /// Bytes read by `readFrame` past the frame it returned.
     private var unread: [UInt8] = []
 
-    init(port: Int, receiveBuffer: Int32 = 4_096, extraHeaders: String = "", handshake: Bool = true) throws {
+    /// `source`: the local address to connect from (any of 127.0.0.0/8 on Linux), so a test can be
+    /// a client other than the trusted proxy at 127.0.0.1.
+    init(
+        port: Int, receiveBuffer: Int32 = 4_096, extraHeaders: String = "", handshake: Bool = true, source: String? = nil
+    ) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket() failed") }
         var size = receiveBuffer
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            local.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else { throw TestFailure("bind(\(source)) failed") }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -42,6 +55,16 @@ final class RawWebSocket {
 
     /// A heartbeat of one session ("u" in "room"), for tests that need any message the server answers.
     static let heartbeat = #"{"type":"heartbeat","roomId":"room","userId":"u","sessionId":"s","interval":10000}"#
+
+    /// Sends `request` as it is on a new connection and reads the answer to the connection's end
+    /// (nil when nothing came back before the read timeout).
+    static func exchange(port: Int, _ request: [UInt8], source: String? = nil, timeout: Int = 10) async throws -> String? {
+        let socket = try await offThePool { try RawWebSocket(port: port, handshake: false, source: source) }
+        var limit = timeval(tv_sec: timeout, tv_usec: 0)
+        setsockopt(socket.fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        try socket.write(request)
+        return try await offThePool { socket.readToEndOrTimeout() }.map { String(decoding: $0, as: UTF8.self) }
+    }
 
     /// Asks for an upgrade the server refuses: its status and body, read to the connection's end.
     static func refusal(port: Int, target: String, headers: String = "") async throws -> (status: Substring, body: String) {
@@ -119,6 +142,20 @@ final class RawWebSocket {
             all.append(contentsOf: buffer[0..<count])
         }
         return all
+    }
+
+    /// The bytes until the server closes the connection, or until the read timeout; nil when
+    /// nothing came and the connection is still open (a server that neither answers nor closes).
+    func readToEndOrTimeout() -> [UInt8]? {
+        var all = unread
+        unread = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count == 0 { return all }
+            if count < 0 { return (errno == EAGAIN || errno == EWOULDBLOCK) && all.isEmpty ? nil : all }
+            all.append(contentsOf: buffer[0..<count])
+        }
     }
 
     struct Frame {

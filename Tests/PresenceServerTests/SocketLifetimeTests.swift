@@ -11,7 +11,7 @@ import PresenceStore
     /// The socket's handler is freed with its channel. The outbox (still queued in a hub here)
     /// calls back into the handler, and the handler holds the outbox: a strong reference either
     /// way kept every closed socket's objects alive, about 5.5 KiB each.
-    @Test func aClosedSocketFreesItsHandler() throws {
+    @Test(arguments: [false, true]) func aClosedSocketFreesItsHandler(afterAReply: Bool) throws {
         let store = MemoryStore()
         let metrics = PresenceMetrics()
         let logger = Logger(label: "test")
@@ -31,6 +31,14 @@ import PresenceStore
         weak let handler = try channel.pipeline.syncOperations.handler(type: PresenceSocketHandler.self)
         #expect(handler != nil)
         #expect(!endpoint.openSockets.isEmpty)
+        if afterAReply {
+            // A reply makes the outbox find the handler's context to write from: the context holds
+            // the handler, which holds the outbox, a cycle that kept every closed socket's channel.
+            let outbox = try #require(endpoint.openSockets.all.first)
+            #expect(outbox.send(ByteBuffer(string: #"{"type":"error"}"#)))
+            (channel.eventLoop as! EmbeddedEventLoop).run()
+            #expect(try channel.readOutbound(as: ByteBuffer.self) != nil)
+        }
 
         _ = try channel.finish(acceptAlreadyClosed: true)
         (channel.eventLoop as! EmbeddedEventLoop).run()

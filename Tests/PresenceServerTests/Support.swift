@@ -101,8 +101,12 @@ struct HTTPClient: Sendable {
 
 /// The value of `name` in a Prometheus text exposition.
 func metricValue(_ name: String, in text: String) -> Int? {
+    metricDouble(name, in: text).map { Int($0) }
+}
+
+func metricDouble(_ name: String, in text: String) -> Double? {
     let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
-    return line.flatMap { Double($0.split(separator: " ")[1]) }.map { Int($0) }
+    return line.flatMap { Double($0.split(separator: " ")[1]) }
 }
 
 struct RoomListing: Decodable, Equatable {

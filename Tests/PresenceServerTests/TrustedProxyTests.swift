@@ -34,20 +34,66 @@ import Testing
         #expect(proxies.clientAddress(peer: peer, headers: twoHeaders) == "198.51.100.8")
     }
 
-    @Test func forwardedWinsOverXForwardedForAndAcceptsPortsAndIPv6() throws {
-        let proxies = try TrustedProxies(["10.0.0.5"])
+    /// Only the configured header is read: a proxy passes the other through as the client wrote
+    /// it (nginx appends to X-Forwarded-For and leaves a client's own Forwarded alone).
+    @Test func onlyTheConfiguredHeaderIsRead() throws {
         let both = headers([
             ("Forwarded", #"for="[2001:db8::17]:4711";proto=https, for=10.0.0.9"#),
             ("X-Forwarded-For", "198.51.100.7"),
         ])
-        #expect(proxies.clientAddress(peer: peer, headers: both) == "10.0.0.9")
+        let xForwardedFor = try TrustedProxies(["10.0.0.5"])
+        #expect(xForwardedFor.header == .xForwardedFor)
+        #expect(xForwardedFor.clientAddress(peer: peer, headers: both) == "198.51.100.7")
+        let spoofedForwarded = headers([("Forwarded", "for=10.0.3.1")])
+        #expect(xForwardedFor.clientAddress(peer: peer, headers: spoofedForwarded) == "10.0.0.5")
+
+        let forwarded = try TrustedProxies(["10.0.0.5"], header: .forwarded)
+        #expect(forwarded.clientAddress(peer: peer, headers: both) == "10.0.0.9")
         let ipv6 = headers([("Forwarded", #"for="[2001:db8::17]:4711""#)])
-        #expect(proxies.clientAddress(peer: peer, headers: ipv6) == "2001:db8::17")
+        #expect(forwarded.clientAddress(peer: peer, headers: ipv6) == "2001:db8::17")
         let withPort = headers([("Forwarded", "for=198.51.100.7:8080;by=10.0.0.5")])
-        #expect(proxies.clientAddress(peer: peer, headers: withPort) == "198.51.100.7")
-        // Obfuscated or unknown names are no address: the proxy's own address counts.
-        let unknown = headers([("Forwarded", "for=unknown"), ("X-Forwarded-For", "198.51.100.7")])
-        #expect(proxies.clientAddress(peer: peer, headers: unknown) == "10.0.0.5")
+        #expect(forwarded.clientAddress(peer: peer, headers: withPort) == "198.51.100.7")
+        #expect(forwarded.clientAddress(peer: peer, headers: headers([("X-Forwarded-For", "198.51.100.7")])) == "10.0.0.5")
+    }
+
+    /// An entry that is not an address (RFC 7239's `unknown` and obfuscated `_names`, garbage)
+    /// ends the walk at the trusted hop that reported it: the addresses further left were written
+    /// by whoever the proxy could not name, the client itself perhaps.
+    @Test func theWalkStopsAtTheFirstEntryThatIsNotAnAddress() throws {
+        let forwarded = try TrustedProxies(["10.0.0.0/8"], header: .forwarded)
+        for value in ["for=198.51.100.1, for=unknown", "for=198.51.100.1, for=_hidden", "for=198.51.100.1, for=\"_abc:_def\"", "for=198.51.100.1, for=evil.example"] {
+            #expect(forwarded.clientAddress(peer: peer, headers: headers([("Forwarded", value)])) == "10.0.0.5", "\(value)")
+        }
+        // Behind a second trusted hop, that hop is the one counted.
+        let twoHops = headers([("Forwarded", "for=198.51.100.1, for=unknown, for=10.2.2.2")])
+        #expect(forwarded.clientAddress(peer: peer, headers: twoHops) == "10.2.2.2")
+        let xForwardedFor = try TrustedProxies(["10.0.0.0/8"])
+        for value in ["198.51.100.1, unknown", "198.51.100.1, garbage", "198.51.100.1, "] {
+            #expect(xForwardedFor.clientAddress(peer: peer, headers: headers([("X-Forwarded-For", value)])) == "10.0.0.5", "\(value)")
+        }
+    }
+
+    /// One address, one bucket, however it is spelled; a mapped peer matches its IPv4 proxy entry.
+    @Test func addressesAreCanonicalBeforeTheyAreCountedOrMatched() throws {
+        let proxies = try TrustedProxies(["127.0.0.1", "10.0.0.0/8"])
+        let spellings = [
+            "2001:db8::1", "2001:DB8::1", "2001:db8:0:0:0:0:0:1", "2001:0db8:0000:0000:0000:0000:0000:0001", "[2001:db8::1]",
+            "[2001:db8::1]:443",
+        ]
+        for spelling in spellings {
+            #expect(proxies.clientAddress(peer: peer, headers: headers([("X-Forwarded-For", spelling)])) == "2001:db8::1", "\(spelling)")
+        }
+        for mapped in ["::ffff:198.51.100.7", "::FFFF:c633:6407", "[::ffff:198.51.100.7]:80"] {
+            #expect(proxies.clientAddress(peer: peer, headers: headers([("X-Forwarded-For", mapped)])) == "198.51.100.7", "\(mapped)")
+        }
+        // A dual-stack listener (--host ::) sees IPv4 peers as mapped addresses: still the trusted 127.0.0.1.
+        let mappedPeer = try SocketAddress(ipAddress: "::ffff:127.0.0.1", port: 40_000)
+        #expect(proxies.clientAddress(peer: mappedPeer, headers: headers([("X-Forwarded-For", "198.51.100.9")])) == "198.51.100.9")
+        let mappedStranger = try SocketAddress(ipAddress: "::ffff:203.0.113.9", port: 40_000)
+        #expect(proxies.clientAddress(peer: mappedStranger, headers: HTTPFields()) == "203.0.113.9")
+        // Mapped trusted ranges are the IPv4 ranges they map.
+        let mappedRange = try TrustedProxies(["::ffff:10.0.0.0/104"])
+        #expect(mappedRange.clientAddress(peer: peer, headers: headers([("X-Forwarded-For", "198.51.100.9")])) == "198.51.100.9")
     }
 
     @Test func badEntriesAreRefusedWithTheirReason() {

@@ -12,6 +12,7 @@ import PresenceTestSupport
             $0.addressRequestsPerSecond = 100_000
             $0.addressRequestBurst = 100_000
             $0.connectionsPerAddress = 10_000
+            $0.tcpConnectionsPerAddress = 10_000
             $0.socketMessagesPerSecond = 10_000
             $0.socketMessageBurst = 10_000
         }) { http in

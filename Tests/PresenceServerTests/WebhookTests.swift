@@ -50,6 +50,9 @@ final class WebhookReceiver: @unchecked Sendable {
         _ = output.fileHandleForReading.availableData
     }
 
+    /// How the server names this receiver's endpoint when no name is configured.
+    var name: String { (try! WebhookEndpoint(url: url, secret: Self.secret)).name }
+
     func stop() {
         guard let process, process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
@@ -125,6 +128,66 @@ func fastWebhooks(_ configuration: inout PresenceServerConfiguration, _ endpoint
         return delivery.signature == "v1," + Data(mac).base64EncodedString()
     }
 
+    /// A receiver that sends its answer's head and then dribbles its body used to hold its
+    /// endpoint's deliveries for good, its lag reading 0.001 s. The whole exchange has a deadline,
+    /// and the lag grows while the endpoint is behind.
+    @Test func aReceiverThatDribblesItsAnswerIsTimedOutAndItsLagGrows() async throws {
+        let receiver = try WebhookReceiver(mode: "dribble")
+        try await withServer(configure: { fastWebhooks(&$0, [try! WebhookEndpoint(url: receiver.url, secret: WebhookReceiver.secret)]) }) { client in
+            _ = try await client.heartbeat(user: "u", session: "s")
+            let failed = "presence_webhook_deliveries_failed_total{endpoint=\"\(receiver.name)\"}"
+            let deadline = ContinuousClock.now + .seconds(20)
+            while try await client.metric(failed) < 2 {
+                guard ContinuousClock.now < deadline else { throw TestFailure("no attempt timed out") }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            func lag() async throws -> Double {
+                try metricDouble("presence_webhook_lag_seconds{endpoint=\"\(receiver.name)\"}", in: await client.call(.get, "/metrics").body) ?? 0
+            }
+            let first = try await lag()
+            try await Task.sleep(for: .milliseconds(600))
+            let second = try await lag()
+            #expect(first >= 0.4, "lag \(first) s while no delivery went through")
+            #expect(second >= first + 0.5, "the lag went from \(first) s to \(second) s in 0.6 s")
+            #expect(try await firstEndpoint(client)?["lagMillis"]?.integer ?? 0 >= 900)
+            // The receiver mends: everything arrives.
+            try receiver.setMode("ok")
+            try await receiver.waitFor("the waiting event") { receiver.acknowledgedEventIds.count >= 1 }
+        }
+    }
+
+    /// Webhook URLs are often capabilities (a token in the path or query, a user and password):
+    /// they appear neither on the unauthenticated `/metrics` nor in the logs, which name endpoints.
+    @Test func webhookURLsStayOutOfMetricsAndLogs() async throws {
+        let receiver = try WebhookReceiver(mode: "fail")
+        let secretURL = "http://user:pa55word@127.0.0.1:\(receiver.port)/hooks/presence?token=capability-xyz"
+        let server = try ServerProcess(
+            executable: presenceServerExecutable,
+            arguments: [
+                "--port", "0", "--store", "memory", "--admin-key", adminKey, "--webhook", "\(secretURL),\(WebhookReceiver.secret)",
+            ],
+            environment: ["PRESENCE_LOG_LEVEL": "info"])
+        try await server.waitUntilListening()
+        let client = ProcessClient(port: server.port)
+        _ = try await client.heartbeat(user: "u", session: "s", interval: 60_000)
+        let named = try WebhookEndpoint(url: secretURL, secret: WebhookReceiver.secret).name
+        #expect(named.hasPrefix("127.0.0.1-") && named.count == "127.0.0.1-".count + 8, "\(named)")
+        // Failing deliveries log warnings that name the endpoint.
+        try await Task.sleep(for: .seconds(2))
+        let metrics = try await client.call("GET", "/metrics").body
+        #expect(metrics.contains("endpoint=\"\(named)\""))
+        server.process.terminate()
+        _ = try await server.waitForExit()
+        let rest = String(decoding: server.output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let logs = server.banner + rest + server.errorOutput
+        #expect(logs.contains(named), "\(logs)")
+        for secret in ["pa55word", "capability-xyz", "user:"] {
+            #expect(!metrics.contains(secret), "/metrics shows \(secret)")
+            #expect(!logs.contains(secret), "the log shows \(secret)")
+        }
+        _ = receiver
+    }
+
     @Test func everyEventArrivesSignedBatchedInOrderAndOnce() async throws {
         let receiver = try WebhookReceiver()
         try await withServer(configure: { fastWebhooks(&$0, [try! WebhookEndpoint(url: receiver.url, secret: WebhookReceiver.secret)]) }) { client in
@@ -141,7 +204,7 @@ func fastWebhooks(_ configuration: inout PresenceServerConfiguration, _ endpoint
             let body = try JSONParser.parse(deliveries[0].body.utf8)
             #expect(body["type"] == .string("presence.events"))
             let metrics = try await client.call(.get, "/metrics").body
-            #expect(metrics.contains("presence_webhook_deliveries_succeeded_total{endpoint=\"\(receiver.url)\"} \(Double(deliveries.count))"))
+            #expect(metrics.contains("presence_webhook_deliveries_succeeded_total{endpoint=\"\(receiver.name)\"} \(Double(deliveries.count))"))
             #expect(metricValue("presence_events_written", in: metrics) == 250)
         }
     }
@@ -176,7 +239,7 @@ func fastWebhooks(_ configuration: inout PresenceServerConfiguration, _ endpoint
             // 200 calls against an endpoint that never answers: the calls never wait for it.
             #expect(elapsed < .seconds(10), "\(elapsed)")
             try await Task.sleep(for: .seconds(1.2))
-            #expect(try await client.metric("presence_webhook_deliveries_failed_total{endpoint=\"\(receiver.url)\"}") >= 1)
+            #expect(try await client.metric("presence_webhook_deliveries_failed_total{endpoint=\"\(receiver.name)\"}") >= 1)
             #expect(receiver.acknowledgedEventIds.isEmpty)
         }
     }
@@ -190,7 +253,7 @@ func fastWebhooks(_ configuration: inout PresenceServerConfiguration, _ endpoint
             let failed = try await client.call(.get, "/api/webhooks", admin: true)
             #expect(failed.status == 200)
             let start = ContinuousClock.now
-            while try await client.metric("presence_webhook_endpoint_failed{endpoint=\"\(receiver.url)\"}") != 1 {
+            while try await client.metric("presence_webhook_endpoint_failed{endpoint=\"\(receiver.name)\"}") != 1 {
                 guard ContinuousClock.now - start < .seconds(10) else { throw TestFailure("the endpoint never failed") }
                 try await Task.sleep(for: .milliseconds(50))
             }
@@ -204,7 +267,7 @@ func fastWebhooks(_ configuration: inout PresenceServerConfiguration, _ endpoint
 
             #expect(try await client.call(.post, "/api/webhooks/enable", body: #"{"url":"http://nowhere.test/"}"#, admin: true).status == 404)
             #expect(try await client.call(.post, "/api/webhooks/enable", body: #"{"url":"\#(receiver.url)"}"#).status == 401)
-            #expect(try await client.call(.post, "/api/webhooks/enable", body: #"{"url":"\#(receiver.url)"}"#, admin: true).status == 200)
+            #expect(try await client.call(.post, "/api/webhooks/enable", body: #"{"name":"\#(receiver.name)"}"#, admin: true).status == 200)
             let expected = try await allEventIds(client)
             try await receiver.waitFor("the waiting events") { receiver.acknowledgedEventIds.count >= expected.count }
             #expect(receiver.acknowledgedEventIds == expected, "from where it stopped, in order")

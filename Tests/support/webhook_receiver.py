@@ -1,6 +1,7 @@
 """A webhook receiver for the tests: verifies each request with the standardwebhooks package
 and appends it to a JSON-lines log. What it answers comes from a mode file the test rewrites:
-`ok` (204), `fail` (500) or `hang` (answers nothing for a minute).
+`ok` (204), `fail` (500), `hang` (answers nothing for a minute) or `dribble` (sends its head at
+once, then its body a byte every 200 ms for a minute).
 
 usage: webhook_receiver.py PORT SECRET LOG MODE_FILE
 """
@@ -35,6 +36,18 @@ class Receiver(BaseHTTPRequestHandler):
             mode = "ok"
         if mode == "hang":
             time.sleep(60)
+            return
+        if mode == "dribble":
+            self.send_response(200)
+            self.send_header("content-length", "300")
+            self.end_headers()
+            try:
+                for _ in range(300):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
             return
         status = 204 if mode == "ok" and verified else (400 if not verified else 500)
         record = {

@@ -524,9 +524,24 @@ export class PresenceUsers extends EventTarget {
         this.users = applyUserStatuses(this.users, message.users);
         this.changed();
         break;
+      case "unwatched":
+        // The server ended the watches itself (the user token expired): a fresh token, then watch again.
+        if (message.reason) this.rewatch();
+        break;
       case "error":
         this.dispatchEvent(new CustomEvent("error", { detail: message.error }));
         break;
+    }
+  }
+
+  async rewatch() {
+    try {
+      const token = await tokenOf(this.options);
+      if (token) this.send({ type: "auth", token });
+      // The server answers one socket's messages in order: the watch is asked with the fresh token.
+      if (this.userIds.length) this.send({ type: "watchUsers", userIds: this.userIds });
+    } catch (error) {
+      this.dispatchEvent(new CustomEvent("error", { detail: { code: "token_unavailable", message: String(error) } }));
     }
   }
 
