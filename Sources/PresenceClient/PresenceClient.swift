@@ -40,7 +40,9 @@ public final class PresenceClient: Sendable {
     /// the server has accepted the first heartbeat.
     ///
     /// - Parameters:
-    ///   - session: the session id (one per tab or device); a random one by default.
+    ///   - session: the session id (one per tab or device); a random one by default. It belongs to
+    ///     `user`: other users' ids never clash with it; reusing it in another room while it is
+    ///     alive there is a `session_conflict`.
     ///   - interval: heartbeat interval, 1 to 300 seconds; the session expires 2.5 × this after the last heartbeat.
     public func join(
         room: String, user: String, session: String = UUID().uuidString, interval: Duration = .seconds(10),

@@ -286,11 +286,11 @@ extension PresenceState {
     /// One look-up of the session, its room and its user each: what `heartbeat` does for such a
     /// session, without the checks and copies a heartbeat that changes something needs.
     public mutating func extendLiveSession(_ request: HeartbeatRequest, now: Int64) -> HeartbeatOutcome? {
-        guard let index = sessions.index(forKey: request.sessionId) else { return nil }
+        guard let index = sessions.index(forKey: request.sessionKey) else { return nil }
         let session = sessions.values[index]
-        guard session.roomId == request.roomId, session.userId == request.userId, session.interval == request.interval,
+        guard session.roomId == request.roomId, session.interval == request.interval,
             request.away == nil || request.away == session.away,
-            touched?.sessions.contains(request.sessionId) != true,
+            touched?.sessions.contains(request.sessionKey) != true,
             let room = rooms[request.roomId], let record = room.users[request.userId]?.record,
             request.name == nil || request.name == record.name,
             request.image == nil || request.image == record.image

@@ -7,6 +7,9 @@ public struct HeartbeatRequest: Sendable, Hashable {
     public let roomId: String
     public let userId: String
     public let sessionId: String
+    /// The session's key in the state and the stores: a session id belongs to its user, so two
+    /// users may both use `"phone"` (`PresenceState.sessionKey`).
+    public let sessionKey: String
     public let interval: Int64
     public let name: String?
     public let image: String?
@@ -21,6 +24,7 @@ public struct HeartbeatRequest: Sendable, Hashable {
 
     private init(validated: (String, String, String, Int64), name: String?, image: String?, away: Bool?) {
         (roomId, userId, sessionId, interval) = validated
+        sessionKey = PresenceState.sessionKey(userId: userId, sessionId: sessionId)
         self.name = name
         self.image = image
         self.away = away
@@ -38,6 +42,7 @@ public struct HeartbeatRequest: Sendable, Hashable {
         self.roomId = roomId
         self.userId = userId
         self.sessionId = sessionId
+        sessionKey = PresenceState.sessionKey(userId: userId, sessionId: sessionId)
         self.interval = try Validate.interval(interval)
         self.name = name
         self.image = image

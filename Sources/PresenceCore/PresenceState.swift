@@ -16,6 +16,8 @@ import HeapModule
 /// ```
 public struct PresenceState: Sendable {
     public struct Session: Sendable, Hashable {
+        /// The session's key (`PresenceState.sessionKey`): its user's id and its own. Sessions,
+        /// their rows and the replication log are keyed by it.
         public let sessionId: String
         public let roomId: String
         public let userId: String
@@ -132,12 +134,19 @@ public struct PresenceState: Sendable {
 
     // MARK: - Heartbeat, disconnect, expiry
 
+    /// The key of a user's session: a session id belongs to its user, so no user can take (or
+    /// block) another's by naming it. Ids hold no control characters, so U+001F between them
+    /// keeps every pair apart.
+    public static func sessionKey(userId: String, sessionId: String) -> String {
+        userId + "\u{1F}" + sessionId
+    }
+
     public mutating func heartbeat(_ request: HeartbeatRequest, now: Int64) throws(PresenceError) -> HeartbeatOutcome {
         let deadline = ProtocolLimits.deadline(now: now, interval: request.interval)
-        if let index = sessions.index(forKey: request.sessionId) {
+        if let index = sessions.index(forKey: request.sessionKey) {
             let session = sessions.values[index]
-            guard session.roomId == request.roomId, session.userId == request.userId else {
-                throw .sessionConflict("sessionId \(request.sessionId) belongs to another room or user")
+            guard session.roomId == request.roomId else {
+                throw .sessionConflict("sessionId \(request.sessionId) is alive in another room of this user's")
             }
             if session.interval != request.interval { touchSession(session.sessionId) }
             sessions.values[index].interval = request.interval
@@ -173,7 +182,7 @@ public struct PresenceState: Sendable {
             roomIdByToken[token] = request.roomId
         }
         let session = Session(
-            sessionId: request.sessionId, roomId: request.roomId, userId: request.userId,
+            sessionId: request.sessionKey, roomId: request.roomId, userId: request.userId,
             token: makeToken("s_"), interval: request.interval, deadline: deadline, queuedDeadline: deadline,
             away: request.away ?? false)
         sessions[session.sessionId] = session
@@ -605,8 +614,13 @@ public struct PresenceState: Sendable {
         return UserStatus(userId: userId, records: records)
     }
 
-    public func session(id: String) -> Session? {
-        sessions[id]
+    public func session(userId: String, sessionId: String) -> Session? {
+        sessions[Self.sessionKey(userId: userId, sessionId: sessionId)]
+    }
+
+    /// The session of a key (`sessionKey`).
+    public func session(key: String) -> Session? {
+        sessions[key]
     }
 
     /// The room and user of the live session with this token.

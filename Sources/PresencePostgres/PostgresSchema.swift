@@ -111,6 +111,11 @@ enum PostgresSchema {
             // with the reason server_lost.
             "ALTER TABLE presence.sessions ADD COLUMN node_id text NOT NULL DEFAULT ''",
         ],
+        [
+            // A session id belongs to its user: sessions are keyed by user id, U+001F, session id
+            // (PresenceState.sessionKey). Processes of the earlier schema refuse to start on this one.
+            "UPDATE presence.sessions SET session_id = user_id || chr(31) || session_id WHERE strpos(session_id, chr(31)) = 0",
+        ],
     ]
 
     /// Creates or upgrades the schema; throws a clear error for a database that is not ours.

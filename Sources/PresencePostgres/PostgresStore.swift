@@ -646,7 +646,7 @@ public final class PostgresStore: PresenceStore {
         let outcome = try await perform { state, now, _ throws(PresenceError) in
             let outcome = try state.heartbeat(request, now: now)
             // Its deadline is stored with the batch, however little else changed.
-            state.markSessionUnstored(request.sessionId)
+            state.markSessionUnstored(request.sessionKey)
             return (outcome, outcome.changes)
         }
         if let queued = outcome.queuedDeadline { deadlineAlarm.note(deadline: queued) }
@@ -661,11 +661,11 @@ public final class PostgresStore: PresenceStore {
         let now = clock.nowMillis()
         let deadline = ProtocolLimits.deadline(now: now, interval: request.interval)
         let fastPath = inner.withLock { inner -> PresenceState.HeartbeatOutcome? in
-            guard !inner.unstoredSessions.contains(request.sessionId),
-                let stored = inner.storedDeadlines[request.sessionId], stored - now > syncHorizon
+            guard !inner.unstoredSessions.contains(request.sessionKey),
+                let stored = inner.storedDeadlines[request.sessionKey], stored - now > syncHorizon
             else { return nil }
             guard let outcome = inner.state.extendLiveSession(request, now: now) else { return nil }
-            inner.pendingDeadlines[request.sessionId] = deadline
+            inner.pendingDeadlines[request.sessionKey] = deadline
             return outcome
         }
         guard let fast = fastPath else { return nil }
@@ -1037,7 +1037,7 @@ public final class PostgresStore: PresenceStore {
             let (wasLeading, behind) = inner.withLock { inner -> (Bool, Bool) in
                 for (sessionId, deadline) in pending {
                     if inner.pendingDeadlines[sessionId] == deadline { inner.pendingDeadlines.removeValue(forKey: sessionId) }
-                    if inner.state.session(id: sessionId) != nil {
+                    if inner.state.session(key: sessionId) != nil {
                         inner.storedDeadlines[sessionId] = max(inner.storedDeadlines[sessionId] ?? 0, deadline)
                     }
                 }

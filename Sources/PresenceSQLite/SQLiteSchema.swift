@@ -66,6 +66,13 @@ enum SQLiteSchema {
                 );
                 """)
         }
+        migrator.registerMigration("v4-session-keys") { db in
+            // A session id belongs to its user: sessions are keyed by user id, U+001F, session id
+            // (PresenceState.sessionKey).
+            try db.execute(sql: """
+                UPDATE sessions SET session_id = user_id || char(31) || session_id WHERE instr(session_id, char(31)) = 0;
+                """)
+        }
         return migrator
     }
 }

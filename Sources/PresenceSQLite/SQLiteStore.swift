@@ -362,7 +362,7 @@ public final class SQLiteStore: PresenceStore {
     public func heartbeatAtOnce(_ request: HeartbeatRequest) -> SessionTokens? {
         let now = clock.nowMillis()
         let fastPath = inner.withLock { inner -> PresenceState.HeartbeatOutcome? in
-            guard !inner.unstoredSessions.contains(request.sessionId) else { return nil }
+            guard !inner.unstoredSessions.contains(request.sessionKey) else { return nil }
             return inner.state.extendLiveSession(request, now: now)
         }
         guard let fast = fastPath else { return nil }

@@ -165,7 +165,7 @@ func waitUntil(
             await expectThrows(code: "invalid_argument") { _ = try await client.join(room: "r", user: "a", interval: .milliseconds(10)) }
             let room = try await client.join(room: "r", user: "alice", session: "shared")
             await expectThrows(code: "session_conflict") {
-                _ = try await PresenceClient(url: "ws://127.0.0.1:\(port)/api/ws").join(room: "r", user: "mallory", session: "shared")
+                _ = try await PresenceClient(url: "ws://127.0.0.1:\(port)/api/ws").join(room: "elsewhere", user: "alice", session: "shared")
             }
             await expectThrows(code: "data_too_large") { try await room.update(data: String(repeating: "x", count: 5_000)) }
             await room.leave()

@@ -115,11 +115,11 @@ import PresenceTestSupport
         _ = try beat(&state, session: "idle", at: t0, away: true)
         _ = try beat(&state, user: "bob", session: "b1", at: t0)
         let rows = state.takeDurableChanges()
-        #expect(rows.sessions.first { $0.sessionId == "idle" }?.away == true)
+        #expect(rows.sessions.first { $0.sessionId == PresenceState.sessionKey(userId: "alice", sessionId: "idle") }?.away == true)
         let restored = PresenceState.restoring(
             rooms: rows.rooms, users: rows.users, sessions: rows.sessions, lastVersion: rows.lastVersion, aliveAt: t0, now: t0 + 100)
         #expect(record(restored) == record(state))
-        #expect(restored.session(id: "idle")?.away == true)
+        #expect(restored.session(userId: "alice", sessionId: "idle")?.away == true)
         // A stored record that disagrees with its sessions is put right on restore.
         var users = rows.users
         users = users.map { row in

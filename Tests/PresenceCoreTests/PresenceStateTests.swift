@@ -16,7 +16,7 @@ import PresenceTestSupport
             UserRecord(userId: "alice", online: true, lastDisconnected: 0, onlineSince: t0),
             UserRecord(userId: "bob", online: true, lastDisconnected: 0, onlineSince: t0 + 5),
         ])
-        #expect(state.session(id: "a1")?.deadline == t0 + 25_000)
+        #expect(state.session(userId: "alice", sessionId: "a1")?.deadline == t0 + 25_000)
     }
 
     @Test func sessionTimesOutWithoutHeartbeats() throws {
@@ -69,7 +69,7 @@ import PresenceTestSupport
         let changes = state.disconnect(sessionToken: outcome.tokens.sessionToken, now: t0 + 1_234).changes
         #expect(changes.count == 1)
         #expect(users(state) == [UserRecord(userId: "alice", online: false, lastDisconnected: t0 + 1_234, onlineSince: 0)])
-        #expect(state.session(id: "a1") == nil)
+        #expect(state.session(userId: "alice", sessionId: "a1") == nil)
         #expect(state.expireDue(now: t0 + 100_000, limit: 100).expired == 0, "its stale deadline does nothing")
     }
 
@@ -144,7 +144,7 @@ import PresenceTestSupport
         // s1…s4 (queued at t0 + 2,600…2,900) were put back; s5 is next, at its real deadline.
         #expect(state.nextDeadline == t0 + 3_000)
         #expect(state.expireDue(now: t0 + 3_000, limit: 100).expired == 1)
-        #expect(state.session(id: "s5") == nil)
+        #expect(state.session(userId: "u5", sessionId: "s5") == nil)
         // s6…s9 were within the second after t0 + 3,000 and went back too: next is everyone's real deadline.
         #expect(state.nextDeadline == t0 + 3_500)
         #expect(state.expireDue(now: t0 + 3_499, limit: 100).expired == 0)
@@ -232,7 +232,7 @@ import PresenceTestSupport
         #expect(state.removeRoomUser(roomId: "room", userId: "alice", now: 0).changes.count == 1)
         #expect(version(state) > before)
         #expect(users(state).map(\.userId) == ["bob"])
-        #expect(state.session(id: "a1") == nil)
+        #expect(state.session(userId: "alice", sessionId: "a1") == nil)
         #expect(throws: PresenceError.self) { try state.update(sessionToken: alice.tokens.sessionToken, data: .null, now: 0) }
         #expect(state.userRooms(userId: "alice", onlineOnly: false, limit: 10).isEmpty)
         // The stale deadline later does nothing.
@@ -294,23 +294,30 @@ import PresenceTestSupport
         #expect(state.roomUsers(roomId: "room", onlineOnly: false, limit: 10).users.map(\.userId) == ["alice", "bob"])
     }
 
-    @Test func sessionIdReuseWithAnotherRoomOrUserConflictsAndChangesNothing() throws {
+    /// A session id belongs to its user: the same user reusing it in another room conflicts and
+    /// changes nothing; another user's "shared" is a session of their own.
+    @Test func sessionIdReuseInAnotherRoomConflictsAndAnotherUsersIsTheirOwn() throws {
         var state = PresenceState()
         let alice = try beat(&state, user: "alice", session: "shared", at: t0)
         let before = version(state)
-        for (room, user) in [("room", "mallory"), ("elsewhere", "alice")] {
-            do {
-                _ = try beat(&state, room: room, user: user, session: "shared", at: t0 + 1)
-                Issue.record("expected session_conflict")
-            } catch {
-                #expect(error.code == "session_conflict")
-                #expect(error.status == 409)
-            }
+        do {
+            _ = try beat(&state, room: "elsewhere", user: "alice", session: "shared", at: t0 + 1)
+            Issue.record("expected session_conflict")
+        } catch {
+            #expect(error.code == "session_conflict")
+            #expect(error.status == 409)
         }
         #expect(version(state) == before)
-        #expect(users(state).map(\.userId) == ["alice"])
         #expect(state.roomUsers(roomId: "elsewhere", onlineOnly: false, limit: 10) == .empty)
-        #expect(state.session(id: "shared")?.token == alice.tokens.sessionToken)
+
+        let mallory = try beat(&state, user: "mallory", session: "shared", at: t0 + 2)
+        #expect(mallory.tokens.sessionToken != alice.tokens.sessionToken)
+        #expect(users(state).map(\.userId) == ["alice", "mallory"])
+        #expect(state.session(userId: "alice", sessionId: "shared")?.token == alice.tokens.sessionToken)
+        #expect(state.session(userId: "mallory", sessionId: "shared")?.token == mallory.tokens.sessionToken)
+        // Mallory's leaving ends Mallory's session only.
+        _ = state.disconnect(sessionToken: mallory.tokens.sessionToken, now: t0 + 3)
+        #expect(users(state).map { "\($0.userId):\($0.online)" } == ["alice:true", "mallory:false"])
     }
 
     @Test func disconnectWithAnUnknownTokenChangesNothing() throws {

@@ -88,9 +88,10 @@ import PresenceTestSupport
         #expect(replica.nextDeadline == 5_000)
         #expect(replica.takeDueSessionIds(now: 4_999, limit: 10).isEmpty)
         let due = replica.takeDueSessionIds(now: 5_000, limit: 10)
-        #expect(due == ["s1"])
+        let key = PresenceState.sessionKey(userId: "alice", sessionId: "s1")
+        #expect(due == [key])
         // Another process heard from the session since: it is queued again, not expired.
-        replica.raiseDeadline(sessionId: "s1", to: 9_000)
+        replica.raiseDeadline(sessionId: key, to: 9_000)
         let (expired, _) = replica.expire(sessionIds: due, now: 5_000)
         #expect(expired == 0)
         #expect(replica.nextDeadline == 9_000)

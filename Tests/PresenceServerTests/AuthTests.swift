@@ -150,6 +150,27 @@ import PresenceStore
         }
     }
 
+    /// A session id belongs to its user: one user's "phone" cannot block another's (it used to
+    /// get every other user's "phone" a 409), over HTTP and WebSocket alike.
+    @Test func oneUsersSessionIdCannotBlockAnothers() async throws {
+        let authorizer = try await Self.jwtAuthorizer()
+        try await withServer(configure: { $0.authorizer = authorizer }) { http in
+            let mallory = try await TestKeys.token("mallory")
+            let alice = try await TestKeys.token("alice")
+            #expect(try await http.call(.post, "/api/heartbeat", body: heartbeatBody(user: "mallory", session: "phone"), headers: bearer(mallory)).status == 200)
+            let reply = try await http.call(.post, "/api/heartbeat", body: heartbeatBody(user: "alice", session: "phone"), headers: bearer(alice))
+            #expect(reply.status == 200, "\(reply.body)")
+            let socket = TestSocket(port: http.port, path: "/api/ws?access_token=\(try await TestKeys.token("bob"))")
+            defer { socket.close() }
+            _ = try await socket.heartbeat(user: "bob", session: "phone")
+            #expect(try await http.listRoom("room").users.map(\.userId) == ["mallory", "alice", "bob"])
+            // The same user's "phone" in another room is still a conflict.
+            let elsewhere = #"{"roomId":"elsewhere","userId":"alice","sessionId":"phone"}"#
+            let conflict = try await http.call(.post, "/api/heartbeat", body: elsewhere, headers: bearer(alice))
+            #expect(conflict.status == 409 && conflict.errorCode == "session_conflict", "\(conflict.body)")
+        }
+    }
+
     @Test func publicKeysRefuseAlgorithmConfusion() async throws {
         let authorizer = try await Self.jwtAuthorizer { configuration in
             configuration.hmacSecret = nil

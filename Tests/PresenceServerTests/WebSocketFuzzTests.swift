@@ -13,6 +13,10 @@ import PresenceTestSupport
             $0.addressRequestBurst = 100_000
             $0.connectionsPerAddress = 10_000
             $0.tcpConnectionsPerAddress = 10_000
+            // The test client's connection opens with the server and sends its first request after
+            // the loop, which a loaded machine can stretch past the first request's 30 s.
+            $0.requestTimeout = .seconds(600)
+            $0.idleTimeout = .seconds(600)
             $0.socketMessagesPerSecond = 10_000
             $0.socketMessageBurst = 10_000
         }) { http in

@@ -154,7 +154,7 @@ import PresenceStore
                 (#"{"type":"teleport","id":3}"#, "invalid_argument"),
                 (#"{"id":4}"#, "invalid_argument"),
                 (#"[1,2,3]"#, "invalid_argument"),
-                (#"{"type":"heartbeat","roomId":"room","userId":"mallory","sessionId":"a1"}"#, "session_conflict"),
+                (#"{"type":"heartbeat","roomId":"elsewhere","userId":"alice","sessionId":"a1"}"#, "session_conflict"),
                 (#"{"type":"heartbeat","roomId":"room","userId":"x","sessionId":"y","interval":5}"#, "invalid_argument"),
                 (#"{"type":"subscribe","roomToken":"\#(alice.roomToken)","limit":5000}"#, "invalid_argument"),
                 (#"{"type":"update","sessionToken":"s_nope","data":1}"#, "not_found"),

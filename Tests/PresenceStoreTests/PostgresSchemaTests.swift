@@ -46,6 +46,26 @@ struct PostgresSchemaTests {
         #expect(message?.contains("newer presence-server") == true, "\(message ?? "it opened")")
     }
 
+    /// Sessions stored when a session id alone was their key come back keyed by their user and
+    /// id: the session goes on with its token, and another user's session of that id is their own.
+    @Test func sessionsStoredBeforeSessionIdsBelongedToTheirUserAreMigrated() async throws {
+        let settings = try await PostgresForTests.freshDatabase()
+        let first = try await PostgresStore.open(settings: settings)
+        let alice = try await first.whileRunning {
+            try await first.heartbeat(HeartbeatRequest(roomId: "doc", userId: "alice", sessionId: "phone", interval: 60_000))
+        }
+        try await execute("UPDATE presence.sessions SET session_id = 'phone'", in: settings)
+        try await execute("UPDATE presence.meta SET value = '3' WHERE key = 'schema_version'", in: settings)
+        let second = try await PostgresStore.open(settings: settings)
+        try await second.whileRunning { () async throws in
+            let again = try await second.heartbeat(HeartbeatRequest(roomId: "doc", userId: "alice", sessionId: "phone", interval: 60_000))
+            #expect(again.sessionToken == alice.sessionToken)
+            let bob = try await second.heartbeat(HeartbeatRequest(roomId: "doc", userId: "bob", sessionId: "phone", interval: 60_000))
+            #expect(bob.sessionToken != alice.sessionToken)
+            #expect(try await second.roomUsers(roomId: "doc", onlineOnly: true, limit: 10).users.map(\.userId) == ["alice", "bob"])
+        }
+    }
+
     @Test func anUnreachableServerIsNamedWithoutItsPassword() async throws {
         var settings = try PostgresSettings(url: "postgres://someone:hunter2@127.0.0.1:1/nowhere?sslmode=disable")
         settings.client.options.connectTimeout = .seconds(2)

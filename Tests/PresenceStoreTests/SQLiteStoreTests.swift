@@ -92,6 +92,41 @@ import PresenceTestSupport
         try store.close()
     }
 
+    /// Two users' sessions of the same id are two sessions, in the file too; and a file written
+    /// before session ids belonged to their user opens with its sessions intact.
+    @Test func sessionsOfTheSameIdAreEachUsersOwnAcrossARestartAndAnUpgrade() async throws {
+        let directory = temporaryDirectory()
+        let clock = ManualWallClock(nowMillis: start)
+        var store = try SQLiteStore(directory: directory, clock: clock)
+        let (alice, bob) = try await store.whileRunning {
+            (try await store.heartbeat(request(user: "alice", session: "phone")), try await store.heartbeat(request(user: "bob", session: "phone")))
+        }
+        try store.close()
+        // The file as the last schema wrote it: the session id alone as the key.
+        let queue = try DatabaseQueue(path: directory + "/presence.sqlite")
+        try await queue.write { db in
+            try db.execute(sql: "UPDATE sessions SET session_id = 'phone' WHERE user_id = 'alice'")
+            try db.execute(sql: "DELETE FROM sessions WHERE user_id = 'bob'")
+            try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = 'v4-session-keys'")
+        }
+        try queue.close()
+        store = try SQLiteStore(directory: directory, clock: clock)
+        try await store.whileRunning { () async throws in
+            // Alice's session was kept and goes on with the same token; Bob's "phone" is his own again.
+            #expect(try await store.heartbeat(request(user: "alice", session: "phone")).sessionToken == alice.sessionToken)
+            let bobAgain = try await store.heartbeat(request(user: "bob", session: "phone"))
+            #expect(bobAgain.sessionToken != bob.sessionToken)
+            #expect(try await store.roomUsers(roomId: "room", onlineOnly: true, limit: 10).users.map(\.userId) == ["alice", "bob"])
+        }
+        try store.close()
+        store = try SQLiteStore(directory: directory, clock: clock)
+        try await store.whileRunning { () async throws in
+            #expect(try await store.heartbeat(request(user: "bob", session: "phone")).sessionToken != alice.sessionToken)
+            #expect(try await store.statistics().sessions == 2)
+        }
+        try store.close()
+    }
+
     /// The last "alive at" mark is written when `run()` stops, not only every few seconds: a
     /// heartbeat just before a graceful stop (which writes nothing itself) still counts after a
     /// long outage. Without the final mark the user would be last seen at the join's deadline.

@@ -191,20 +191,28 @@ func request(room: String = "room", user: String, session: String, interval: Int
         }
     }
 
+    /// A session id belongs to its user: reused by the same user in another room it conflicts
+    /// and changes nothing; another user's "s" is a session of their own.
     @Test(arguments: StoreKind.all)
     func sessionConflictChangesNothing(kind: StoreKind) async throws {
         try await kind.withStore(ManualWallClock(nowMillis: start)) { store in
             let tokens = try await store.heartbeat(request(user: "alice", session: "s"))
             let before = try await store.roomUsers(roomId: "room", onlineOnly: false, limit: 10)
-            await #expect(throws: PresenceError.sessionConflict("sessionId s belongs to another room or user")) {
-                _ = try await store.heartbeat(request(user: "bob", session: "s"))
-            }
-            await #expect(throws: PresenceError.self) {
+            await #expect(throws: PresenceError.sessionConflict("sessionId s is alive in another room of this user's")) {
                 _ = try await store.heartbeat(request(room: "other", user: "alice", session: "s"))
             }
             #expect(try await store.roomUsers(roomId: "room", onlineOnly: false, limit: 10) == before)
             #expect(try await store.roomUsers(roomId: "other", onlineOnly: false, limit: 10) == .empty)
             #expect(try await store.snapshot(roomToken: tokens.roomToken, limit: 10) == before)
+
+            let bob = try await store.heartbeat(request(user: "bob", session: "s"))
+            #expect(bob.sessionToken != tokens.sessionToken)
+            #expect(try await store.roomUsers(roomId: "room", onlineOnly: true, limit: 10).users.map(\.userId) == ["alice", "bob"])
+            try await store.disconnect(sessionToken: bob.sessionToken)
+            let after = try await store.roomUsers(roomId: "room", onlineOnly: false, limit: 10).users
+            #expect(after.map { "\($0.userId):\($0.online)" } == ["alice:true", "bob:false"])
+            // Alice's session is untouched: her heartbeat continues it.
+            #expect(try await store.heartbeat(request(user: "alice", session: "s")).sessionToken == tokens.sessionToken)
         }
     }
 
@@ -265,8 +273,8 @@ func request(room: String = "room", user: String, session: String, interval: Int
             clock.advance(by: 4_000)
             #expect(try await store.expireDueSessions(limit: 100) == 0)
             #expect(try await store.nextDeadline() == start + 9_000)
-            // Another user's session id is refused by `heartbeat`, and changes nothing here either.
-            #expect(store.heartbeatAtOnce(try request(user: "bob", session: "a1", interval: 2_000)) == nil)
+            // The session's id in another room of its user is refused by `heartbeat`, and changes nothing here either.
+            #expect(store.heartbeatAtOnce(try request(room: "other", user: "alice", session: "a1", interval: 2_000)) == nil)
             let users = try await store.snapshot(roomToken: joined.roomToken, limit: 10).users
             #expect(users.map(\.userId) == ["alice"] && users.first?.online == true)
             clock.advance(by: 1_000)

@@ -68,7 +68,7 @@ export interface PresenceRoomOptions {
   userId: string;
   /** The server's base URL (default: this page's origin). */
   url?: string;
-  /** One per tab (default: random). */
+  /** One per tab (default: random). It belongs to this user: other users' ids never clash with it. */
   sessionId?: string;
   /** Heartbeat interval in ms, 1000–300000 (default 10000). */
   interval?: number;

@@ -95,7 +95,8 @@ export class PresenceRoom extends EventTarget {
    * @param {string} options.roomId
    * @param {string} options.userId
    * @param {string} [options.url] the server's base URL (default: this page's origin)
-   * @param {string} [options.sessionId] one per tab (default: random, kept for this tab)
+   * @param {string} [options.sessionId] one per tab (default: random, kept for this tab); it belongs to this
+   *   user, so other users' ids never clash with it
    * @param {number} [options.interval] heartbeat interval in ms, 1000–300000 (default 10000)
    * @param {string} [options.name] display name
    * @param {string} [options.image] avatar URL (http: or https:)
