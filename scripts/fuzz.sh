@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes everything the server decodes from untrusted bytes (Fuzz/): the JSON parser, HTTP bodies,
-# WebSocket messages and query values, with libFuzzer and AddressSanitizer.
+# WebSocket messages, query values, and request heads (NIO's HTTP/1 parser, then the WebSocket
+# handshake, forwarding and Origin checks), with libFuzzer and AddressSanitizer.
 #
 #   scripts/fuzz.sh [SECONDS]          fuzz for SECONDS (default 60) from the committed corpus
 #   scripts/fuzz.sh --merge SECONDS    the same, then fold new interesting inputs into Fuzz/corpus

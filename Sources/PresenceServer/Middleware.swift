@@ -52,41 +52,6 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// A web origin as RFC 6454 compares them: scheme and host case-insensitive, a scheme's default
-/// port the same as no port. `null` (sandboxed frames, `file:` pages) and anything else that is not
-/// `scheme://host[:port]` is opaque: equal to no origin, not even to another `null`.
-struct WebOrigin: Hashable, Sendable {
-    let scheme: String
-    let host: String
-    let port: Int
-
-    init?(_ text: some StringProtocol) {
-        guard let separator = text.range(of: "://") else { return nil }
-        let scheme = text[..<separator.lowerBound].lowercased()
-        var authority = Substring(text[separator.upperBound...])
-        guard !scheme.isEmpty, scheme.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "+-.".contains($0)) }),
-            !authority.isEmpty, !authority.contains(where: { "/?#@ ".contains($0) || !$0.isASCII })
-        else { return nil }
-        var port: Int?
-        // The port follows the last colon, unless that colon is inside an IPv6 literal.
-        if let colon = authority.lastIndex(of: ":"), !authority[colon...].contains("]") {
-            let digits = authority[authority.index(after: colon)...]
-            guard !digits.isEmpty, digits.count <= 5, digits.allSatisfy(\.isASCII), let number = Int(digits), number <= 65_535 else {
-                return nil
-            }
-            port = number
-            authority = authority[..<colon]
-        }
-        guard !authority.isEmpty else { return nil }
-        guard let resolved = port ?? Self.defaultPorts[scheme] else { return nil }
-        self.scheme = scheme
-        self.host = authority.lowercased()
-        self.port = resolved
-    }
-
-    static let defaultPorts = ["http": 80, "https": 443, "ws": 80, "wss": 443]
-}
-
 /// The configured CORS origins (or `*` for any), for the middleware, the heartbeats answered
 /// before it and the WebSocket upgrade's `Origin` check.
 struct CORSOrigins: Sendable {

@@ -1,4 +1,3 @@
-import Foundation
 import HTTPTypes
 import Hummingbird
 import DequeModule
@@ -45,10 +44,7 @@ struct WebSocketEndpoint: Sendable {
                 throw .invalidArgument("the upgrade request is not valid HTTP")
             }
             guard request.uri.path == Self.path else { throw .notFound("no WebSocket at \(request.uri.path); it is at \(Self.path)") }
-            guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
-                throw .invalidArgument("a WebSocket handshake needs HTTP/1.1")
-            }
-            try WebSocketHandshake.check(request.head)
+            try WebSocketHandshake.check(request.head, httpVersion: (head.version.major, head.version.minor))
             try WebSocketAdmission.checkOrigin(request, origins: CORSOrigins(allowed: configuration.allowedOrigins))
             let address = configuration.trustedProxies.clientAddress(peer: channel.remoteAddress, headers: request.headers)
             guard addressLimits.allow(address, now: clock.nowMillis()) else {
@@ -118,30 +114,19 @@ struct WebSocketEndpoint: Sendable {
     }
 }
 
-/// What RFC 6455 §4.2.1 asks of a client's opening handshake, checked before the server answers
-/// it (NIO's upgrader would drop the connection, or let the request through as plain HTTP).
-enum WebSocketHandshake {
+extension WebSocketHandshake {
     static let versionHeader = HTTPField.Name("Sec-WebSocket-Version")!
-    static let keyHeader = HTTPField.Name("Sec-WebSocket-Key")!
 
     /// Whether `request` asks for a WebSocket at all (`Upgrade: websocket`).
     static func isAsked(_ request: HTTPRequest) -> Bool {
-        request.headerFields[values: .upgrade].contains { $0.split(separator: ",").contains { $0.trimmingSpaces.lowercased() == "websocket" } }
+        isAsked(upgrade: request.headerFields[values: .upgrade])
     }
 
-    static func check(_ request: HTTPRequest) throws(PresenceError) {
-        guard request.method == .get else { throw .methodNotAllowed("a WebSocket handshake is a GET request, not \(request.method)") }
-        guard request.headerFields[values: .connection].contains(where: { $0.split(separator: ",").contains { $0.trimmingSpaces.lowercased() == "upgrade" } })
-        else {
-            throw .invalidArgument("a WebSocket handshake needs Connection: Upgrade")
-        }
-        // §4.4: a version the server does not speak is answered with 426 and the one it does.
-        guard request.headerFields[values: versionHeader] == ["13"] else {
-            throw PresenceError(status: 426, code: "invalid_argument", message: "this server speaks WebSocket version 13 only")
-        }
-        let keys = request.headerFields[values: keyHeader]
-        guard keys.count == 1, let key = Data(base64Encoded: keys[0]), key.count == 16 else {
-            throw .invalidArgument("Sec-WebSocket-Key must be one base64-encoded 16-byte value")
+    /// `check` of a request NIO read; a later request of a kept-alive connection, read as
+    /// HTTP/1.1, says no version.
+    static func check(_ request: HTTPRequest, httpVersion: (major: Int, minor: Int) = (1, 1)) throws(PresenceError) {
+        try check(method: request.method.rawValue, httpVersion: httpVersion) { name in
+            request.headerFields[values: HTTPField.Name(name)!]
         }
     }
 }

@@ -14,7 +14,8 @@ import Glibc
     }
 }
 
-/// One libFuzzer input: bytes as a request body, a WebSocket message and a query value.
+/// One libFuzzer input: bytes as a request body, a WebSocket message, a query value, and a
+/// request head (`fuzzRequestHead`).
 /// Any crash, hang or sanitizer report is a bug; so is a value the parser accepts that does
 /// not survive being written and parsed again, or a decoded request that breaks PROTOCOL.md's limits.
 func fuzzOneInput(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
@@ -75,6 +76,7 @@ func fuzzOneInput(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
             precondition(PresenceEvent.id(forSequence: sequence) == text, "an event id that does not name its own sequence: \(text)")
         }
     }
+    fuzzRequestHead(bytes)
     return 0
 }
 
