@@ -39,7 +39,7 @@ actor ClientCore {
     /// One `watch(userIds:)`: its users' statuses, in the order asked.
     struct Watcher {
         let userIds: [String]
-        var statuses: [String: UserStatus] = [:]
+        var statuses: IDDictionary<UserStatus> = [:]
         let listener: AsyncStream<[UserStatus]>.Continuation
         var ready: CheckedContinuation<Void, any Error>?
 

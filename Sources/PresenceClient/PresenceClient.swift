@@ -79,7 +79,7 @@ public final class PresenceClient: Sendable {
     /// ```
     public func watch(userIds: [String]) async throws -> AsyncStream<[UserStatus]> {
         var unique: [String] = []
-        var seen = Set<String>()
+        var seen = IDSet()
         for userId in userIds where seen.insert(userId).inserted { unique.append(userId) }
         guard unique.count <= UserIdsRequest.maximum else {
             throw PresenceClientError(code: "invalid_argument", message: "at most \(UserIdsRequest.maximum) userIds, got \(unique.count)")

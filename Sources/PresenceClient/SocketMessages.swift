@@ -108,8 +108,19 @@ enum OutgoingMessage {
 }
 
 /// One joined room of one user over one session.
+/// Ids compare by their bytes (`IDKey`), as the server compares them.
 struct RoomKey: Hashable, Sendable {
     let roomId: String
     let userId: String
     let sessionId: String
+
+    static func == (a: RoomKey, b: RoomKey) -> Bool {
+        a.roomId.isSameID(as: b.roomId) && a.userId.isSameID(as: b.userId) && a.sessionId.isSameID(as: b.sessionId)
+    }
+
+    func hash(into hasher: inout Hasher) {
+        hasher.combine(IDKey(roomId))
+        hasher.combine(IDKey(userId))
+        hasher.combine(IDKey(sessionId))
+    }
 }

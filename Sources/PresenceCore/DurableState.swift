@@ -108,7 +108,7 @@ extension PresenceState {
     }
 
     /// The session ids touched since the last `takeDurableChanges()`, i.e. not yet stored.
-    public var unstoredSessionIds: Set<String> { touched?.sessions ?? [] }
+    public var unstoredSessionIds: IDSet { touched?.sessions ?? [] }
 
     /// Puts a live session's row into the next `takeDurableChanges()` although nothing in it
     /// changed but its deadline, which a store shared by several processes must then store.
@@ -233,7 +233,7 @@ extension PresenceState {
         for row in changes.sessions {
             guard rooms[row.roomId]?.users[row.userId] != nil else { continue }
             if let existing = sessions[row.sessionId] {
-                if existing.token == row.token, existing.roomId == row.roomId, existing.userId == row.userId {
+                if existing.token == row.token, existing.roomId.isSameID(as: row.roomId), existing.userId.isSameID(as: row.userId) {
                     if existing.interval != row.interval {
                         // The heartbeat that changed the interval is the latest: its deadline stands, even if earlier.
                         sessions[row.sessionId]!.deadline = row.deadline
@@ -267,7 +267,7 @@ extension PresenceState {
     private mutating func removeReplicatedSession(_ sessionId: String) {
         guard let session = sessions.removeValue(forKey: sessionId) else { return }
         forgetSession(session, touching: false)
-        rooms[session.roomId]?.users[session.userId]?.sessionIds.removeAll { $0 == sessionId }
+        rooms[session.roomId]?.users[session.userId]?.sessionIds.removeAll { $0.isSameID(as: sessionId) }
     }
 
     private mutating func removeReplicatedUser(roomId: String, userId: String) {
@@ -288,7 +288,7 @@ extension PresenceState {
     public mutating func extendLiveSession(_ request: HeartbeatRequest, now: Int64) -> HeartbeatOutcome? {
         guard let index = sessions.index(forKey: request.sessionKey) else { return nil }
         let session = sessions.values[index]
-        guard session.roomId == request.roomId, session.interval == request.interval,
+        guard session.roomId.isSameID(as: request.roomId), session.interval == request.interval,
             request.away == nil || request.away == session.away,
             touched?.sessions.contains(request.sessionKey) != true,
             let room = rooms[request.roomId], let record = room.users[request.userId]?.record,

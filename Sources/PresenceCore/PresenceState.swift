@@ -68,11 +68,12 @@ public struct PresenceState: Sendable {
         public var changes: [RoomChange]
     }
 
-    var rooms: [String: Room] = [:]
+    // Keyed by ids as bytes (IDKey): Swift's String keys would make canonically equivalent ids one.
+    var rooms: IDDictionary<Room> = [:]
     var roomIdByToken: [String: String] = [:]
-    var sessions: [String: Session] = [:]
+    var sessions: IDDictionary<Session> = [:]
     var sessionIdByToken: [String: String] = [:]
-    var roomIdsByUser: [String: Set<String>] = [:]
+    var roomIdsByUser: IDDictionary<IDSet> = [:]
     var deadlines = Heap<DeadlineEntry>()
     /// One counter for all rooms: a room's version is the counter value of its last change,
     /// so versions never go backwards, even for a room that is removed and created again.
@@ -84,12 +85,12 @@ public struct PresenceState: Sendable {
     /// Keys whose durable state changed since the last `takeDurableChanges()`; nil when not tracked.
     var touched: TouchedKeys?
     public var quotas: UserQuotas
-    var sessionCountByUser: [String: Int] = [:]
+    var sessionCountByUser: IDDictionary<Int> = [:]
     /// Whether transitions are recorded as `PresenceEvent`s (stores turn it on; tests of the
     /// state machine alone need not pay for it).
     let recordsEvents: Bool
     /// Events of changes whose room version is not yet known, by room: `bumpVersion` numbers them.
-    var unversionedEvents: [String: [PresenceEvent]] = [:]
+    var unversionedEvents: IDDictionary<[PresenceEvent]> = [:]
     var recordedEvents: [PresenceEvent] = []
     /// The counter behind event ids; stored by durable stores like `lastVersion`.
     public internal(set) var lastEventSequence: UInt64 = 0
@@ -120,12 +121,19 @@ public struct PresenceState: Sendable {
     struct UserKey: Hashable, Sendable {
         let roomId: String
         let userId: String
+
+        static func == (a: UserKey, b: UserKey) -> Bool { a.roomId.isSameID(as: b.roomId) && a.userId.isSameID(as: b.userId) }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(IDKey(roomId))
+            hasher.combine(IDKey(userId))
+        }
     }
 
     struct TouchedKeys: Sendable {
-        var rooms = Set<String>()
+        var rooms = IDSet()
         var users = Set<UserKey>()
-        var sessions = Set<String>()
+        var sessions = IDSet()
     }
 
     mutating func touchRoom(_ roomId: String) { touched?.rooms.insert(roomId) }
@@ -145,7 +153,7 @@ public struct PresenceState: Sendable {
         let deadline = ProtocolLimits.deadline(now: now, interval: request.interval)
         if let index = sessions.index(forKey: request.sessionKey) {
             let session = sessions.values[index]
-            guard session.roomId == request.roomId else {
+            guard session.roomId.isSameID(as: request.roomId) else {
                 throw .sessionConflict("sessionId \(request.sessionId) is alive in another room of this user's")
             }
             if session.interval != request.interval { touchSession(session.sessionId) }
@@ -249,7 +257,7 @@ public struct PresenceState: Sendable {
     /// A live session was heard from: its deadline moves, and is queued when it moved earlier (the
     /// deadline returned; nil when the queue's entry still covers it). Changed in place: this is
     /// every live session's heartbeat.
-    mutating func hear(sessionAt index: [String: Session].Index, deadline: Int64) -> Int64? {
+    mutating func hear(sessionAt index: IDDictionary<Session>.Storage.Index, deadline: Int64) -> Int64? {
         sessions.values[index].deadline = deadline
         sessions.values[index].restored = false
         sessions.values[index].serverLost = false
@@ -301,7 +309,7 @@ public struct PresenceState: Sendable {
         forgetSession(session)
         guard var user = rooms[session.roomId]?.users[session.userId] else { return nil }
         let recordBefore = user.record
-        user.sessionIds.removeAll { $0 == sessionId }
+        user.sessionIds.removeAll { $0.isSameID(as: sessionId) }
         var changed = false
         if user.sessionIds.isEmpty, user.record.online {
             user.record.online = false
@@ -408,7 +416,7 @@ public struct PresenceState: Sendable {
     public mutating func expire(sessionIds: [String], now: Int64) -> (expired: Int, outcome: Outcome) {
         var expired = 0
         var roomsWentOffline: [String] = []
-        var seenRooms = Set<String>()
+        var seenRooms = IDSet()
         for sessionId in sessionIds {
             guard var session = sessions[sessionId] else { continue }
             if session.deadline > now {
@@ -630,7 +638,7 @@ public struct PresenceState: Sendable {
     }
 
     /// Each room's token and version: what a store compares to tell subscribers what a reload changed.
-    public var roomHeads: [String: (token: String, version: UInt64)] {
+    public var roomHeads: IDDictionary<(token: String, version: UInt64)> {
         rooms.mapValues { ($0.token, $0.version) }
     }
 

@@ -15,7 +15,7 @@ public struct RoomDiff: Sendable, Hashable {
     }
 
     public init(from old: [UserRecord], to new: [UserRecord]) {
-        var oldByUser = [String: UserRecord](minimumCapacity: old.count)
+        var oldByUser = IDDictionary<UserRecord>(minimumCapacity: old.count)
         for record in old { oldByUser[record.userId] = record }
         var upsert: [UserRecord] = []
         for record in new {
@@ -34,7 +34,7 @@ public struct RoomDiff: Sendable, Hashable {
 
     /// The list a client holds after applying this diff to `list`.
     public func applied(to list: [UserRecord]) -> [UserRecord] {
-        let dropped = Set(remove).union(upsert.map(\.userId))
+        let dropped = IDSet(remove).union(upsert.map(\.userId))
         var result = list.filter { !dropped.contains($0.userId) }
         result.append(contentsOf: upsert)
         result.sort(by: UserRecord.precedes)

@@ -6,7 +6,7 @@ extension PresenceState {
     ///
     /// Changed through its subscript like a dictionary; the order follows by itself.
     struct RoomUsers: Sendable, Sequence {
-        private var byId: [String: RoomUser] = [:]
+        private var byId: IDDictionary<RoomUser> = [:]
         private var order = RoomOrder()
 
         subscript(userId: String) -> RoomUser? {
@@ -28,9 +28,9 @@ extension PresenceState {
             return removed
         }
 
-        func makeIterator() -> Dictionary<String, RoomUser>.Iterator { byId.makeIterator() }
-        var values: Dictionary<String, RoomUser>.Values { byId.values }
-        var keys: Dictionary<String, RoomUser>.Keys { byId.keys }
+        func makeIterator() -> IDDictionary<RoomUser>.Iterator { byId.makeIterator() }
+        var values: IDDictionary<RoomUser>.Storage.Values { byId.values }
+        var keys: LazyMapSequence<IDDictionary<RoomUser>.Storage.Keys, String> { byId.keys }
         var count: Int { byId.count }
         var isEmpty: Bool { byId.isEmpty }
         var onlineCount: Int { order.onlineCount }
@@ -61,6 +61,14 @@ extension PresenceState {
                 online = record.online
                 time = record.online ? record.onlineSince : record.lastDisconnected
                 userId = record.userId
+            }
+
+            static func == (a: Key, b: Key) -> Bool { a.online == b.online && a.time == b.time && a.userId.isSameID(as: b.userId) }
+
+            func hash(into hasher: inout Hasher) {
+                hasher.combine(online)
+                hasher.combine(time)
+                hasher.combine(IDKey(userId))
             }
         }
 
@@ -99,12 +107,12 @@ extension PresenceState {
         }
 
         private static func onlineOrder(_ a: Key, _ b: Key) -> Bool {
-            a.time != b.time ? a.time < b.time : a.userId < b.userId
+            a.time != b.time ? a.time < b.time : a.userId.precedesAsID(b.userId)
         }
 
         /// The reverse of offline users' protocol order (newest first, then by id).
         private static func storedOfflineOrder(_ a: Key, _ b: Key) -> Bool {
-            a.time != b.time ? a.time < b.time : a.userId > b.userId
+            a.time != b.time ? a.time < b.time : b.userId.precedesAsID(a.userId)
         }
 
         /// The first index whose key does not come before `key`; usually the end.

@@ -42,7 +42,7 @@ public struct UserRecord: Sendable, Hashable {
         } else if a.lastDisconnected != b.lastDisconnected {
             return a.lastDisconnected > b.lastDisconnected
         }
-        return a.userId < b.userId
+        return a.userId.precedesAsID(b.userId)
     }
 
     public func writeJSON(into writer: inout JSONWriter) {
@@ -131,6 +131,6 @@ public struct UserRoomStatus: Sendable, Hashable, Codable {
     public static func precedes(_ a: UserRoomStatus, _ b: UserRoomStatus) -> Bool {
         if a.online != b.online { return a.online }
         if !a.online, a.lastDisconnected != b.lastDisconnected { return a.lastDisconnected > b.lastDisconnected }
-        return a.roomId < b.roomId
+        return a.roomId.precedesAsID(b.roomId)
     }
 }

@@ -62,11 +62,11 @@ public final class PostgresStore: PresenceStore {
         /// True while a batch applied to `state` is being written: reads wait for it.
         var committing = false
         var waitingReads: [@Sendable (PresenceState) -> Void] = []
-        var unstoredSessions = Set<String>()
+        var unstoredSessions = IDSet()
         /// What this process knows the database holds as each session's deadline (a lower bound).
-        var storedDeadlines: [String: Int64] = [:]
+        var storedDeadlines: IDDictionary<Int64> = [:]
         /// Deadlines heartbeats here moved that are not stored yet.
-        var pendingDeadlines: [String: Int64] = [:]
+        var pendingDeadlines: IDDictionary<Int64> = [:]
         var catchUpWanted = false
         var catchUpWaiters: [Promise<Result<Void, any Error>>] = []
         /// When the last statement that succeeded was sent.
@@ -130,7 +130,7 @@ public final class PostgresStore: PresenceStore {
     }
 
     private init(
-        settings: PostgresSettings, state: PresenceState, seq: Int64, storedDeadlines: [String: Int64], clock: any WallClock,
+        settings: PostgresSettings, state: PresenceState, seq: Int64, storedDeadlines: IDDictionary<Int64>, clock: any WallClock,
         quotas: PresenceState.UserQuotas, logger: Logger
     ) {
         self.settings = settings
@@ -189,7 +189,7 @@ public final class PostgresStore: PresenceStore {
     struct Loaded: Sendable {
         var state: PresenceState
         var seq: Int64
-        var storedDeadlines: [String: Int64]
+        var storedDeadlines: IDDictionary<Int64>
     }
 
     /// The whole stored state, read in one snapshot of the database.
@@ -227,7 +227,7 @@ public final class PostgresStore: PresenceStore {
                 users.append(try user.row)
             }
             var sessions: [DurableChanges.SessionRow] = []
-            var storedDeadlines: [String: Int64] = [:]
+            var storedDeadlines: IDDictionary<Int64> = [:]
             for try await row in try await connection.query(
                 #"SELECT session_id, room_id, user_id, token, "interval", away, deadline FROM presence.sessions"#, logger: logger
             ).decode((String, String, String, String, Int64, Bool, Int64).self) {
@@ -394,7 +394,7 @@ public final class PostgresStore: PresenceStore {
             for operation in operations { changes.append(contentsOf: operation.apply(&inner.state, now: now, due: due)) }
             inner.committing = true
             let rows = inner.state.takeDurableChanges()
-            inner.unstoredSessions = Set(rows.sessions.map(\.sessionId)).union(rows.deletedSessions)
+            inner.unstoredSessions = IDSet(rows.sessions.map(\.sessionId)).union(rows.deletedSessions)
             return (changes, rows)
         }
         guard !batch.rows.isEmpty || !batch.changes.isEmpty else { return (published, []) }

@@ -68,7 +68,7 @@ public final class SQLiteStore: PresenceStore {
         var committing = false
         var waitingReads: [@Sendable (PresenceState) -> Void] = []
         /// Sessions the batch being written creates, changes or ends: their heartbeats wait for it.
-        var unstoredSessions = Set<String>()
+        var unstoredSessions = IDSet()
         /// Why the last write failed (a full disk, an I/O error), until a write succeeds: a batch,
         /// or the "alive at" mark, which is tried every few seconds even without traffic.
         var writeFailure: String?
@@ -274,7 +274,7 @@ public final class SQLiteStore: PresenceStore {
                 for operation in operations { changes.append(contentsOf: operation.apply(&inner.state, now: now)) }
                 inner.committing = true
                 let rows = inner.state.takeDurableChanges()
-                inner.unstoredSessions = Set(rows.sessions.map(\.sessionId)).union(rows.deletedSessions)
+                inner.unstoredSessions = IDSet(rows.sessions.map(\.sessionId)).union(rows.deletedSessions)
                 return (operations, changes, rows)
             }
             guard let batch else { return }

@@ -28,7 +28,8 @@ public struct Identity: Sendable, Hashable {
 /// The users an identity may watch: any, or those listed (the JWT claim `presence_watch`).
 public enum WatchScope: Sendable, Hashable {
     case anyone
-    case users(Set<String>)
+    /// Compared as ids are, by their bytes.
+    case users(IDSet)
 
     public func allows(_ userId: String) -> Bool {
         switch self {
@@ -153,7 +154,7 @@ public struct JWTAuthorizer: PresenceAuthorizer {
             if let wildcard = try? container.decode(String.self), wildcard == "*" {
                 scope = .anyone
             } else {
-                scope = .users(Set(try container.decode([String].self)))
+                scope = .users(IDSet(try container.decode([String].self)))
             }
         }
 
@@ -295,13 +296,13 @@ public struct JWTAuthorizer: PresenceAuthorizer {
         guard let identity else { throw .unauthenticated("a user token is required") }
         switch action {
         case .join(_, let userId), .update(_, let userId):
-            guard identity.userId == userId else {
+            guard identity.userId.isSameID(as: userId) else {
                 throw .permissionDenied("the user token is for \(identity.userId), not \(userId)")
             }
         case .read:
             break
         case .watch(let userIds):
-            if let other = userIds.first(where: { $0 != identity.userId && !identity.mayWatch.allows($0) }) {
+            if let other = userIds.first(where: { !$0.isSameID(as: identity.userId) && !identity.mayWatch.allows($0) }) {
                 throw .permissionDenied("the user token for \(identity.userId) may not watch \(other) (see its presence_watch claim)")
             }
         }

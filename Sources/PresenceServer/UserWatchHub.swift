@@ -49,10 +49,11 @@ final class UserWatchHub: Service, Sendable {
     }
 
     struct State {
-        var watchersByUser: [String: [Int: Outbox]] = [:]
-        var watchedBySocket: [Int: Set<String>] = [:]
+        // Keyed by user ids as bytes (IDKey), as the protocol compares them.
+        var watchersByUser: IDDictionary<[Int: Outbox]> = [:]
+        var watchedBySocket: [Int: IDSet] = [:]
         /// The status each watched user's watchers were last sent.
-        var known: [String: UserStatus] = [:]
+        var known: IDDictionary<UserStatus> = [:]
     }
 
     func run() async throws {
@@ -131,7 +132,7 @@ final class UserWatchHub: Service, Sendable {
     private func broadcast(_ statuses: [UserStatus], state: inout State) {
         guard !statuses.isEmpty else { return }
         var bySocket: [Int: (outbox: Outbox, statuses: [UserStatus])] = [:]
-        for status in statuses.sorted(by: { $0.userId < $1.userId }) {
+        for status in statuses.sorted(by: { $0.userId.precedesAsID($1.userId) }) {
             state.known[status.userId] = status
             for (socketId, outbox) in state.watchersByUser[status.userId] ?? [:] {
                 bySocket[socketId, default: (outbox, [])].statuses.append(status)
@@ -171,8 +172,8 @@ final class UserWatchHub: Service, Sendable {
     /// where it is committed, and wakes nothing.
     final class ChangedUsers: Sendable {
         private struct State {
-            var watched: Set<String> = []
-            var changed: Set<String> = []
+            var watched = IDSet()
+            var changed = IDSet()
             /// A wake-up is on its way to the hub, which will `take` everything noted until then.
             var wakeQueued = false
         }
@@ -193,7 +194,7 @@ final class UserWatchHub: Service, Sendable {
             state.withLock { $0.changed.formUnion(userIds) }
         }
 
-        func take() -> Set<String> {
+        func take() -> IDSet {
             state.withLock { state in
                 state.wakeQueued = false
                 defer { state.changed.removeAll(keepingCapacity: true) }

@@ -95,7 +95,7 @@ enum FlapFilter {
             }
             if window > 0, event.kind == .leave {
                 let next = page[(index + 1)...].first {
-                    $0.roomId == event.roomId && $0.userId == event.userId && ($0.kind == .join || $0.kind == .removed)
+                    $0.roomId.isSameID(as: event.roomId) && $0.userId.isSameID(as: event.userId) && ($0.kind == .join || $0.kind == .removed)
                 }
                 if let next, next.kind == .join, next.at - event.at <= window {
                     suppressed.insert(next.sequence)

@@ -71,7 +71,7 @@ public struct MemoryEventLog: Sendable {
             }
         }
         var page: [PresenceEvent] = []
-        for event in kept[low...] where roomId == nil || event.roomId == roomId {
+        for event in kept[low...] where roomId.map(event.roomId.isSameID) ?? true {
             page.append(event)
             if page.count == limit { break }
         }

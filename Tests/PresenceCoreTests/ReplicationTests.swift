@@ -7,15 +7,15 @@ import PresenceTestSupport
 @Suite struct ReplicationTests {
     /// Everything a read can observe, in one comparable value.
     struct Observable: Equatable {
-        var rooms: [String: [UserRecord]]
-        var versions: [String: UInt64]
+        var rooms: IDDictionary<[UserRecord]>
+        var versions: IDDictionary<UInt64>
         var roomIdByToken: [String: String]
-        var sessions: [String: String]
+        var sessions: IDDictionary<String>
         var sessionOwners: [String: [String]]
         var statistics: PresenceStatistics
         var lastVersion: UInt64
         var userRooms: [String: [UserRoomStatus]]
-        var sessionCounts: [String: Int]
+        var sessionCounts: IDDictionary<Int>
 
         init(_ state: PresenceState) {
             rooms = state.rooms.mapValues { room in room.users.values.map(\.record).sorted(by: UserRecord.precedes) }

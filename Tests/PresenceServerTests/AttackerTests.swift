@@ -89,6 +89,28 @@ import Glibc
         }
     }
 
+    /// "Zoé" in NFC and in NFD are two users to PROTOCOL.md, though Swift's `String` calls them
+    /// equal: the second used to take over the first's record, and a subscriber saw one user.
+    @Test func canonicallyEquivalentIdsAreDifferentIdsOverTheWire() async throws {
+        try await withServer { http in
+            let socket = TestSocket(port: http.port)
+            defer { socket.close() }
+            let first = try await http.call(.post, "/api/heartbeat", body: #"{"roomId":"room","userId":"Zo\u00e9","sessionId":"s"}"#)
+            let tokens = try first.json.decode(SessionTokens.self)
+            _ = try await socket.subscribe(tokens.roomToken)
+            let second = try await http.call(.post, "/api/heartbeat", body: #"{"roomId":"room","userId":"Zoe\u0301","sessionId":"s"}"#)
+            #expect(try second.json.decode(SessionTokens.self).sessionToken != tokens.sessionToken)
+            let diff = try await socket.receive(type: "diff")
+            #expect(diff["upsert"]?.array?.compactMap { $0["userId"]?.string }.map { Array($0.utf8) } == [Array("Zoe\u{301}".utf8)])
+            let listed = try await http.listRoom("room").users.map { Array($0.userId.utf8) }
+            #expect(listed == [Array("Zo\u{E9}".utf8), Array("Zoe\u{301}".utf8)])
+            // Rooms too, by their path.
+            _ = try await http.call(.post, "/api/heartbeat", body: #"{"roomId":"Zo\u00e9","userId":"u","sessionId":"s1"}"#)
+            #expect(try await http.call(.get, "/api/rooms/Zoe%CC%81/users", admin: true).body.contains(#""users":[]"#))
+            #expect(try await http.call(.get, "/api/rooms/Zo%C3%A9/users", admin: true).body.contains(#""userId":"u""#))
+        }
+    }
+
     /// Pings spend the socket's message budget: a flood of them is closed with 1008.
     @Test func pingFloodsAreClosedWith1008() async throws {
         try await withServer(configure: {

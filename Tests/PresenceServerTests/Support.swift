@@ -129,6 +129,10 @@ extension JSONValue {
         guard case .integer(let value) = self else { return nil }
         return value
     }
+    var array: [JSONValue]? {
+        guard case .array(let values) = self else { return nil }
+        return values
+    }
     func decode<T: Decodable>(_ type: T.Type) throws -> T {
         try JSONDecoder().decode(T.self, from: Data(compactJSON.utf8))
     }

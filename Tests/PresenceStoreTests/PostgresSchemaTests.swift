@@ -66,6 +66,16 @@ struct PostgresSchemaTests {
         }
     }
 
+    /// NFC and NFD forms of one name stay two ids in the tables and for a process started later.
+    @Test func canonicallyEquivalentIdsStayApartAcrossARestart() async throws {
+        let settings = try await PostgresForTests.freshDatabase()
+        let clock = ManualWallClock(nowMillis: 1_764_393_600_000)
+        let first = try await PostgresStore.open(settings: settings, clock: clock)
+        try await first.whileRunning { try await NormalizationPair.exercise(first) }
+        let second = try await PostgresStore.open(settings: settings, clock: clock)
+        try await second.whileRunning { try await NormalizationPair.check(second) }
+    }
+
     @Test func anUnreachableServerIsNamedWithoutItsPassword() async throws {
         var settings = try PostgresSettings(url: "postgres://someone:hunter2@127.0.0.1:1/nowhere?sslmode=disable")
         settings.client.options.connectTimeout = .seconds(2)

@@ -127,6 +127,18 @@ import PresenceTestSupport
         try store.close()
     }
 
+    /// NFC and NFD forms of one name stay two ids in the file and after a restart.
+    @Test func canonicallyEquivalentIdsStayApartAcrossARestart() async throws {
+        let directory = temporaryDirectory()
+        let clock = ManualWallClock(nowMillis: start)
+        var store = try SQLiteStore(directory: directory, clock: clock)
+        try await store.whileRunning { try await NormalizationPair.exercise(store) }
+        try store.close()
+        store = try SQLiteStore(directory: directory, clock: clock)
+        try await store.whileRunning { try await NormalizationPair.check(store) }
+        try store.close()
+    }
+
     /// The last "alive at" mark is written when `run()` stops, not only every few seconds: a
     /// heartbeat just before a graceful stop (which writes nothing itself) still counts after a
     /// long outage. Without the final mark the user would be last seen at the join's deadline.

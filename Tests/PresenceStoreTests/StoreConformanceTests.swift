@@ -216,6 +216,16 @@ func request(room: String = "room", user: String, session: String, interval: Int
         }
     }
 
+    /// Ids are their bytes (PROTOCOL.md): "Zoé" in NFC and in NFD are two users, two rooms and
+    /// two sessions, though Swift's `String` calls them equal.
+    @Test(arguments: StoreKind.all)
+    func canonicallyEquivalentIdsAreDifferentIds(kind: StoreKind) async throws {
+        try await kind.withStore(ManualWallClock(nowMillis: start)) { store in
+            try await NormalizationPair.exercise(store)
+            try await NormalizationPair.check(store)
+        }
+    }
+
     @Test(arguments: StoreKind.all)
     func disconnectEndsTheSessionAtOnce(kind: StoreKind) async throws {
         let clock = ManualWallClock(nowMillis: start)
@@ -381,5 +391,48 @@ func request(room: String = "room", user: String, session: String, interval: Int
             #expect(try await store.userRooms(userId: "old", onlineOnly: false, limit: 10).isEmpty)
             #expect(try await store.forgetOfflineUsers(before: start + 5_000, limit: 100) == 0)
         }
+    }
+}
+
+/// "Zoé" in NFC (4 bytes) and in NFD (5 bytes): one `String` to Swift, two ids to the protocol.
+enum NormalizationPair {
+    static let nfc = "Zo\u{E9}"
+    static let nfd = "Zoe\u{301}"
+
+    static func bytes(_ ids: [String]) -> [[UInt8]] { ids.map { Array($0.utf8) } }
+
+    /// Two users in one room, two rooms, and two sessions of one user, each pair named by the two forms.
+    static func exercise(_ store: any PresenceStore) async throws {
+        #expect(nfc == nfd, "Swift's String equality is canonical equivalence; this test needs it to be")
+        let a = try await store.heartbeat(request(user: nfc, session: "s"))
+        let b = try await store.heartbeat(request(user: nfd, session: "s"))
+        #expect(a.sessionToken != b.sessionToken)
+        let c = try await store.heartbeat(request(room: nfc, user: "u", session: "s1"))
+        let d = try await store.heartbeat(request(room: nfd, user: "u", session: "s2"))
+        #expect(c.roomToken != d.roomToken)
+        let e = try await store.heartbeat(request(room: "r2", user: "u2", session: nfc))
+        let f = try await store.heartbeat(request(room: "r2", user: "u2", session: nfd))
+        #expect(e.sessionToken != f.sessionToken)
+        // One form leaving leaves the other.
+        try await store.disconnect(sessionToken: b.sessionToken)
+        try await store.disconnect(sessionToken: f.sessionToken)
+    }
+
+    /// What `exercise` left, as any store (and the same store after a restart) must tell it.
+    static func check(_ store: any PresenceStore) async throws {
+        let users = try await store.roomUsers(roomId: "room", onlineOnly: false, limit: 10).users
+        #expect(bytes(users.map(\.userId)) == bytes([nfc, nfd]))
+        #expect(users.map(\.online) == [true, false])
+        #expect(try await store.roomUsers(roomId: nfc, onlineOnly: true, limit: 10).users.count == 1)
+        #expect(try await store.roomUsers(roomId: nfd, onlineOnly: true, limit: 10).users.count == 1)
+        let statuses = try await store.userStatuses(userIds: [nfc, nfd])
+        #expect(bytes(statuses.map(\.userId)) == bytes([nfc, nfd]))
+        #expect(statuses.map(\.online) == [true, false])
+        // The session of each form goes on as itself: NFC's still live, NFD's ended.
+        #expect(try await store.roomUsers(roomId: "r2", onlineOnly: true, limit: 10).users.map(\.userId) == ["u2"])
+        let again = try await store.heartbeat(request(room: "r2", user: "u2", session: nfc))
+        let other = try await store.heartbeat(request(room: "r2", user: "u2", session: nfd))
+        #expect(again.sessionToken != other.sessionToken)
+        #expect(try await store.statistics().sessions == 5)
     }
 }
