@@ -197,10 +197,33 @@ import JWTKit
         func verify(using algorithm: some JWTAlgorithm) async throws {}
     }
 
-    static func token(_ subject: String, name: String? = nil) async throws -> String {
+    static func token(_ subject: String, name: String? = nil, lifetime: TimeInterval = 3_600) async throws -> String {
         let keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(from: secret), digestAlgorithm: .sha256)
-        return try await keys.sign(Claims(sub: .init(value: subject), exp: .init(value: Date().addingTimeInterval(3_600)), name: name))
+        return try await keys.sign(Claims(sub: .init(value: subject), exp: .init(value: Date().addingTimeInterval(lifetime)), name: name))
+    }
+
+    /// A watcher whose token expires: the server ends its watches (`unwatched`, `token_expired`)
+    /// at the next change, and the client fetches a fresh token and watches again, so its stream
+    /// goes on. The server allows 30 s of leeway: a token "expired" 28.5 s ago lives 1.5 s more.
+    @Test func aWatcherWhoseTokenExpiresWatchesAgainWithAFreshOne() async throws {
+        let server = try ServerProcess(arguments: ["--port", "0", "--store", "memory", "--auth", "jwt", "--jwt-secret", Self.secret])
+        try await server.waitUntilListening()
+        let url = "ws://127.0.0.1:\(server.port)/api/ws"
+        var watcher = PresenceClient.Configuration()
+        watcher.token = { try await Self.token("carol", lifetime: -28.5) }
+        let statuses = LatestElement(of: try await PresenceClient(url: url, configuration: watcher).watch(userIds: ["carol"]))
+        try await statuses.wait("carol offline") { $0.first?.online == false }
+        // The watcher's token is past its leeway now.
+        try await Task.sleep(for: .seconds(2))
+        var joiner = PresenceClient.Configuration()
+        joiner.token = { try await Self.token("carol") }
+        let carol = try await PresenceClient(url: url, configuration: joiner).join(room: "doc", user: "carol")
+        try await statuses.wait("carol online, seen with a fresh token") { $0.first?.online == true }
+        statuses.stop()
+        await carol.leave()
+        kill(server.process.processIdentifier, SIGTERM)
+        _ = try await server.waitForExit()
     }
 
     @Test func joinsWithATokenAndIsRefusedWithoutOne() async throws {

@@ -344,3 +344,28 @@ def test_presence_users_follows_users_across_rooms(browser, server):
     page.wait_for_function("() => window.friends.users[1].online", timeout=5000)
     page.evaluate("() => window.friends.stop()")
     page.close()
+
+
+def test_presence_users_watches_again_with_a_fresh_token_when_its_token_expires(browser, jwt_server):
+    """The server ends a socket's watches when its token expires (unwatched, token_expired); the
+    client asks its token function for a fresh one and watches again. The server allows 30 s of
+    leeway, so a token minted 28 s past its exp lives 2 s more."""
+    page = browser.new_page()
+    page.expose_function("freshToken", lambda: hs256_token("carol", lifetime=-28))
+    page.goto(f"{jwt_server.url}/")
+    page.evaluate(
+        """async (url) => {
+            const { PresenceUsers } = await import(url + '/presence.js');
+            window.friends = new PresenceUsers({ url, userIds: ['carol'], token: () => window.freshToken() });
+            window.friends.start();
+        }""", jwt_server.url)
+    page.wait_for_function("() => window.friends.users.length === 1 && !window.friends.users[0].online", timeout=5000)
+    time.sleep(2.5)  # past the watcher's token's leeway
+    request = urllib.request.Request(
+        jwt_server.url + "/api/heartbeat",
+        data=json.dumps({"roomId": "doc", "userId": "carol", "sessionId": "c1", "interval": 30000}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": "Bearer " + hs256_token("carol")}, method="POST")
+    urllib.request.urlopen(request, timeout=10).read()
+    page.wait_for_function("() => window.friends.users[0].online", timeout=5000)
+    page.evaluate("() => window.friends.stop()")
+    page.close()
