@@ -44,8 +44,8 @@ swift build --build-tests
 # The several-process tests start many servers and load both cores, and the socket churn tests
 # open 10,000 sockets and push megabytes: run them on their own, so the timing bounds of the
 # other tests are not measured on a machine they saturate.
-swift test --skip-build --skip MultiProcessTests --skip LoadBalancerTests --skip SocketChurnTests
-swift test --skip-build --filter "MultiProcessTests|LoadBalancerTests|SocketChurnTests"
+swift test --skip-build --skip MultiProcessTests --skip LoadBalancerTests --skip SocketChurnTests --skip ShippedNginxTests
+swift test --skip-build --filter "MultiProcessTests|LoadBalancerTests|SocketChurnTests|ShippedNginxTests"
 node --test Tests/js
 scripts/schemathesis.sh
 python3 scripts/fetch-react.py   # React 18 for the React bindings' tests (from PyPI's dash wheel)

@@ -34,6 +34,9 @@ import PresenceStore
         try await withServer(configure: {
             $0.outboxCapacity = 8
             $0.closeGrace = .seconds(20)
+            // The stuck client is silent: on a loaded machine the flood outlasted the keep-alive's
+            // two 30 s intervals, which cut it as silent before its outbox could overflow.
+            $0.webSocketPingAfter = .seconds(600)
             // One diff per change: the healthy subscriber checks each in turn.
             $0.diffMerging = .off
         }) { http in
@@ -65,6 +68,7 @@ import PresenceStore
         try await withServer(configure: {
             $0.outboxCapacity = 4
             $0.closeGrace = .milliseconds(200)
+            $0.webSocketPingAfter = .seconds(600)
             $0.diffMerging = .off
         }) { http in
             let (stuck, _, _) = try await floodUntilStuckSubscriberIsDropped(http)
