@@ -82,14 +82,19 @@ public enum PresenceApplication {
                 address: .hostname(configuration.host, port: configuration.port),
                 serverName: serverName,
                 backlog: configuration.backlog),
+            // A service group stops its services last to first, after the server stops taking connections.
             services: [
-                StoreService(store: store), hub, watchers, expiry, OutageService(store: store, sockets: openSockets, logger: logger),
+                StoreService(store: store), hub, watchers, OutageService(store: store, sockets: openSockets, logger: logger),
                 RetentionService(
                     store: store, userRetention: configuration.retention, eventRetention: configuration.eventRetention,
                     interval: configuration.retentionSweepInterval, logger: logger),
                 WebhookService(registry: webhooks, store: store, timings: configuration.webhookTimings, logger: logger),
-                // Last, so it stops first, right after the server stops taking connections.
+                // Says goodbye to every socket and waits up to the close grace for them.
                 SocketShutdownService(sockets: openSockets, closeGrace: configuration.closeGrace),
+                // Last, so it stops first: the server no longer takes heartbeats, and must not expire
+                // sessions for the time it refuses them itself (the socket drain takes up to the close
+                // grace, a session's timeout can be 2.5 s). The next start grants them a grace period.
+                expiry,
             ],
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
             logger: logger)

@@ -36,6 +36,46 @@ import PresenceStore
         #expect(frames.last?.closeCode == 1000, "the server still says goodbye: \(frames.map(\.opcode))")
     }
 
+    /// A graceful restart makes nobody flicker offline (issue 28's case): ten users heartbeating
+    /// every second with a 5 s timeout, a subscriber that never answers the close (so the drain
+    /// takes the whole 5 s close grace), no heartbeat from the SIGTERM to the new start. The old
+    /// process used to expire them during its drain, at deadlines that fell in the time it refused
+    /// their heartbeats itself; now its expiry stops first and the new start grants a grace period.
+    @Test func aGracefulRestartExpiresNobodyForTheTimeItRefusedHeartbeats() async throws {
+        let directory = temporaryDirectory()
+        let port = try freePort()
+        let arguments = ["--port", "\(port)", "--admin-key", adminKey, "--data-dir", directory]
+        var server = try ServerProcess(arguments: arguments)
+        try await server.waitUntilListening()
+        let client = ProcessClient(port: port)
+        func beat(_ index: Int) async throws {
+            _ = try await client.heartbeat(user: "u\(index)", session: "s\(index)", interval: 2_000)
+        }
+        for index in 0..<10 { try await beat(index) }
+        let roomToken = try await client.heartbeat(user: "u0", session: "s0", interval: 2_000).roomToken
+        let watcher = try await offThePool { try RawWebSocket(port: port) }
+        try watcher.sendText(#"{"type":"subscribe","roomToken":"\#(roomToken)"}"#)
+        for _ in 0..<2 {
+            try await Task.sleep(for: .seconds(1))
+            for index in 0..<10 { try await beat(index) }
+        }
+        let stopped = SystemWallClock().nowMillis()
+        kill(server.process.processIdentifier, SIGTERM)
+        #expect(try await server.waitForExit(timeout: .seconds(30)) == 0)
+        server = try ServerProcess(arguments: arguments)
+        try await server.waitUntilListening()
+        let restarted = SystemWallClock().nowMillis()
+        for index in 0..<10 { try await beat(index) }
+        // Only the time the server refused heartbeats itself counts: a test client slowed down by a
+        // loaded machine may let a session lapse before or after it, which is a real timeout.
+        let leaves = try await client.events().filter { event in
+            guard event["type"]?.string == "leave", let at = event["at"]?.integer else { return false }
+            return (stopped...restarted).contains(at)
+        }
+        #expect(leaves.isEmpty, "\(leaves.map(\.compactJSON))")
+        _ = watcher
+    }
+
     /// `--ws-ping-seconds` reaches the keep-alive: a silent peer is pinged after it, then cut.
     @Test func theWebSocketPingIntervalIsAFlag() async throws {
         let server = try ServerProcess(arguments: ["--port", "0", "--store", "memory", "--ws-ping-seconds", "1"])
