@@ -25,7 +25,7 @@ for _ in $(seq 50); do
     curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
     sleep 0.2
 done
-schemathesis run "http://127.0.0.1:$port/openapi.json" \
+schemathesis --config-file scripts/schemathesis.toml run "http://127.0.0.1:$port/openapi.json" \
     --header "Authorization: Bearer $key" \
     --checks all --exclude-checks use_after_free,negative_data_rejection \
     --max-examples 25 --workers 1 --seed 20261129 --no-color
