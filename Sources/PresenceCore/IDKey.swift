@@ -46,9 +46,6 @@ public struct IDDictionary<Value>: Sequence, ExpressibleByDictionaryLiteral {
     @inlinable public init(dictionaryLiteral elements: (String, Value)...) {
         storage = Storage(uniqueKeysWithValues: elements.map { (IDKey($0.0), $0.1) })
     }
-    @inlinable public init(_ pairs: some Sequence<(String, Value)>, uniquingKeysWith combine: (Value, Value) -> Value) {
-        storage = Storage(pairs.map { (IDKey($0.0), $0.1) }, uniquingKeysWith: combine)
-    }
 
     @inlinable public subscript(id: String) -> Value? {
         get { storage[IDKey(id)] }
@@ -83,11 +80,6 @@ public struct IDDictionary<Value>: Sequence, ExpressibleByDictionaryLiteral {
         return mapped
     }
 
-    @inlinable public func filter(_ isIncluded: ((key: String, value: Value)) throws -> Bool) rethrows -> IDDictionary<Value> {
-        var kept = IDDictionary<Value>()
-        kept.storage = try storage.filter { try isIncluded((key: $0.key.id, value: $0.value)) }
-        return kept
-    }
 
     public struct Iterator: IteratorProtocol {
         @usableFromInline var base: Storage.Iterator
@@ -119,7 +111,6 @@ public struct IDSet: Sequence, Hashable, Sendable, ExpressibleByArrayLiteral {
     }
     @inlinable @discardableResult public mutating func remove(_ id: String) -> String? { storage.remove(IDKey(id))?.id }
     @inlinable public mutating func formUnion(_ ids: some Sequence<String>) { storage.formUnion(ids.lazy.map(IDKey.init)) }
-    @inlinable public mutating func formUnion(_ other: IDSet) { storage.formUnion(other.storage) }
     @inlinable public func union(_ ids: some Sequence<String>) -> IDSet { var union = self; union.formUnion(ids); return union }
     @inlinable public mutating func subtract(_ ids: some Sequence<String>) { storage.subtract(ids.lazy.map(IDKey.init)) }
     @inlinable public mutating func removeAll(keepingCapacity: Bool = false) { storage.removeAll(keepingCapacity: keepingCapacity) }

@@ -64,8 +64,6 @@ final class ConnectionsPerAddress: Sendable {
         }
         return true
     }
-
-    func count(of address: String) -> Int { counts.withLock { $0[address] ?? 0 } }
 }
 
 /// Answers a request NIO's parser refused (a space in the target, a raw non-ASCII byte, a header
@@ -132,7 +130,7 @@ final class MalformedRequestHandler: ChannelDuplexHandler, RemovableChannelHandl
         let body = ByteBuffer(string: refusal.jsonBody)
         var head = HTTPResponseHead(version: .http1_1, status: .init(statusCode: refusal.status))
         head.headers = [
-            "Content-Type": "application/json; charset=utf-8", "Content-Length": "\(body.readableBytes)", "Connection": "close",
+            "Content-Type": Response.jsonContentType, "Content-Length": "\(body.readableBytes)", "Connection": "close",
             "Server": PresenceApplication.serverName,
         ]
         context.write(wrapOutboundOut(.head(head)), promise: nil)

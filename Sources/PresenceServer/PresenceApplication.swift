@@ -54,7 +54,7 @@ public enum PresenceApplication {
 
         let openSockets = OpenSockets()
         let sockets = WebSocketEndpoint(
-            operations: operations, hub: hub, watchers: watchers, metrics: metrics, configuration: configuration,
+            operations: operations, hub: hub, watchers: watchers, metrics: metrics, configuration: configuration, origins: origins,
             addressLimits: addressLimits, openSockets: openSockets,
             keepAliveWheels: KeepAliveWheels(interval: TimeAmount(configuration.webSocketPingAfter)), logger: logger)
         let connections = ConnectionsPerAddress(

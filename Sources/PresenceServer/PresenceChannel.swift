@@ -121,10 +121,8 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
                 var body = ByteBuffer(string: refusal.jsonBody)
                 var head = HTTPResponse(
                     status: .init(code: refusal.status),
-                    headerFields: [
-                        .contentType: Response.jsonContentType, .contentLength: "\(body.readableBytes)", .connection: "close",
-                    ])
-                if refusal.status == 426 { head.headerFields[WebSocketHandshake.versionHeader] = "13" }
+                    headerFields: [.contentType: Response.jsonContentType, .contentLength: "\(body.readableBytes)"])
+                WebSocketHandshake.addRefusalHeaders(for: refusal, to: &head.headerFields)
                 try await outbound.write(contentsOf: [.head(head), .body(body.readSlice(length: body.readableBytes)!), .end(nil)])
             }
         } catch {
@@ -147,8 +145,7 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
                 try WebSocketHandshake.check(request.head)
             } catch {
                 var response = Response.error(error)
-                response.headers[.connection] = "close"
-                if error.status == 426 { response.headers[WebSocketHandshake.versionHeader] = "13" }
+                WebSocketHandshake.addRefusalHeaders(for: error, to: &response.headers)
                 try await responseWriter.write(response: response.head, body: response.body)
                 throw ClosedAfterAnswer()
             }

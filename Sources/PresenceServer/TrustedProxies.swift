@@ -38,12 +38,15 @@ public struct TrustedProxies: Sendable, Hashable {
 
     let networks: [Network]
     public let header: Header
+    /// `header` as a field name, made once: every request behind a proxy reads it.
+    private let headerName: HTTPField.Name
 
     public static let none = TrustedProxies(networks: [], header: .xForwardedFor)
 
     init(networks: [Network], header: Header) {
         self.networks = networks
         self.header = header
+        headerName = HTTPField.Name(header.rawValue)!
     }
 
     /// - Parameter entries: addresses (`10.1.2.3`, `::1`) and CIDR ranges (`10.0.0.0/8`, `fd00::/8`).
@@ -69,8 +72,7 @@ public struct TrustedProxies: Sendable, Hashable {
             }
             networks.append(Network(bytes: bytes, prefixLength: prefixLength))
         }
-        self.networks = networks
-        self.header = header
+        self.init(networks: networks, header: header)
     }
 
     public var isEmpty: Bool { networks.isEmpty }
@@ -91,7 +93,7 @@ public struct TrustedProxies: Sendable, Hashable {
         guard !networks.isEmpty, trusts(peerAddress) else { return peerAddress }
         var nearest = peerAddress
         // Each proxy appends the address it received from, so read the chain from its right end.
-        for entry in header.chain(headers[values: HTTPField.Name(header.rawValue)!]).reversed() {
+        for entry in header.chain(headers[values: headerName]).reversed() {
             guard let address = entry else { return nearest }
             guard trusts(address) else { return address }
             nearest = address

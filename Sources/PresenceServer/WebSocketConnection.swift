@@ -26,6 +26,8 @@ struct WebSocketEndpoint: Sendable {
     let watchers: UserWatchHub
     let metrics: PresenceMetrics
     let configuration: PresenceServerConfiguration
+    /// `configuration.allowedOrigins`, read once.
+    let origins: CORSOrigins
     let addressLimits: AddressLimits
     let openSockets: OpenSockets
     let keepAliveWheels: KeepAliveWheels
@@ -45,7 +47,7 @@ struct WebSocketEndpoint: Sendable {
             }
             guard request.uri.path == Self.path else { throw .notFound("no WebSocket at \(request.uri.path); it is at \(Self.path)") }
             try WebSocketHandshake.check(request.head, httpVersion: (head.version.major, head.version.minor))
-            try WebSocketAdmission.checkOrigin(request, origins: CORSOrigins(allowed: configuration.allowedOrigins))
+            try WebSocketAdmission.checkOrigin(request, origins: origins)
             let address = configuration.trustedProxies.clientAddress(peer: channel.remoteAddress, headers: request.headers)
             guard addressLimits.allow(address, now: clock.nowMillis()) else {
                 metrics.rateLimited.increment()
@@ -120,6 +122,13 @@ extension WebSocketHandshake {
     /// Whether `request` asks for a WebSocket at all (`Upgrade: websocket`).
     static func isAsked(_ request: HTTPRequest) -> Bool {
         isAsked(upgrade: request.headerFields[values: .upgrade])
+    }
+
+    /// The headers an answer refusing a handshake carries besides its error: 426 names the
+    /// version this server speaks (RFC 6455 §4.4).
+    static func addRefusalHeaders(for refusal: PresenceError, to fields: inout HTTPFields) {
+        fields[.connection] = "close"
+        if refusal.status == 426 { fields[versionHeader] = "13" }
     }
 
     /// `check` of a request NIO read; a later request of a kept-alive connection, read as
@@ -248,20 +257,16 @@ final class PresenceSocketHandler: ChannelDuplexHandler, RemovableChannelHandler
             } else {
                 reader.enqueue(.binary)
             }
-        case .ping(let payload):
+        case .ping, .pong:
             guard !closeSent else { return true }
-            // Each ping costs a pong: it spends the socket's message budget like a message.
+            // Control frames spend the socket's message budget like messages: each ping costs a
+            // pong, and unasked-for pongs (allowed, RFC 6455 §5.5.3) are bytes to read all the same.
             guard limiter.allow(now: endpoint.clock.nowMillis()) else {
                 closeFlooding()
                 return true
             }
-            context.writeAndFlush(wrapOutboundOut(WebSocketWire.frame(opcode: .pong, payload)), promise: nil)
-        case .pong:
-            guard !closeSent else { return true }
-            // Unasked-for pongs are allowed (RFC 6455 §5.5.3), and a peer's bytes to read all the same.
-            guard limiter.allow(now: endpoint.clock.nowMillis()) else {
-                closeFlooding()
-                return true
+            if case .ping(let payload) = frame {
+                context.writeAndFlush(wrapOutboundOut(WebSocketWire.frame(opcode: .pong, payload)), promise: nil)
             }
         case .close(let code):
             reader.stop()

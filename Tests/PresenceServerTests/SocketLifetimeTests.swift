@@ -22,7 +22,7 @@ import PresenceStore
                 webhooks: WebhookRegistry(endpoints: [])),
             hub: FanoutHub(store: store, metrics: metrics, logger: logger),
             watchers: UserWatchHub(store: store, logger: logger),
-            metrics: metrics, configuration: configuration,
+            metrics: metrics, configuration: configuration, origins: CORSOrigins(allowed: configuration.allowedOrigins),
             addressLimits: AddressLimits(rate: 1_000, burst: 1_000, maxConnections: 10),
             openSockets: OpenSockets(), keepAliveWheels: KeepAliveWheels(interval: .seconds(30)), logger: logger)
         let channel = EmbeddedChannel()
