@@ -78,9 +78,16 @@ public final class PresenceMetrics: Sendable {
         }
         var text = registry.emitToString()
         // The store's figures are read at scrape time, like the counts above; they are not kept here.
+        // A figure may carry labels (`name{endpoint="…"}`): HELP and TYPE name its family, once,
+        // as the text format requires (a label there made Prometheus refuse the whole scrape).
+        var described = Set<Substring>()
         for gauge in storeGauges {
-            let type = gauge.name.hasSuffix("_total") ? "counter" : "gauge"
-            text += "# HELP \(gauge.name) \(gauge.help)\n# TYPE \(gauge.name) \(type)\n\(gauge.name) \(gauge.value)\n"
+            let family = gauge.name.prefix { $0 != "{" }
+            if described.insert(family).inserted {
+                let type = family.hasSuffix("_total") ? "counter" : "gauge"
+                text += "# HELP \(family) \(gauge.help)\n# TYPE \(family) \(type)\n"
+            }
+            text += "\(gauge.name) \(gauge.value)\n"
         }
         return text
     }

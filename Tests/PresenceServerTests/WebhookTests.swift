@@ -176,6 +176,11 @@ func fastWebhooks(_ configuration: inout PresenceServerConfiguration, _ endpoint
         try await Task.sleep(for: .seconds(2))
         let metrics = try await client.call("GET", "/metrics").body
         #expect(metrics.contains("endpoint=\"\(named)\""))
+        // HELP and TYPE name a family, once: a label there made Prometheus refuse the whole scrape.
+        let comments = metrics.split(separator: "\n").filter { $0.hasPrefix("# HELP ") || $0.hasPrefix("# TYPE ") }
+        #expect(!comments.contains { $0.split(separator: " ")[2].contains("{") }, "\(comments)")
+        #expect(Set(comments).count == comments.count)
+        #expect(metrics.contains("# TYPE presence_webhook_deliveries_failed_total counter"))
         server.process.terminate()
         _ = try await server.waitForExit()
         let rest = String(decoding: server.output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
