@@ -351,7 +351,8 @@ actor ClientCore {
                 if touched { watchers[watcherId]!.listener.yield(watchers[watcherId]!.list) }
             }
         case ("unsubscribed", nil):
-            // The server ended a subscription (room removed, token rotated): heartbeat for the current token.
+            // The server ended a subscription (room removed, token rotated, user token expired): heartbeat
+            // for the current token; an expired user token makes that heartbeat fetch a fresh one first.
             guard let token = message.roomToken else { return }
             for key in rooms.keys where rooms[key]!.subscribedToken == token {
                 rooms[key]!.subscribedToken = nil
