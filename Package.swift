@@ -105,6 +105,7 @@ let package = Package(
             name: "PresenceLoad",
             dependencies: [
                 "CMallocInfo",
+                "PresenceProcess",
                 "PresenceCore",
                 "PresenceStore",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -116,9 +117,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Real server processes, for the tests and the benchmark alike.
+        .target(
+            name: "PresenceProcess",
+            dependencies: ["PresenceCore"],
+            swiftSettings: swiftSettings
+        ),
+        // The tests' harness; the benchmark's load generators are not part of it.
         .target(
             name: "PresenceTestSupport",
-            dependencies: ["PresenceLoad"],
+            dependencies: ["PresenceProcess", "PresenceStore"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -164,6 +172,8 @@ let package = Package(
             name: "PresenceStoreTests",
             dependencies: [
                 "PresenceStore", "PresenceSQLite", "PresencePostgres", "PresenceTestSupport",
+                // BenchmarkSmokeTests runs the benchmark's phases.
+                "PresenceLoad",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],

@@ -1,3 +1,4 @@
+import PresenceProcess
 import ArgumentParser
 import Foundation
 import Hummingbird

@@ -1,3 +1,4 @@
+import PresenceProcess
 import ArgumentParser
 import Foundation
 import NIOCore
@@ -15,13 +16,13 @@ import Glibc
 struct PresenceBenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "presence-bench",
-        abstract: "Measures presence-server: heartbeat cost, fan-out latency, big rooms, friends lists, expiry precision, memory, churn, webhooks.",
+        abstract: "Measures presence-server: heartbeat cost, a change's fixed cost, fan-out latency, big rooms, friends lists, expiry precision, memory, churn, webhooks.",
         subcommands: [Run.self, StoreChurnCommand.self, FloorServerCommand.self],
         defaultSubcommand: Run.self)
 }
 
 enum Scenario: String, CaseIterable, ExpressibleByArgument {
-    case heartbeat, fanout, bigroom, friends, expiry, memory, steady, churn, webhooks, multinode
+    case heartbeat, fixedcost, fanout, bigroom, friends, expiry, memory, steady, churn, webhooks, multinode
 }
 
 struct Run: AsyncParsableCommand {
@@ -69,6 +70,8 @@ struct Run: AsyncParsableCommand {
             switch scenario {
             case .heartbeat:
                 measurements += try await (smoke ? HeartbeatCost.smoke : HeartbeatCost()).run(context)
+            case .fixedcost:
+                measurements += try await (smoke ? FixedCost.smoke : FixedCost()).run(context)
             case .fanout:
                 var fanout = smoke ? FanOut.smoke : FanOut()
                 if !fanoutSize.isEmpty { fanout.sizes = try fanoutSize.map(Self.fanoutSize) }

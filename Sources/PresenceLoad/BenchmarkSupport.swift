@@ -1,3 +1,4 @@
+import PresenceProcess
 import Foundation
 import NIOCore
 import NIOPosix

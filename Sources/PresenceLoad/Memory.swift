@@ -1,3 +1,4 @@
+import PresenceProcess
 import CMallocInfo
 import Foundation
 import NIOCore

@@ -1,5 +1,6 @@
 import Foundation
-@_exported import PresenceLoad
+@_exported import PresenceProcess
+@_exported import PresenceStore
 #if canImport(Glibc)
 import Glibc
 #endif

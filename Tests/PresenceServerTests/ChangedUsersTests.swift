@@ -7,19 +7,19 @@ import Testing
 @Suite struct ChangedUsersTests {
     @Test func onlyWatchedUsersAreNotedAndTheHubWakesOncePerTake() {
         let changed = UserWatchHub.ChangedUsers()
-        #expect(!changed.note("nobody-watches"))
+        #expect(!changed.note(["nobody-watches"]))
         #expect(changed.take().isEmpty)
 
         changed.watch(["ada", "bob"])
-        #expect(changed.note("ada"), "the first change wakes the hub")
-        #expect(!changed.note("bob"), "a wake-up is already on its way")
-        #expect(!changed.note("carol"))
+        #expect(changed.note(["ada"]), "the first change wakes the hub")
+        #expect(!changed.note(["bob"]), "a wake-up is already on its way")
+        #expect(!changed.note(["carol"]))
         #expect(changed.take() == ["ada", "bob"])
         #expect(changed.take().isEmpty)
 
         changed.unwatch(["ada"])
-        #expect(!changed.note("ada"))
-        #expect(changed.note("bob"))
+        #expect(!changed.note(["ada"]))
+        #expect(changed.note(["bob"]))
         #expect(changed.take() == ["bob"])
     }
 
@@ -28,10 +28,10 @@ import Testing
     @Test func usersMarkedAfterAFailedReadAreReadWithTheNextEvent() {
         let changed = UserWatchHub.ChangedUsers()
         changed.watch(["ada", "bob"])
-        #expect(changed.note("ada"))
+        #expect(changed.note(["ada"]))
         let taken = changed.take()
         changed.mark(taken)
-        #expect(changed.note("bob"))
+        #expect(changed.note(["bob"]))
         #expect(changed.take() == ["ada", "bob"])
     }
 }

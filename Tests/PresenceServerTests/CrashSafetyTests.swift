@@ -3,6 +3,7 @@ import Foundation
 import FoundationNetworking
 #endif
 import GRDB
+import Synchronization
 import Testing
 import PresenceServer
 import PresenceStore
@@ -40,7 +41,8 @@ import PresenceStore
         var inFlight: Operation?
         var sessionToken: String?
         var counter: Int64 = 0
-        var acknowledgedCount = 0
+        /// Read by the test while the worker runs.
+        let acknowledgedCount = Atomic<Int>(0)
 
         init(userId: String, port: Int, startingFrom model: UserModel) {
             self.userId = userId
@@ -89,7 +91,7 @@ import PresenceStore
                     return  // the server is gone; `inFlight` may or may not have been applied
                 }
                 acknowledged = operation.applied(to: acknowledged)
-                acknowledgedCount += 1
+                acknowledgedCount.add(1, ordering: .relaxed)
                 inFlight = nil
                 step += 1
             }
@@ -127,12 +129,17 @@ import PresenceStore
                 }
             }
             try await Task.sleep(for: .milliseconds(Int.random(in: 300...1_200, using: &generator)))
+            // A machine busy with the rest of the suite may start the load late: crash only once it ran.
+            let started = ContinuousClock.now
+            while workers.reduce(0, { $0 + $1.acknowledgedCount.load(ordering: .relaxed) }) < 40, ContinuousClock.now - started < .seconds(20) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
             kill(server.process.processIdentifier, SIGKILL)
             await load.value
             _ = try await server.waitForExit()
             for worker in workers {
                 expected[worker.userId] = worker.allowed
-                totalAcknowledged += worker.acknowledgedCount
+                totalAcknowledged += worker.acknowledgedCount.load(ordering: .relaxed)
             }
         }
         #expect(totalAcknowledged > 100, "the load ran: \(totalAcknowledged) acknowledged operations")

@@ -192,7 +192,10 @@ import PresenceStore
         try await server.waitUntilListening()
         let port = server.port
         func heartbeat(_ user: String) async throws -> (Int, String) {
-            try await Self.send(port: port, "POST", "/api/heartbeat", body: #"{"roomId":"doc","userId":"\#(user)","sessionId":"\#(user)-1"}"#)
+            // A long interval: a machine busy with the rest of the suite must not expire them meanwhile.
+            try await Self.send(
+                port: port, "POST", "/api/heartbeat",
+                body: #"{"roomId":"doc","userId":"\#(user)","sessionId":"\#(user)-1","interval":60000}"#)
         }
         func listing() async throws -> RoomListing {
             let (status, text) = try await Self.send(port: port, "GET", "/api/rooms/doc/users", admin: "k")

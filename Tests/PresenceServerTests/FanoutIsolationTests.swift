@@ -79,8 +79,15 @@ final class SlowRoomStore: PresenceStore {
     func sessionOwner(sessionToken: String) async throws -> SessionOwner? { try await inner.sessionOwner(sessionToken: sessionToken) }
     func expireDueSessions(limit: Int) async throws -> Int { try await inner.expireDueSessions(limit: limit) }
     func nextDeadline() async throws -> Int64? { try await inner.nextDeadline() }
-    func roomChanges() -> AsyncStream<RoomChange> { inner.roomChanges() }
-    func committedEvents() -> AsyncStream<PresenceEvent> { inner.committedEvents() }
+    func commits() -> AsyncStream<CommittedBatch> { inner.commits() }
+    func listenToCommits(_ body: @escaping @Sendable (CommittedBatch) -> Void) -> FeedListening { inner.listenToCommits(body) }
+    func checkCanCommit() throws(PresenceError) { try inner.checkCanCommit() }
+    var gauges: [StoreGauge] { inner.gauges }
+    func run() async throws { try await inner.run() }
+    func synchronize() async throws { try await inner.synchronize() }
+    func outages() -> AsyncStream<Void> { inner.outages() }
+    var deliversWebhooks: Bool { inner.deliversWebhooks }
+    func heartbeatAtOnce(_ request: HeartbeatRequest) -> SessionTokens? { inner.heartbeatAtOnce(request) }
     func statistics() async throws -> PresenceStatistics { try await inner.statistics() }
     func events(after: UInt64?, roomId: String?, limit: Int) async throws -> EventPage {
         try await inner.events(after: after, roomId: roomId, limit: limit)

@@ -1,3 +1,4 @@
+import PresenceLoad
 import Foundation
 import Testing
 import PresenceTestSupport
@@ -52,6 +53,7 @@ import PresenceTestSupport
         ("expiry", ["40 sessions, offline diff after the deadline, p99"]),
         ("memory", ["RSS per connected, subscribed, heartbeating session", "memory store heap per session", "sqlite store heap per session"]),
         ("churn", ["joins/s through the server, sqlite store", "leaves/s through the server, memory store"]),
+        ("fixedcost", ["memory: server CPU per change", "sqlite: server CPU per change", "sqlite: diffs delivered per change"]),
         ("webhooks", ["rate with a webhook ÷ rate without", "rate with a hanging endpoint ÷ rate without", "delivery lag after the event, p99", "events delivered of those written"]),
     ])
     func scenarioRunsAndReports(scenario: String, expectedFigures: [String]) async throws {
