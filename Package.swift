@@ -18,6 +18,8 @@ let package = Package(
         .executable(name: "presence-server", targets: ["PresenceServerExecutable"]),
         .executable(name: "presence-bench", targets: ["PresenceBench"]),
         .executable(name: "presence-watch", targets: ["PresenceWatch"]),
+        // For the tests that pin allocations per request: preloaded into a server, it counts them.
+        .library(name: "PresenceAllocationCounter", type: .dynamic, targets: ["CAllocationCounter"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -78,6 +80,7 @@ let package = Package(
                 "PresenceStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -101,6 +104,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(name: "CMallocInfo"),
+        .target(name: "CAllocationCounter"),
         .target(
             name: "PresenceLoad",
             dependencies: [

@@ -38,14 +38,15 @@ public struct FixedCost: Sendable {
         let http = try await context.connectHTTP(connections, to: address)
         context.progress("fixed cost (\(store)): \(rooms) rooms, one subscriber each")
         let diffs = Counter()
-        let subscriber = try await WebSocketLoadConnection.connect(to: address, group: context.group) { message, _ in
-            if Wire.isDiff(message) { diffs.add() }
-        }
+        // A socket follows at most 100 rooms by default: one subscriber socket per 50 rooms.
+        let subscribers = try await context.openSockets((rooms + 49) / 50, to: address, onPush: { _ in
+            { message, _ in if Wire.isDiff(message) { diffs.add() } }
+        })
         // A member that stays keeps each room alive between a join and its leave.
         for room in 0..<rooms {
             let tokens = try await http[room % connections].heartbeat(
-                room: "fc-\(room)", user: "resident", session: "resident-\(room)", interval: 300_000)
-            _ = try await subscriber.request(Wire.subscribe(roomToken: tokens.roomToken, limit: 100, id: room))
+                room: "fc-\(room)", user: "resident-\(room)", session: "resident-\(room)", interval: 300_000)
+            _ = try await subscribers[room / 50].request(Wire.subscribe(roomToken: tokens.roomToken, limit: 100, id: room))
         }
         try await settle(diffs)
         _ = diffs.reset()
@@ -64,7 +65,7 @@ public struct FixedCost: Sendable {
         let delivered = diffs.reset()
         let health = try await pacedPhase(http, of: server.process) { _, _ in .get("/health") }
 
-        await context.closeAll([subscriber])
+        await context.closeAll(subscribers)
         for connection in http { await connection.close() }
         try await server.stop()
         guard changes.requests > 0, health.requests > 0 else { throw BenchmarkError("fixed cost: no requests were answered") }

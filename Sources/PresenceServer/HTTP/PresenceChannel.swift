@@ -103,7 +103,12 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
             case .webSocket:
                 return
             case .http(let http):
-                await handleHTTP(asyncChannel: http, logger: logger)
+                // The connection's task runs on its channel's event loop, as a socket's reader does
+                // (`EventLoopTaskExecutor`): a request wakes one thread, not the loop, then a thread
+                // of Swift's pool, then the loop again for the answer.
+                await withTaskExecutorPreference(EventLoopTaskExecutor(value.channel.eventLoop)) {
+                    await handleHTTP(asyncChannel: http, logger: logger)
+                }
             case .refusedUpgrade(let http, let refusal):
                 await Self.refuse(http, with: refusal, logger: logger)
             }

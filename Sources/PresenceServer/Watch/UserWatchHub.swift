@@ -1,4 +1,5 @@
 import Logging
+import NIOPosix
 import PresenceStore
 import ServiceLifecycle
 import Synchronization
@@ -51,29 +52,32 @@ final class UserWatchHub: Service, Sendable {
 
     func run() async throws {
         var state = UserWatchState<Outbox>(maximumPerSocket: maximumPerSocket)
-        await withDiscardingTaskGroup { group in
-            group.addTask { [commandContinuation] in
-                try? await gracefulShutdown()
-                commandContinuation.finish()
-            }
-            for await command in commands.cancelOnGracefulShutdown() {
-                switch command {
-                case .watch(let outbox, let userIds, let requestId):
-                    state.watch(outbox, userIds: userIds, requestId: requestId)
-                case .unwatch(let outbox, let userIds, let requestId):
-                    state.unwatch(outbox, userIds: userIds, requestId: requestId)
-                case .removeWatcher(let outbox):
-                    state.removeWatcher(outbox.id)
-                case .usersChanged:
-                    state.usersChanged(changedUsers.take())
-                case .storeReloaded:
-                    state.storeReloaded()
-                case .statusesRead(let result):
-                    state.statusesRead(result, nowMillis: store.clock.nowMillis())
+        // On an event loop, as the fan-out hub is (see there).
+        await withTaskExecutorPreference(EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.next())) {
+            await withDiscardingTaskGroup { group in
+                group.addTask { [commandContinuation] in
+                    try? await gracefulShutdown()
+                    commandContinuation.finish()
                 }
-                carryOut(state.takeActions(), group: &group)
+                for await command in commands.cancelOnGracefulShutdown() {
+                    switch command {
+                    case .watch(let outbox, let userIds, let requestId):
+                        state.watch(outbox, userIds: userIds, requestId: requestId)
+                    case .unwatch(let outbox, let userIds, let requestId):
+                        state.unwatch(outbox, userIds: userIds, requestId: requestId)
+                    case .removeWatcher(let outbox):
+                        state.removeWatcher(outbox.id)
+                    case .usersChanged:
+                        state.usersChanged(changedUsers.take())
+                    case .storeReloaded:
+                        state.storeReloaded()
+                    case .statusesRead(let result):
+                        state.statusesRead(result, nowMillis: store.clock.nowMillis())
+                    }
+                    carryOut(state.takeActions(), group: &group)
+                }
+                group.cancelAll()
             }
-            group.cancelAll()
         }
     }
 
