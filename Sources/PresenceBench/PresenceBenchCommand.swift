@@ -42,6 +42,12 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Also write the measurements as JSON to this file.")
     var json: String?
 
+    @Option(help: "Rewrite the figures section of this Markdown file (BENCHMARKS.md) with this run's table, date and commit.")
+    var markdown: String?
+
+    @Option(help: "The commit measured, for --markdown (scripts/bench.sh passes git's).")
+    var commit: String?
+
     @Option(help: "fanout's sizes instead of its own, each SUBSCRIBERS:OPERATIONS (repeatable), e.g. --fanout-size 500:300.")
     var fanoutSize: [String] = []
 
@@ -118,6 +124,10 @@ struct Run: AsyncParsableCommand {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             try encoder.encode(measurements).write(to: URL(fileURLWithPath: json))
+        }
+        if let markdown {
+            let heading = "`scripts/bench.sh --update`, \(Date.now.formatted(.iso8601.year().month().day())), commit \(commit ?? "unknown"), \(System.coreCount) cores, \(Int(elapsed.components.seconds)) s:"
+            try Figure.replaceTable(in: URL(fileURLWithPath: markdown), with: heading + "\n\n" + Figure.table(measurements))
         }
         let missed = measurements.filter { $0.met == false }
         if !missed.isEmpty {

@@ -60,6 +60,18 @@ public struct Figure: Sendable, Codable {
         }
         return lines.joined(separator: "\n")
     }
+
+    static let tableBegins = "<!-- figures: written by scripts/bench.sh --update; edits here are overwritten -->"
+    static let tableEnds = "<!-- end of figures -->"
+
+    /// Replaces what stands between the figures markers of a Markdown file with `text`.
+    public static func replaceTable(in file: URL, with text: String) throws {
+        let document = try String(contentsOf: file, encoding: .utf8)
+        guard let begin = document.range(of: tableBegins), let end = document.range(of: tableEnds), begin.upperBound <= end.lowerBound
+        else { throw BenchmarkError("\(file.path) has no figures markers (\(tableBegins) … \(tableEnds))") }
+        let updated = document[..<begin.upperBound] + "\n" + text + "\n" + document[end.lowerBound...]
+        try String(updated).write(to: file, atomically: true, encoding: .utf8)
+    }
 }
 
 /// Nearest-rank percentiles of a sample.
