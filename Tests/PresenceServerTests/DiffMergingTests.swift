@@ -46,13 +46,14 @@ enum ServerConfigurationDefaults {
             let started = ContinuousClock.now
             _ = try await http.heartbeat(user: "first", session: "first")
             var diff = try await socket.receive(type: "diff", timeout: .seconds(10)).decode(DiffMessage.self)
-            #expect(ContinuousClock.now - started < window / 2, "the change opening a window waited for it")
+            #expect(ContinuousClock.now - started < window, "the change opening a window waited for it")
             #expect(diff.from == version)
             users = diff.diff.applied(to: users)
             version = diff.roomVersion
 
             // Everything inside the window arrives as one diff spanning all its versions.
             let burst = 20
+            let burstStarted = ContinuousClock.now
             var tokens: [String] = []
             for index in 0..<burst {
                 tokens.append(try await http.heartbeat(user: "burst\(index)", session: "burst\(index)").sessionToken)
@@ -61,6 +62,8 @@ enum ServerConfigurationDefaults {
                 _ = try await http.call(.post, "/api/disconnect", body: token, headers: [.contentType: "text/plain"])
             }
             let expected = try await http.list(host.roomToken)
+            // One diff per window at most: the burst's own length says how many windows it spanned.
+            let windowsSpanned = Int(((ContinuousClock.now - burstStarted) / window).rounded(.up))
             var diffs = 0
             while users != expected.users {
                 diff = try await socket.receive(type: "diff", timeout: .seconds(10)).decode(DiffMessage.self)
@@ -69,8 +72,8 @@ enum ServerConfigurationDefaults {
                 version = diff.roomVersion
                 diffs += 1
             }
-            // Two when the burst fits one window; a loaded machine may stretch it over a few more.
-            #expect(diffs <= 4, "\(burst + 5) changes inside a \(window) window came as \(diffs) diffs")
+            // Two when the burst fits one window; a loaded machine stretches it over more.
+            #expect(diffs <= max(2, windowsSpanned + 1), "\(burst + 5) changes over \(windowsSpanned) windows of \(window) came as \(diffs) diffs")
             #expect(version == expected.roomVersion)
             #expect(diff.onlineCount == expected.onlineCount && diff.userCount == expected.userCount)
             #expect(await socket.nextRaw(timeout: .milliseconds(300)) == nil)
@@ -80,7 +83,7 @@ enum ServerConfigurationDefaults {
             let lone = ContinuousClock.now
             _ = try await http.heartbeat(user: "lone", session: "lone")
             diff = try await socket.receive(type: "diff", timeout: .seconds(10)).decode(DiffMessage.self)
-            #expect(ContinuousClock.now - lone < window / 2, "a lone change after a quiet spell waited")
+            #expect(ContinuousClock.now - lone < window, "a lone change after a quiet spell waited")
             #expect(diff.from == version && diff.upsert.map(\.userId) == ["lone"])
         }
     }

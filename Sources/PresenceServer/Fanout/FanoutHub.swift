@@ -1,7 +1,6 @@
 import DequeModule
 import Logging
 import NIOCore
-import NIOPosix
 import PresenceStore
 import ServiceLifecycle
 import Synchronization
@@ -76,39 +75,35 @@ final class FanoutHub: Service, Sendable {
         var state = FanoutState<Outbox>(
             merging: merging, subscriptionsPerSocket: subscriptionsPerSocket, maxConcurrentReads: Self.maxConcurrentReads)
         defer { listening.cancel() }
-        // On an event loop, as sockets' readers are: a change wakes one thread, and the hub's
-        // writes to the outboxes of that loop's sockets need no hop.
-        await withTaskExecutorPreference(EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.next())) {
-            await withDiscardingTaskGroup { group in
-                group.addTask { [commandContinuation] in
-                    // Stop with the service group: end the command stream so the loop below returns.
-                    try? await gracefulShutdown()
-                    commandContinuation.finish()
-                }
-                for await command in commands.cancelOnGracefulShutdown() {
-                    let now = ContinuousClock.now
-                    switch command {
-                    case .subscribe(let outbox, let roomToken, let limit, let requestId):
-                        state.subscribe(outbox, roomToken: roomToken, limit: limit, requestId: requestId, now: now)
-                    case .unsubscribe(let outbox, let roomToken, let requestId):
-                        state.unsubscribe(outbox, roomToken: roomToken, requestId: requestId)
-                    case .removeSubscriber(let outbox):
-                        state.removeSubscriber(outbox.id)
-                    case .roomsChanged:
-                        for (roomToken, entry) in pendingChanges.take() {
-                            state.roomChanged(roomToken, entry.change, since: entry.since, now: now)
-                        }
-                    case .roomRead(let roomToken, let limit, let result):
-                        state.roomRead(roomToken, limit: limit, result: result, now: now, nowMillis: store.clock.nowMillis())
-                    case .mergeWindowEnded(let roomToken):
-                        state.mergeWindowEnded(roomToken, now: now)
-                    }
-                    carryOut(&state, group: &group)
-                    metrics.subscribers.record(state.subscriptionCount)
-                    metrics.fanoutRoomsWaiting.record(state.roomsWaitingForRead)
-                }
-                group.cancelAll()
+        await withDiscardingTaskGroup { group in
+            group.addTask { [commandContinuation] in
+                // Stop with the service group: end the command stream so the loop below returns.
+                try? await gracefulShutdown()
+                commandContinuation.finish()
             }
+            for await command in commands.cancelOnGracefulShutdown() {
+                let now = ContinuousClock.now
+                switch command {
+                case .subscribe(let outbox, let roomToken, let limit, let requestId):
+                    state.subscribe(outbox, roomToken: roomToken, limit: limit, requestId: requestId, now: now)
+                case .unsubscribe(let outbox, let roomToken, let requestId):
+                    state.unsubscribe(outbox, roomToken: roomToken, requestId: requestId)
+                case .removeSubscriber(let outbox):
+                    state.removeSubscriber(outbox.id)
+                case .roomsChanged:
+                    for (roomToken, entry) in pendingChanges.take() {
+                        state.roomChanged(roomToken, entry.change, since: entry.since, now: now)
+                    }
+                case .roomRead(let roomToken, let limit, let result):
+                    state.roomRead(roomToken, limit: limit, result: result, now: now, nowMillis: store.clock.nowMillis())
+                case .mergeWindowEnded(let roomToken):
+                    state.mergeWindowEnded(roomToken, now: now)
+                }
+                carryOut(&state, group: &group)
+                metrics.subscribers.record(state.subscriptionCount)
+                metrics.fanoutRoomsWaiting.record(state.roomsWaitingForRead)
+            }
+            group.cancelAll()
         }
     }
 

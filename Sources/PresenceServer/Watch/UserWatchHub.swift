@@ -1,5 +1,4 @@
 import Logging
-import NIOPosix
 import PresenceStore
 import ServiceLifecycle
 import Synchronization
@@ -52,32 +51,29 @@ final class UserWatchHub: Service, Sendable {
 
     func run() async throws {
         var state = UserWatchState<Outbox>(maximumPerSocket: maximumPerSocket)
-        // On an event loop, as the fan-out hub is (see there).
-        await withTaskExecutorPreference(EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.next())) {
-            await withDiscardingTaskGroup { group in
-                group.addTask { [commandContinuation] in
-                    try? await gracefulShutdown()
-                    commandContinuation.finish()
-                }
-                for await command in commands.cancelOnGracefulShutdown() {
-                    switch command {
-                    case .watch(let outbox, let userIds, let requestId):
-                        state.watch(outbox, userIds: userIds, requestId: requestId)
-                    case .unwatch(let outbox, let userIds, let requestId):
-                        state.unwatch(outbox, userIds: userIds, requestId: requestId)
-                    case .removeWatcher(let outbox):
-                        state.removeWatcher(outbox.id)
-                    case .usersChanged:
-                        state.usersChanged(changedUsers.take())
-                    case .storeReloaded:
-                        state.storeReloaded()
-                    case .statusesRead(let result):
-                        state.statusesRead(result, nowMillis: store.clock.nowMillis())
-                    }
-                    carryOut(state.takeActions(), group: &group)
-                }
-                group.cancelAll()
+        await withDiscardingTaskGroup { group in
+            group.addTask { [commandContinuation] in
+                try? await gracefulShutdown()
+                commandContinuation.finish()
             }
+            for await command in commands.cancelOnGracefulShutdown() {
+                switch command {
+                case .watch(let outbox, let userIds, let requestId):
+                    state.watch(outbox, userIds: userIds, requestId: requestId)
+                case .unwatch(let outbox, let userIds, let requestId):
+                    state.unwatch(outbox, userIds: userIds, requestId: requestId)
+                case .removeWatcher(let outbox):
+                    state.removeWatcher(outbox.id)
+                case .usersChanged:
+                    state.usersChanged(changedUsers.take())
+                case .storeReloaded:
+                    state.storeReloaded()
+                case .statusesRead(let result):
+                    state.statusesRead(result, nowMillis: store.clock.nowMillis())
+                }
+                carryOut(state.takeActions(), group: &group)
+            }
+            group.cancelAll()
         }
     }
 
