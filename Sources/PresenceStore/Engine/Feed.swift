@@ -1,9 +1,6 @@
 import Synchronization
 
-/// Fans room changes out to any number of listeners, in order.
-public typealias ChangeFeed = Feed<RoomChange>
-
-/// Fans a store's committed room changes or events out to any number of listeners, in order.
+/// Fans a store's committed batches out to any number of listeners, in order.
 public final class Feed<Element: Sendable>: Sendable {
     private struct State {
         var nextId = 0
