@@ -67,11 +67,13 @@ public enum PresenceApplication {
                 GuardedChannel(
                     inner: PresenceChannel(
                         responder: responder,
+                        // One idle timer: `RequestTimeoutHandler` closes a connection whose next head does
+                        // not come within the idle timeout, so Hummingbird's own is not set.
                         http1: .init(
                             additionalChannelHandlers: [
                                 RequestTimeoutHandler(requestTimeout: requestTimeout, idleTimeout: idleTimeout, metrics: metrics)
                             ],
-                            idleTimeout: idleTimeout),
+                            idleTimeout: nil),
                         sockets: sockets, metrics: metrics,
                         heartbeatsAtOnce: HTTPHeartbeatAtOnce(
                             operations: operations, addressLimits: addressLimits, trustedProxies: configuration.trustedProxies,
