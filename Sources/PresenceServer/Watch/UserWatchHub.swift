@@ -40,7 +40,7 @@ final class UserWatchHub: Service, Sendable {
         (commands, commandContinuation) = AsyncStream<Command>.makeStream()
         // Listen from construction on, so no event committed before `run` starts is missed.
         listening = store.listenToCommits { [changedUsers, commandContinuation] batch in
-            if changedUsers.note(batch.events.map(\.userId)) { commandContinuation.yield(.usersChanged) }
+            if changedUsers.note(batch.events.lazy.map(\.userId)) { commandContinuation.yield(.usersChanged) }
             if batch.reloaded { commandContinuation.yield(.storeReloaded) }
         }
     }
@@ -120,7 +120,8 @@ final class UserWatchHub: Service, Sendable {
         private let state = Mutex(State())
 
         /// True for the first change of a watched user since the last `take`: the hub needs waking.
-        func note(_ userIds: [String]) -> Bool {
+        func note(_ userIds: some Collection<String>) -> Bool {
+            // Most batches name no one anybody watches: no copy, and no lock when there are no events.
             guard !userIds.isEmpty else { return false }
             return state.withLock { state in
                 var noted = false

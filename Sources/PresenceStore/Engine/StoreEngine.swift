@@ -175,18 +175,23 @@ public final class StoreEngine<Journal: StoreJournal>: PresenceCalls, PresenceEv
     // MARK: - PresenceCalls
 
     public func heartbeat(_ request: HeartbeatRequest) async throws -> SessionTokens {
-        if let tokens = heartbeatAtOnce(request) { return tokens }
-        let outcome = try await perform { state, now, _ throws(PresenceError) in
-            let outcome = try state.heartbeat(request, now: now)
-            if Journal.storesDeadlines { state.markSessionUnstored(request.sessionKey) }
-            return (outcome, outcome.changes)
-        }
+        if let tokens = extendInMemory(request) { return tokens }
+        // An inline journal applies it here at once and throws its error, if any.
+        let outcome = try await perform(Self.storingHeartbeat(request))
         locked.withLock { $0.counters.heartbeatsStored += 1 }
-        if let deadline = outcome.queuedDeadline { deadlineAlarm.note(deadline: deadline) }
-        return outcome.tokens
+        return answer(outcome)
     }
 
     public func heartbeatAtOnce(_ request: HeartbeatRequest) -> SessionTokens? {
+        if let tokens = extendInMemory(request) { return tokens }
+        // Nothing makes an inline journal wait: any heartbeat is answered here but a failing one.
+        guard Journal.appliesInline else { return nil }
+        let operation = Self.storingHeartbeat(request)
+        return (try? performInline { state, now throws(PresenceError) in try operation(&state, now, nil) }).map(answer)
+    }
+
+    /// The heartbeat of a live, stored session whose deadline the journal lets move in memory only.
+    private func extendInMemory(_ request: HeartbeatRequest) -> SessionTokens? {
         let now = clock.nowMillis()
         let extended = locked.withLock { state -> PresenceState.HeartbeatOutcome? in
             guard (try? journal.checkServing(state)) != nil, !state.unstoredSessions.contains(request.sessionKey),
@@ -198,17 +203,22 @@ public final class StoreEngine<Journal: StoreJournal>: PresenceCalls, PresenceEv
             state.counters.heartbeatsInMemory += 1
             return outcome
         }
-        if let extended {
-            if let deadline = extended.queuedDeadline { deadlineAlarm.note(deadline: deadline) }
-            return extended.tokens
+        return extended.map(answer)
+    }
+
+    /// A heartbeat applied as a mutation, whose batch stores what it changed.
+    private static func storingHeartbeat(
+        _ request: HeartbeatRequest
+    ) -> @Sendable (inout PresenceState, Int64, [String]?) throws(PresenceError) -> (PresenceState.HeartbeatOutcome, [RoomChange]) {
+        { state, now, _ throws(PresenceError) in
+            let outcome = try state.heartbeat(request, now: now)
+            if Journal.storesDeadlines { state.markSessionUnstored(request.sessionKey) }
+            return (outcome, outcome.changes)
         }
-        // Nothing makes an inline journal wait: any heartbeat is answered here but a failing one.
-        guard Journal.appliesInline,
-            let outcome = try? performInline({ state, now throws(PresenceError) in
-                let outcome = try state.heartbeat(request, now: now)
-                return (outcome, outcome.changes)
-            })
-        else { return nil }
+    }
+
+    /// The tokens of a heartbeat, once the expiry loop knows of any earlier deadline it queued.
+    private func answer(_ outcome: PresenceState.HeartbeatOutcome) -> SessionTokens {
         if let deadline = outcome.queuedDeadline { deadlineAlarm.note(deadline: deadline) }
         return outcome.tokens
     }
