@@ -58,6 +58,7 @@ final class SlowRoomStore: PresenceStore {
 
     func heartbeat(_ request: HeartbeatRequest) async throws -> SessionTokens { try await inner.heartbeat(request) }
     func disconnect(sessionToken: String) async throws { try await inner.disconnect(sessionToken: sessionToken) }
+    func disconnectAtOnce(sessionToken: String) -> Bool { inner.disconnectAtOnce(sessionToken: sessionToken) }
     func update(sessionToken: String, data: JSONValue?) async throws { try await inner.update(sessionToken: sessionToken, data: data) }
     func updateRoomUser(roomId: String, userId: String, data: JSONValue?) async throws {
         try await inner.updateRoomUser(roomId: roomId, userId: userId, data: data)

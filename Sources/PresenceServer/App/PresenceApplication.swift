@@ -49,7 +49,10 @@ public enum PresenceApplication {
         let operations = PresenceOperations(
             store: store, authorizer: configuration.authorizer, adminKey: configuration.adminKey, metrics: metrics, logger: logger,
             webhooks: webhooks)
-        HTTPRoutes(operations: operations, metrics: metrics).register(on: router)
+        let calls = HTTPCalls(
+            operations: operations, addressLimits: addressLimits, trustedProxies: configuration.trustedProxies,
+            origins: origins, serverName: serverName)
+        HTTPRoutes(operations: operations, calls: calls, metrics: metrics).register(on: router)
         WebAssets.load().register(on: router)
 
         let openSockets = OpenSockets()
@@ -75,9 +78,7 @@ public enum PresenceApplication {
                             ],
                             idleTimeout: nil),
                         sockets: sockets, metrics: metrics,
-                        heartbeatsAtOnce: HTTPHeartbeatAtOnce(
-                            operations: operations, addressLimits: addressLimits, trustedProxies: configuration.trustedProxies,
-                            origins: origins, serverName: serverName)),
+                        calls: calls),
                     timeout: requestTimeout, connections: connections, metrics: metrics)
             },
             configuration: .init(

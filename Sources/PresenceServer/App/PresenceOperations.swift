@@ -60,8 +60,9 @@ struct PresenceOperations: Sendable {
     // Reads first `synchronize()`: with several processes, a list shows every change any of them
     // acknowledged before it was asked for.
 
+    /// A heartbeat the full way: authorized, then the store's (which still moves a live session's
+    /// deadline in memory when it can). Callers that can answer at once try `heartbeatAtOnce` first.
     func heartbeat(_ request: HeartbeatRequest, by caller: UserCaller) async throws(PresenceError) -> SessionTokens {
-        if let tokens = heartbeatAtOnce(request, as: caller.identity) { return tokens }
         try await authorize(caller, .join(roomId: request.roomId, userId: request.userId))
         let vouched = request.withProfile(name: caller.identity?.name, image: caller.identity?.image)
         let tokens = try await checked { try await store.heartbeat(vouched) }
@@ -79,14 +80,6 @@ struct PresenceOperations: Sendable {
         guard let tokens = store.heartbeatAtOnce(request.withProfile(name: caller?.name, image: caller?.image)) else { return nil }
         metrics.heartbeats.increment()
         return tokens
-    }
-
-    /// An HTTP heartbeat with its bearer token (nil: none), answered without waiting when the
-    /// authorizer knows the caller at once and `heartbeatAtOnce(_:as:)` can answer; nil sends it
-    /// the full way.
-    func heartbeatAtOnce(_ request: HeartbeatRequest, token: String?) -> SessionTokens? {
-        guard case .identity(let identity) = authorizer.authenticateAtOnce(token: token) else { return nil }
-        return heartbeatAtOnce(request, as: identity)
     }
 
     func list(_ request: ListRequest, by caller: UserCaller) async throws(PresenceError) -> RoomSnapshot {
@@ -114,6 +107,12 @@ struct PresenceOperations: Sendable {
     /// The session token is the credential (PROTOCOL.md): `sendBeacon` cannot send another.
     func disconnect(sessionToken: String) async throws(PresenceError) {
         try await checked { try await store.disconnect(sessionToken: sessionToken) }
+    }
+
+    /// The same disconnect done without waiting, when the store can (`disconnectAtOnce`); false
+    /// sends it the full way, `disconnect(sessionToken:)`.
+    func disconnectAtOnce(sessionToken: String) -> Bool {
+        store.disconnectAtOnce(sessionToken: sessionToken)
     }
 
     /// Presence across rooms: the admin key reads anyone; a user what the authorizer allows.

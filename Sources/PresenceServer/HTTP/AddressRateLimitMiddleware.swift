@@ -13,14 +13,15 @@ struct AddressRateLimitMiddleware: RouterMiddleware {
     let metrics: PresenceMetrics
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        // Health checks and scrapes come from the operator's own tools: never limit them.
-        if request.uri.path == "/health" || request.uri.path == "/metrics" { return try await next(request, context) }
+        // Health checks and scrapes come from the operator's own tools: never limit them. The
+        // calls of `HTTPCalls` charge the limit themselves, once, whichever path answers them.
+        if request.uri.path == "/health" || request.uri.path == "/metrics" || HTTPCalls.call(request.method, request.uri.path) != nil {
+            return try await next(request, context)
+        }
         let address = trustedProxies.clientAddress(peer: context.channel.remoteAddress, headers: request.headers)
         guard limits.allow(address, now: clock.nowMillis()) else {
-            metrics.rateLimited.increment()
-            var response = Response.error(.rateLimited("too many requests from this address; slow down"))
-            response.headers[.retryAfter] = "1"
-            return response
+            metrics.count(JSONAnswer.addressRateLimit)
+            return .error(JSONAnswer.addressRateLimit)
         }
         return try await next(request, context)
     }

@@ -4,21 +4,6 @@ import Logging
 import NIOCore
 import PresenceCore
 
-extension Response {
-    static let jsonContentType = "application/json; charset=utf-8"
-
-    static func json(_ body: String, status: HTTPResponse.Status = .ok) -> Response {
-        Response(
-            status: status,
-            headers: [.contentType: jsonContentType, .cacheControl: "no-store"],
-            body: .init(byteBuffer: ByteBuffer(string: body)))
-    }
-
-    static func error(_ error: PresenceError) -> Response {
-        .json(error.jsonBody, status: .init(code: error.status))
-    }
-}
-
 /// Maps every failure to PROTOCOL.md's error body, so no client ever sees the framework's own error format.
 struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     let logger: Logger

@@ -9,8 +9,11 @@ extension Request {
 }
 
 /// The HTTP API of PROTOCOL.md: a codec from requests to `PresenceOperations` and back.
-struct HTTPRoutes<Context: RequestContext> {
+struct HTTPRoutes {
+    typealias Context = PresenceRequestContext
     let operations: PresenceOperations
+    /// Heartbeats and disconnects: most come answered by `HTTPCallsHandler`, the rest here the same way.
+    let calls: HTTPCalls
     let metrics: PresenceMetrics
 
     func register(on router: Router<Context>) {
@@ -25,10 +28,9 @@ struct HTTPRoutes<Context: RequestContext> {
         }
         let operations = operations
 
-        route(RouterPath(HTTPHeartbeatAtOnce.path), .post) { request, _ in
-            let caller = try await operations.authenticateUser(token: request.bearerToken)
-            let heartbeat = try HeartbeatRequest(json: JSONObject(parsing: try await Self.body(of: request).readableBytesView))
-            return .json(try await operations.heartbeat(heartbeat, by: caller).jsonObject)
+        let calls = calls
+        route(RouterPath(HTTPCalls.heartbeatPath), .post) { request, context in
+            try await calls.respond(.heartbeat, to: request, peer: context.channel.remoteAddress)
         }
 
         route("/api/list", .get) { request, _ in
@@ -52,11 +54,8 @@ struct HTTPRoutes<Context: RequestContext> {
             return .json(writer.output)
         }
 
-        route("/api/disconnect", .post) { request, _ in
-            let body = try await Self.body(of: request)
-            let sessionToken = try DisconnectBody.sessionToken(from: Array(body.readableBytesView), contentType: request.headers[.contentType])
-            try await operations.disconnect(sessionToken: sessionToken)
-            return .json("{}")
+        route(RouterPath(HTTPCalls.disconnectPath), .post) { request, context in
+            try await calls.respond(.disconnect, to: request, peer: context.channel.remoteAddress)
         }
 
         route("/api/update", .post) { request, _ in
@@ -214,7 +213,7 @@ struct HTTPRoutes<Context: RequestContext> {
     }
 
     /// The router answers an unknown method on a known path with 404; PROTOCOL.md wants 405.
-    static func refuseOtherMethods(on router: Router<Context>, path: RouterPath, allowed: Set<HTTPRequest.Method>) {
+    static func refuseOtherMethods<Context: RequestContext>(on router: Router<Context>, path: RouterPath, allowed: Set<HTTPRequest.Method>) {
         let methods: [HTTPRequest.Method] = [.get, .post, .put, .delete, .patch, .trace, .options, .init("QUERY")!]
         let allowHeader = allowed.map(\.rawValue).sorted().joined(separator: ", ")
         for method in methods where !allowed.contains(method) {

@@ -31,18 +31,18 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
     let responder: HTTPChannelHandler.Responder
     let http1: HTTP1Channel.Configuration
     let sockets: WebSocketEndpoint
-    let heartbeatsAtOnce: HTTPHeartbeatAtOnce
+    let calls: HTTPCalls
     let metrics: PresenceMetrics
 
     init(
         responder: @escaping HTTPChannelHandler.Responder, http1: HTTP1Channel.Configuration, sockets: WebSocketEndpoint,
-        metrics: PresenceMetrics, heartbeatsAtOnce: HTTPHeartbeatAtOnce
+        metrics: PresenceMetrics, calls: HTTPCalls
     ) {
         self.responder = Self.redirectingLateUpgrades(responder)
         self.http1 = http1
         self.sockets = sockets
         self.metrics = metrics
-        self.heartbeatsAtOnce = heartbeatsAtOnce
+        self.calls = calls
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
@@ -74,7 +74,7 @@ struct PresenceChannel: ServerChildChannel, HTTPChannelHandler {
                         try channel.pipeline.syncOperations.addHandler(
                             HTTPConnectionStateHandler(idleTimeout: http1.idleTimeout.map { .init($0) }, logger: logger))
                         // After the timeouts and the connection's state, which must see every request and answer.
-                        try channel.pipeline.syncOperations.addHandler(heartbeatsAtOnce.makeHandler())
+                        try channel.pipeline.syncOperations.addHandler(calls.makeHandler())
                         let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
                         if case .failure(let refusal) = admission.value { return .refusedUpgrade(asyncChannel, refusal) }

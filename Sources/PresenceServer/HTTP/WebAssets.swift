@@ -53,7 +53,7 @@ struct WebAssets: Sendable {
                 }
                 return Response(status: .ok, headers: headers, body: .init(byteBuffer: asset.body))
             }
-            HTTPRoutes<Context>.refuseOtherMethods(on: router, path: RouterPath(path), allowed: [.get])
+            HTTPRoutes.refuseOtherMethods(on: router, path: RouterPath(path), allowed: [.get])
         }
     }
 }

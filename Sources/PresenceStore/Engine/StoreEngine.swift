@@ -227,6 +227,11 @@ public final class StoreEngine<Journal: StoreJournal>: PresenceCalls, PresenceEv
         try await perform { state, now, _ in ((), state.disconnect(sessionToken: sessionToken, now: now).changes) }
     }
 
+    public func disconnectAtOnce(sessionToken: String) -> Bool {
+        guard Journal.appliesInline else { return false }
+        return (try? performInline { state, now in ((), state.disconnect(sessionToken: sessionToken, now: now).changes) }) != nil
+    }
+
     public func update(sessionToken: String, data: JSONValue?) async throws {
         try await perform { state, now, _ throws(PresenceError) in
             ((), try state.update(sessionToken: sessionToken, data: data, now: now).changes)

@@ -30,6 +30,10 @@ public protocol PresenceCalls: Sendable {
     func heartbeatAtOnce(_ request: HeartbeatRequest) -> SessionTokens?
     /// Ends a session at once; an unknown token is a no-op.
     func disconnect(sessionToken: String) async throws
+    /// The same disconnect done without waiting, when the store applies changes in memory only;
+    /// false when it must go through `disconnect(sessionToken:)`. Answers most of a small room's
+    /// leaves on the HTTP connection's event loop, with no task started for them.
+    func disconnectAtOnce(sessionToken: String) -> Bool
     /// Sets (or with `nil` clears) the data of the session's user; throws `not_found` for an unknown token.
     func update(sessionToken: String, data: JSONValue?) async throws
     /// Sets (or with `nil` clears) a user's data; throws `not_found` if the user was never in the room.

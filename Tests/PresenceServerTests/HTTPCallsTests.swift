@@ -10,8 +10,9 @@ import Testing
 import Glibc
 #endif
 
-/// `POST /api/heartbeat` of a live session, answered on the event loop before Hummingbird.
-@Suite struct HTTPHeartbeatAtOnceTests {
+/// `POST /api/heartbeat` and `POST /api/disconnect`, answered on the event loop before
+/// Hummingbird (`HTTPCalls`, `HTTPCallsHandler`), at once or when their work is done.
+@Suite struct HTTPCallsTests {
     /// Once the session is stored, its heartbeats ask the authorizer nothing, and their answers
     /// are the full path's: same status, body and headers (CORS included), `Date` aside. On
     /// SQLite, whose join is written before it is answered, so the join takes the full path.
@@ -162,6 +163,102 @@ import Glibc
         }
     }
 
+    /// A call whose answer waits (here a join its authorizer is slow to allow) holds what is
+    /// pipelined behind it, Hummingbird's requests and the loop's calls alike; then all are
+    /// answered in their order.
+    @Test func aCallAnsweredLaterHoldsWhatIsPipelinedBehindIt() async throws {
+        let authorizer = JoinGate()
+        try await withServer(configure: { $0.authorizer = authorizer }) { http in
+            let socket = try await offThePool { try RawWebSocket(port: http.port, handshake: false) }
+            let alice = #"{"roomId":"room","userId":"alice","sessionId":"a","interval":10000}"#
+            let bob = #"{"roomId":"room","userId":"bob","sessionId":"b","interval":10000}"#
+            try socket.write(Array((Self.post("/api/heartbeat", alice) + "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                + Self.post("/api/disconnect", #"{"sessionToken":"unknown"}"#) + Self.post("/api/heartbeat", bob)).utf8))
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(Self.availableBytes(socket).isEmpty, "an answer came while the join was held")
+            #expect(authorizer.joinsAsked == 1, "a request behind the held one was started")
+            authorizer.open()
+            let answers = try await offThePool { try Self.readResponses(socket, count: 4) }
+            #expect(answers.map(\.status) == [200, 200, 200, 200], "\(answers)")
+            let first = try JSONObject(parsing: Array(answers[0].body.utf8))
+            let last = try JSONObject(parsing: Array(answers[3].body.utf8))
+            #expect(answers[1].body == #"{"status":"ok"}"#)
+            #expect(answers[2].body == "{}")
+            #expect(try first.string("sessionToken") != last.string("sessionToken"))
+            #expect(try await http.listRoom("room").users.map(\.userId).sorted() == ["alice", "bob"])
+        }
+    }
+
+    /// A disconnect is answered on the loop (at once on the memory store, once stored on
+    /// SQLite) with the head Hummingbird's route gives the same call (`Connection: close` goes
+    /// that way); `sendBeacon`'s bare token and bad bodies get the route's answers too.
+    @Test(arguments: ["memory", "sqlite"]) func disconnectsAreAnsweredOnTheLoopAsInFull(store kind: String) async throws {
+        let store: any PresenceStore = kind == "memory" ? MemoryStore() : try SQLiteStore(directory: temporaryDirectory())
+        try await withServer(store: store, configure: { $0.allowedOrigins = ["https://app.example"] }) { http in
+            let socket = try await offThePool { try RawWebSocket(port: http.port, handshake: false) }
+            let a = try await http.heartbeat(user: "alice", session: "a")
+            let b = try await http.heartbeat(user: "alice", session: "b")
+            let c = try await http.heartbeat(user: "bob", session: "c")
+            let origin = "Origin: https://app.example\r\n"
+            try socket.write(Array((
+                Self.post("/api/disconnect", #"{"sessionToken":"\#(a.sessionToken)"}"#, headers: "Content-Type: application/json\r\n" + origin)
+                    + Self.post("/api/disconnect", b.sessionToken, headers: "Content-Type: text/plain\r\n" + origin)
+                    + Self.post("/api/disconnect", #"{"sessionToken":"#, headers: "Content-Type: application/json\r\n" + origin)
+                    + Self.post("/api/disconnect", "", headers: origin)).utf8))
+            let onLoop = try await offThePool { try Self.readAnswers(socket, count: 4) }
+            #expect(onLoop.map(\.status) == [200, 200, 400, 400], "\(onLoop)")
+            #expect(onLoop[0].body == "{}" && onLoop[1].body == "{}")
+            #expect(try await http.listRoom("room").users.filter(\.online).map(\.userId) == ["bob"])
+            // The same call through Hummingbird's route.
+            let closing = try await offThePool { try RawWebSocket(port: http.port, handshake: false) }
+            try closing.write(Array(Self.post(
+                "/api/disconnect", #"{"sessionToken":"\#(c.sessionToken)"}"#,
+                headers: "Content-Type: application/json\r\nConnection: close\r\n" + origin).utf8))
+            let routed = try await offThePool { try Self.readAnswers(closing, count: 1) }
+            #expect(routed.first?.status == 200 && routed.first?.body == "{}")
+            #expect(routed.first?.headers.filter { !$0.hasPrefix("connection:") } == onLoop[0].headers, "\(routed) \(onLoop[0])")
+            #expect(onLoop[0].headers.contains("access-control-allow-origin:https://app.example"))
+            #expect(try await http.listRoom("room").users.filter(\.online).isEmpty)
+            #expect(onLoop[2].body.contains(#""code":"invalid_json""#), "\(onLoop[2].body)")
+        }
+    }
+
+    /// A body over the limit is read to its end and refused with 413; the connection goes on.
+    @Test(arguments: [HTTPCalls.heartbeatPath, HTTPCalls.disconnectPath]) func aBodyTooLargeIsRefusedAndTheConnectionGoesOn(path: String) async throws {
+        try await withServer { http in
+            let socket = try await offThePool { try RawWebSocket(port: http.port, handshake: false) }
+            let huge = #"{"sessionToken":""# + String(repeating: "x", count: ProtocolLimits.maxBodyBytes) + #""}"#
+            let heartbeat = #"{"roomId":"room","userId":"alice","sessionId":"a","interval":10000}"#
+            try socket.write(Array((Self.post(path, huge) + Self.post(HTTPCalls.heartbeatPath, heartbeat)).utf8))
+            let answers = try await offThePool { try Self.readResponses(socket, count: 2) }
+            #expect(answers.map(\.status) == [413, 200], "\(answers)")
+            #expect(answers[0].body.contains("payload_too_large"))
+            #expect(try await http.listRoom("room").users.map(\.userId) == ["alice"])
+        }
+    }
+
+    /// A disconnect is charged once too, on the loop or through the route.
+    @Test func theRateLimitCountsEachDisconnectOnce() async throws {
+        try await withServer(store: try SQLiteStore(directory: temporaryDirectory()), configure: {
+            $0.addressRequestsPerSecond = 0.001
+            $0.addressRequestBurst = 4
+        }) { http in
+            let a = try await http.heartbeat(user: "alice", session: "a")
+            let b = try await http.heartbeat(user: "alice", session: "b")
+            let socket = try await offThePool { try RawWebSocket(port: http.port, handshake: false) }
+            try socket.write(Array(Self.post(HTTPCalls.disconnectPath, #"{"sessionToken":"\#(a.sessionToken)"}"#).utf8))
+            #expect(try await offThePool { try Self.readResponses(socket, count: 1) }.map(\.status) == [200])
+            try socket.write(Array(Self.post(
+                HTTPCalls.disconnectPath, #"{"sessionToken":"\#(b.sessionToken)"}"#,
+                headers: "Content-Type: application/json\r\nConnection: close\r\n").utf8))
+            #expect(try await offThePool { try Self.readResponses(socket, count: 1) }.map(\.status) == [200])
+            let limited = try await http.call(.post, HTTPCalls.disconnectPath, body: #"{"sessionToken":"x"}"#)
+            #expect(limited.status == 429 && limited.errorCode == "rate_limited", "\(limited.body)")
+            #expect(limited.headers[.retryAfter] == "1")
+            #expect(try await http.metric("presence_rate_limited_total") == 1)
+        }
+    }
+
     @Test func datesAreIMFFixdates() {
         #expect(HTTPDate.format(epochSeconds: 0) == "Thu, 01 Jan 1970 00:00:00 GMT")
         #expect(HTTPDate.format(epochSeconds: 784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")  // RFC 9110's example
@@ -181,8 +278,8 @@ import Glibc
         fields.filter { $0.name != .date }.map { "\($0.name): \($0.value)" }.sorted()
     }
 
-    private static func post(_ path: String, _ body: String) -> String {
-        "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    private static func post(_ path: String, _ body: String, headers: String = "Content-Type: application/json\r\n") -> String {
+        "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\(headers)Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
     }
 
     /// What the server has sent so far, without waiting.
@@ -194,8 +291,14 @@ import Glibc
 
     /// Reads `count` whole responses (each with a Content-Length) off the socket.
     private static func readResponses(_ socket: RawWebSocket, count: Int) throws -> [(status: Int, body: String)] {
+        try readAnswers(socket, count: count).map { ($0.status, $0.body) }
+    }
+
+    /// Reads `count` whole responses (each with a Content-Length) off the socket, with their
+    /// header lines (lowercased names, `Date` left out, sorted).
+    private static func readAnswers(_ socket: RawWebSocket, count: Int) throws -> [(status: Int, headers: [String], body: String)] {
         var bytes: [UInt8] = []
-        var responses: [(status: Int, body: String)] = []
+        var responses: [(status: Int, headers: [String], body: String)] = []
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while responses.count < count {
             if let end = bytes.indices.dropLast(3).first(where: { bytes[$0..<$0 + 4].elementsEqual([13, 10, 13, 10]) }) {
@@ -205,7 +308,11 @@ import Glibc
                     .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
                 if bytes.count >= end + 4 + length {
                     let status = Int(lines[0].split(separator: " ")[1]) ?? 0
-                    responses.append((status, String(decoding: bytes[(end + 4)..<(end + 4 + length)], as: UTF8.self)))
+                    let headers = lines.dropFirst().map { line -> String in
+                        let parts = line.split(separator: ":", maxSplits: 1)
+                        return "\(parts[0].lowercased()):\(parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespaces) : "")"
+                    }.filter { !$0.hasPrefix("date:") }.sorted()
+                    responses.append((status, headers, String(decoding: bytes[(end + 4)..<(end + 4 + length)], as: UTF8.self)))
                     bytes.removeFirst(end + 4 + length)
                     continue
                 }
@@ -234,5 +341,35 @@ final class CountingAuthorizer<Inner: PresenceAuthorizer>: PresenceAuthorizer {
 
     func authorize(_ identity: Identity?, _ action: PresenceAction) async throws {
         try await inner.authorize(identity, action)
+    }
+}
+
+/// An authorizer that holds every join until `open()`, and lets nothing through at once.
+final class JoinGate: PresenceAuthorizer {
+    private let state = Mutex<(asked: Int, open: Bool, waiting: [CheckedContinuation<Void, Never>])>((0, false, []))
+
+    var joinsAsked: Int { state.withLock { $0.asked } }
+
+    func authenticate(token: String?) async throws -> Identity? { nil }
+
+    func authorize(_ identity: Identity?, _ action: PresenceAction) async throws {
+        guard case .join = action else { return }
+        await withCheckedContinuation { continuation in
+            let open = state.withLock { state in
+                state.asked += 1
+                if !state.open { state.waiting.append(continuation) }
+                return state.open
+            }
+            if open { continuation.resume() }
+        }
+    }
+
+    func open() {
+        let waiting = state.withLock { state in
+            state.open = true
+            defer { state.waiting = [] }
+            return state.waiting
+        }
+        for continuation in waiting { continuation.resume() }
     }
 }
