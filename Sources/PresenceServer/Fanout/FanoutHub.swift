@@ -81,7 +81,9 @@ final class FanoutHub: Service, Sendable {
                 try? await gracefulShutdown()
                 commandContinuation.finish()
             }
-            for await command in commands.cancelOnGracefulShutdown() {
+            // Not `cancelOnGracefulShutdown()`: the task above ends the stream, and that wrapper merges
+            // the stream with another, which takes a second thread wake-up for every command.
+            for await command in commands {
                 let now = ContinuousClock.now
                 switch command {
                 case .subscribe(let outbox, let roomToken, let limit, let requestId):

@@ -56,7 +56,9 @@ final class UserWatchHub: Service, Sendable {
                 try? await gracefulShutdown()
                 commandContinuation.finish()
             }
-            for await command in commands.cancelOnGracefulShutdown() {
+            // Not `cancelOnGracefulShutdown()`: the task above ends the stream, and that wrapper merges
+            // the stream with another, which takes a second thread wake-up for every command.
+            for await command in commands {
                 switch command {
                 case .watch(let outbox, let userIds, let requestId):
                     state.watch(outbox, userIds: userIds, requestId: requestId)
