@@ -36,13 +36,7 @@ extension PresenceState {
     public mutating func removeRoomUser(roomId: String, userId: String, now: Int64) -> Outcome {
         var outcome = Outcome()
         guard let user = rooms[roomId]?.users.removeValue(forKey: userId) else { return outcome }
-        touchUser(roomId, userId)
-        noteEvents(roomId: roomId, userId: userId, before: user.record, reason: .removed, at: now)
-        for sessionId in user.sessionIds {
-            if let session = sessions.removeValue(forKey: sessionId) { forgetSession(session) }
-        }
-        if user.record.online { onlineUserCount -= 1 }
-        forgetRoom(roomId, ofUser: userId)
+        forgetRemovedUser(user, roomId: roomId, userId: userId, reason: .removed, at: now)
         outcome.changes.append(bumpVersion(roomId: roomId))
         return outcome
     }
@@ -54,14 +48,7 @@ extension PresenceState {
         touchRoom(roomId)
         let userIds = recordsEvents ? room.users.keys.sorted() : Array(room.users.keys)
         for userId in userIds {
-            let user = room.users[userId]!
-            touchUser(roomId, userId)
-            noteEvents(roomId: roomId, userId: userId, before: user.record, reason: .roomRemoved, at: now)
-            for sessionId in user.sessionIds {
-                if let session = sessions.removeValue(forKey: sessionId) { forgetSession(session) }
-            }
-            if user.record.online { onlineUserCount -= 1 }
-            forgetRoom(roomId, ofUser: userId)
+            forgetRemovedUser(room.users[userId]!, roomId: roomId, userId: userId, reason: .roomRemoved, at: now)
         }
         lastVersion += 1
         numberEvents(roomId: roomId, version: lastVersion)
@@ -107,6 +94,20 @@ extension PresenceState {
         var outcome = Outcome()
         outcome.changes.append(RoomChange(roomId: roomId, roomToken: room.token, roomVersion: room.version, kind: .tokenRotated))
         return (token, outcome)
+    }
+
+    /// Forgets a user already taken out of `roomId` (or with the room): the leave events, the
+    /// user's sessions, the online count and the user's index of rooms.
+    private mutating func forgetRemovedUser(
+        _ user: RoomUser, roomId: String, userId: String, reason: PresenceEvent.LeaveReason, at now: Int64
+    ) {
+        touchUser(roomId, userId)
+        noteEvents(roomId: roomId, userId: userId, before: user.record, reason: reason, at: now)
+        for sessionId in user.sessionIds {
+            if let session = sessions.removeValue(forKey: sessionId) { forgetSession(session) }
+        }
+        if user.record.online { onlineUserCount -= 1 }
+        forgetRoom(roomId, ofUser: userId)
     }
 
     mutating func forgetRoom(_ roomId: String, ofUser userId: String) {

@@ -349,30 +349,20 @@ final class CountingAuthorizer<Inner: PresenceAuthorizer>: PresenceAuthorizer {
 
 /// An authorizer that holds every join until `open()`, and lets nothing through at once.
 final class JoinGate: PresenceAuthorizer {
-    private let state = Mutex<(asked: Int, open: Bool, waiting: [CheckedContinuation<Void, Never>])>((0, false, []))
+    private let asked = Atomic<Int>(0)
+    private let gate = Gate()
 
-    var joinsAsked: Int { state.withLock { $0.asked } }
+    var joinsAsked: Int { asked.load(ordering: .relaxed) }
 
     func authenticate(token: String?) async throws -> Identity? { nil }
 
     func authorize(_ identity: Identity?, _ action: PresenceAction) async throws {
         guard case .join = action else { return }
-        await withCheckedContinuation { continuation in
-            let open = state.withLock { state in
-                state.asked += 1
-                if !state.open { state.waiting.append(continuation) }
-                return state.open
-            }
-            if open { continuation.resume() }
-        }
+        asked.add(1, ordering: .relaxed)
+        await gate.wait()
     }
 
     func open() {
-        let waiting = state.withLock { state in
-            state.open = true
-            defer { state.waiting = [] }
-            return state.waiting
-        }
-        for continuation in waiting { continuation.resume() }
+        gate.open()
     }
 }

@@ -11,11 +11,10 @@ final class GatedAuthorizer: PresenceAuthorizer {
     private struct State {
         var joinsAuthorized = 0
         var authentications = 0
-        var gateOpen = false
-        var waiting: [CheckedContinuation<Void, Never>] = []
     }
 
     private let state = Mutex(State())
+    private let gate = Gate()
 
     var joinsAuthorized: Int { state.withLock { $0.joinsAuthorized } }
     var authentications: Int { state.withLock { $0.authentications } }
@@ -31,13 +30,7 @@ final class GatedAuthorizer: PresenceAuthorizer {
         switch action {
         case .join: state.withLock { $0.joinsAuthorized += 1 }
         case .update:
-            await withCheckedContinuation { continuation in
-                let open = state.withLock { state in
-                    if !state.gateOpen { state.waiting.append(continuation) }
-                    return state.gateOpen
-                }
-                if open { continuation.resume() }
-            }
+            await gate.wait()
         case .read, .watch: break
         }
     }
@@ -48,12 +41,7 @@ final class GatedAuthorizer: PresenceAuthorizer {
     }
 
     func openGate() {
-        let waiting = state.withLock { state in
-            state.gateOpen = true
-            defer { state.waiting = [] }
-            return state.waiting
-        }
-        for continuation in waiting { continuation.resume() }
+        gate.open()
     }
 }
 

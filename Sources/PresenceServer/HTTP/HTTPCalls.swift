@@ -54,11 +54,7 @@ struct HTTPCalls: Sendable {
     /// The answer to a call whose body has been read (nil: none came).
     func answer(_ call: Call, head: HTTPRequest, body: ByteBuffer?, peer: SocketAddress?) -> Answer {
         if let refusal = charge(head.headerFields, peer: peer) { return .now(refusal) }
-        let body = body ?? ByteBuffer()
-        switch call {
-        case .heartbeat: return heartbeat(head.headerFields, body: body)
-        case .disconnect: return disconnect(head.headerFields, body: body)
-        }
+        return answer(call, headers: head.headerFields, body: body ?? ByteBuffer())
     }
 
     /// The answer of a request whose body was too large, read to its end and dropped.
@@ -71,11 +67,7 @@ struct HTTPCalls: Sendable {
         if let refusal = charge(request.headers, peer: peer) { return refusal.response }
         var request = request
         let body = try await request.collectBody(upTo: ProtocolLimits.maxBodyBytes)
-        let answer = switch call {
-        case .heartbeat: heartbeat(request.headers, body: body)
-        case .disconnect: disconnect(request.headers, body: body)
-        }
-        switch answer {
+        switch answer(call, headers: request.headers, body: body) {
         case .now(let answer): return answer.response
         case .later(let work): return await work().response
         }
@@ -93,6 +85,14 @@ struct HTTPCalls: Sendable {
             return failure(JSONAnswer.addressRateLimit)
         }
         return nil
+    }
+
+    /// The answer of a call already charged to its address.
+    private func answer(_ call: Call, headers: HTTPFields, body: ByteBuffer) -> Answer {
+        switch call {
+        case .heartbeat: heartbeat(headers, body: body)
+        case .disconnect: disconnect(headers, body: body)
+        }
     }
 
     private func heartbeat(_ headers: HTTPFields, body: ByteBuffer) -> Answer {

@@ -17,20 +17,18 @@ struct JSONAnswer: Sendable {
     private let retriesAfterASecond: Bool
 
     init(_ json: String, status: HTTPResponse.Status = .ok) {
+        self.init(json, status: status, retriesAfterASecond: false)
+    }
+
+    private init(_ json: String, status: HTTPResponse.Status, retriesAfterASecond: Bool) {
         body = ByteBuffer(string: json)
         self.status = status
-        retriesAfterASecond = false
+        self.retriesAfterASecond = retriesAfterASecond
     }
 
     /// PROTOCOL.md's error body with its status.
     static func error(_ error: PresenceError) -> JSONAnswer {
-        JSONAnswer(error, status: .init(code: error.status), retriesAfterASecond: error == addressRateLimit)
-    }
-
-    private init(_ error: PresenceError, status: HTTPResponse.Status, retriesAfterASecond: Bool) {
-        body = ByteBuffer(string: error.jsonBody)
-        self.status = status
-        self.retriesAfterASecond = retriesAfterASecond
+        JSONAnswer(error.jsonBody, status: .init(code: error.status), retriesAfterASecond: error == addressRateLimit)
     }
 
     var response: Response {
